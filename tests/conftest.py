@@ -1,0 +1,36 @@
+"""Shared fixtures: a real Kafka broker for the whole session and unique topic names per test.
+
+The broker is, in order of preference: ``REWIND_TEST_BOOTSTRAP`` if set; a testcontainers
+``KafkaContainer`` when a Docker engine answers; otherwise rewind's own local broker
+(``rewind kafka start``) in a throw-away ``REWIND_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.broker import session_broker
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    """The bootstrap address of a real Kafka broker, up for the whole test session."""
+    with session_broker() as address:
+        yield address
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A topic-name prefix no other test uses, so tests never see each other's data."""
+    test = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:60]
+    return f"t-{test}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def rewind_home(tmp_path: os.PathLike[str]) -> str:
+    """A fresh REWIND_HOME directory for one test."""
+    return str(tmp_path)
