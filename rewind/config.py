@@ -1,0 +1,319 @@
+"""Configuration in one place: defaults, then ``rewind.toml``, then ``REWIND_*`` variables, then flags.
+
+Each later source wins. Every setting has a dotted key (``projector.batch_events``), a TOML location
+(the same path), an environment variable (``REWIND_PROJECTOR_BATCH_EVENTS``) and a type; a bad value
+is refused with a message that names the key and the source it came from.
+
+Kafka client settings are librdkafka properties passed through untouched: ``[kafka.properties]`` in
+the TOML file, ``REWIND_KAFKA_<NAME>`` in the environment (``REWIND_KAFKA_SASL_PASSWORD`` sets
+``sasl.password``) and ``-X name=value`` on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rewind.errors import ConfigError
+
+CONFIG_FILE_NAME = "rewind.toml"
+BOOTSTRAP_FILE_NAME = "bootstrap"
+ANOMALY_POLICIES = ("quarantine", "halt")
+ClientConfig = dict[str, str | int | float | bool]
+_SECRET_MARKERS = ("password", "secret", "token", "credentials")
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a positive integer")
+    if isinstance(value, str):
+        value = value.strip().replace("_", "")
+        if not value.isdigit():
+            raise ValueError("must be a positive integer")
+        value = int(value)
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(value: object) -> int:
+    if isinstance(value, str) and value.strip() == "0":
+        return 0
+    if value == 0 and not isinstance(value, bool):
+        return 0
+    return _positive_int(value)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _name(value: object) -> str:
+    text = _text(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise ValueError("must be a non-empty name without spaces")
+    return text
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _policy(value: object) -> str:
+    text = _text(value).strip().lower()
+    if text not in ANOMALY_POLICIES:
+        raise ValueError(f"must be one of {', '.join(ANOMALY_POLICIES)}")
+    return text
+
+
+def _port(value: object) -> int:
+    port = _non_negative_int(value)
+    if port > 65535:
+        raise ValueError("must be a TCP port (0-65535; 0 picks a free one)")
+    return port
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its dotted key, parser and default."""
+
+    key: str
+    parse: Callable[[object], Any]
+    default: object
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "REWIND_" + self.key.replace(".", "_").upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", _text, ".rewind", "directory for everything rewind keeps on disk"),
+    Setting("kafka.bootstrap", _text, "", "bootstrap servers; empty: the local broker's address"),
+    Setting("topics.events", _name, "rewind.events", "the events topic"),
+    Setting("topics.config", _name, "rewind.config", "the config topic (one partition)"),
+    Setting("topics.deadletter", _name, "rewind.deadletter", "the dead-letter topic"),
+    Setting("topics.partitions", _positive_int, 12, "partitions of the events topic"),
+    Setting("topics.replication_factor", _positive_int, 1, "replication factor of all topics"),
+    Setting("state.dir", _text, "", "LMDB state directory; empty: $home/state"),
+    Setting("snapshots.dir", _text, "", "snapshot directory; empty: $home/snapshots"),
+    Setting("snapshots.every_events", _non_negative_int, 100_000, "snapshot every N events (0: off)"),
+    Setting("snapshots.every_seconds", _non_negative_int, 300, "snapshot every T seconds (0: off)"),
+    Setting("snapshots.keep_last", _positive_int, 5, "newest snapshots always kept"),
+    Setting("snapshots.keep_hourly", _non_negative_int, 24, "hourly snapshots kept beyond those"),
+    Setting("snapshots.keep_daily", _non_negative_int, 7, "daily snapshots kept beyond those"),
+    Setting("projector.group", _name, "rewind-projector", "consumer group the projector commits to"),
+    Setting("projector.batch_events", _positive_int, 5000, "most events per LMDB transaction"),
+    Setting("projector.batch_ms", _positive_int, 100, "longest wait for a batch, milliseconds"),
+    Setting("projector.anomaly_policy", _policy, "quarantine", "quarantine (record, go on) or halt"),
+    Setting("projector.durable", _boolean, True, "fsync every LMDB commit"),
+    Setting("http.host", _text, "127.0.0.1", "address the HTTP API binds to"),
+    Setting("http.port", _port, 8080, "port of the HTTP API (0: a free one)"),
+    Setting("http.token", _text, "", "bearer token required by mutating API calls"),
+    Setting("lag.ready_max_seconds", _non_negative_int, 30, "/ready is false above this lag"),
+    Setting("lag.window_seconds", _positive_int, 60, "sliding window for lag status"),
+)
+_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration, with where each value came from."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    kafka_properties: Mapping[str, str] = field(default_factory=dict)
+    config_file: Path | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def home(self) -> Path:
+        return Path(self.values["home"]).expanduser()
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.values["state.dir"] or self.home / "state").expanduser()
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return Path(self.values["snapshots.dir"] or self.home / "snapshots").expanduser()
+
+    @property
+    def events_topic(self) -> str:
+        return str(self.values["topics.events"])
+
+    @property
+    def config_topic(self) -> str:
+        return str(self.values["topics.config"])
+
+    @property
+    def deadletter_topic(self) -> str:
+        return str(self.values["topics.deadletter"])
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers: configured, or else the address the local broker wrote."""
+        configured = str(self.values["kafka.bootstrap"])
+        if configured:
+            return configured
+        written = self.home / BOOTSTRAP_FILE_NAME
+        if written.is_file():
+            return written.read_text().strip()
+        raise ConfigError(
+            f"no Kafka bootstrap address: kafka.bootstrap is not set and {written} does not exist",
+            "start the local broker with `rewind kafka start`, or point rewind at a cluster with "
+            "REWIND_BOOTSTRAP=host:port (or --bootstrap, or kafka.bootstrap in rewind.toml)",
+        )
+
+    def client_config(self, **overrides: str | int | float | bool) -> ClientConfig:
+        """librdkafka configuration for a client: bootstrap, pass-through properties, overrides."""
+        config: ClientConfig = {"bootstrap.servers": self.bootstrap}
+        config.update(self.kafka_properties)
+        config.update(overrides)
+        return config
+
+    def masked(self) -> dict[str, object]:
+        """Every effective value with its source, secrets masked: for `rewind config show`."""
+        shown: dict[str, object] = {}
+        for key, value in sorted(self.values.items()):
+            shown[key] = {"value": _mask(key, value), "source": self.sources[key]}
+        for name, value in sorted(self.kafka_properties.items()):
+            shown[f"kafka.properties.{name}"] = {
+                "value": _mask(name, value),
+                "source": self.sources.get(f"kafka.properties.{name}", "?"),
+            }
+        return shown
+
+
+def _mask(key: str, value: object) -> object:
+    if value and any(marker in key.lower() for marker in _SECRET_MARKERS):
+        return "********"
+    return value
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if key == "kafka.properties":
+            flat[key] = value
+        elif isinstance(value, dict):
+            flat.update(_flatten(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _closest(key: str) -> str:
+    candidates = [k for k in _BY_KEY if k.split(".")[-1] == key.split(".")[-1]]
+    return f" (did you mean {candidates[0]}?)" if candidates else ""
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return _flatten(tomllib.load(handle))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}", "fix the syntax at that line") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}", "check the path") from exc
+
+
+def _find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if environ.get("REWIND_CONFIG"):
+        return Path(environ["REWIND_CONFIG"])
+    default = Path(CONFIG_FILE_NAME)
+    return default if default.is_file() else None
+
+
+def _parse_property(text: str, origin: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise ConfigError(f"{origin}: '{text}' is not a librdkafka property", "write it as name=value")
+    return name.strip(), value
+
+
+def load_settings(
+    flags: Mapping[str, object] | None = None,
+    kafka_flags: tuple[str, ...] = (),
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge defaults, the TOML file, the environment and flags, validating every value.
+
+    ``flags`` maps dotted keys to values given on the command line (``None`` means not given).
+    ``kafka_flags`` are ``name=value`` librdkafka properties from ``-X``.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
+    sources: dict[str, str] = {s.key: "default" for s in SETTINGS}
+    properties: dict[str, str] = {}
+
+    path = _find_config_file(config_file, env)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist", "create it or drop --config")
+        for key, raw in _read_file(path).items():
+            if key == "kafka.properties":
+                if not isinstance(raw, dict):
+                    raise ConfigError(f"{path}: [kafka.properties] must be a table of name = value")
+                for name, value in raw.items():
+                    properties[name] = str(value).lower() if isinstance(value, bool) else str(value)
+                    sources[f"kafka.properties.{name}"] = str(path)
+                continue
+            _set(values, sources, key, raw, str(path))
+
+    for name, raw in sorted(env.items()):
+        if name == "REWIND_BOOTSTRAP":
+            _set(values, sources, "kafka.bootstrap", raw, "env REWIND_BOOTSTRAP")
+        elif name.startswith("REWIND_KAFKA_") and name != "REWIND_KAFKA_BOOTSTRAP":
+            if name in ("REWIND_KAFKA_VERSION",):
+                continue
+            prop = name.removeprefix("REWIND_KAFKA_").lower().replace("_", ".")
+            properties[prop] = raw
+            sources[f"kafka.properties.{prop}"] = f"env {name}"
+    for setting in SETTINGS:
+        if setting.env in env:
+            _set(values, sources, setting.key, env[setting.env], f"env {setting.env}")
+
+    for key, raw in (flags or {}).items():
+        if raw is not None:
+            _set(values, sources, key, raw, "flag")
+    for text in kafka_flags:
+        name, value = _parse_property(text, "-X")
+        properties[name] = value
+        sources[f"kafka.properties.{name}"] = "flag -X"
+
+    return Settings(values=values, sources=sources, kafka_properties=properties, config_file=path)
+
+
+def _set(values: dict[str, Any], sources: dict[str, str], key: str, raw: object, origin: str) -> None:
+    setting = _BY_KEY.get(key)
+    if setting is None:
+        raise ConfigError(
+            f"{origin}: unknown setting '{key}'{_closest(key)}",
+            "see `rewind config show` for every setting",
+        )
+    try:
+        values[key] = setting.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{origin}: {key} {exc}, got {raw!r}", f"set {key} to a valid value ({setting.help})"
+        ) from exc
+    sources[key] = origin

@@ -1,0 +1,424 @@
+"""A single-node Apache Kafka broker (KRaft, combined broker and controller) run on the local JDK.
+
+The broker jars are the official Apache Kafka artifacts from Maven Central, fetched by Maven from the
+pom kept in ``rewind/kafka_dist/`` into a cache outside the repository, and reused by every later run.
+The broker's data lives in ``$REWIND_HOME/kafka``; it listens on 127.0.0.1 only, and writes its
+bootstrap address to ``$REWIND_HOME/bootstrap`` where every other command finds it.
+
+Every way this can fail — no JDK, no Maven, a failed fetch, a port in use, a damaged data directory,
+a broker that dies while starting — raises :class:`RewindError` naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewind.errors import RewindError
+
+KAFKA_VERSION = os.environ.get("REWIND_KAFKA_VERSION", "4.3.1")
+POM = Path(__file__).parent / "kafka_dist" / "pom.xml"
+MIN_JAVA = 17
+HEAP = "512m"
+_DOCKER_HINT = "or run `docker compose up` and set REWIND_BOOTSTRAP=127.0.0.1:9092"
+
+
+def cache_dir(version: str = KAFKA_VERSION) -> Path:
+    """Where the broker jars of one Kafka version are kept, outside any repository."""
+    root = os.environ.get("REWIND_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rewind"
+    )
+    return Path(root) / f"kafka-{version}"
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What `rewind kafka status` reports."""
+
+    running: bool
+    pid: int | None
+    address: str | None
+    version: str
+    data_dir: str
+    data_bytes: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "running": self.running,
+            "pid": self.pid,
+            "address": self.address,
+            "kafka_version": self.version,
+            "data_dir": self.data_dir,
+            "data_bytes": self.data_bytes,
+        }
+
+
+def find_java() -> str:
+    """The java executable (``$JAVA_HOME`` first, then ``PATH``), checked to be 17 or newer."""
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not candidate or not os.access(candidate, os.X_OK):
+        raise RewindError(
+            "no Java runtime found (JAVA_HOME is unset or wrong, and `java` is not on PATH); "
+            "the local Kafka broker runs on the JDK",
+            f"install a JDK {MIN_JAVA}+ (Debian: apt-get install openjdk-17-jdk-headless), {_DOCKER_HINT}",
+        )
+    try:
+        out = subprocess.run([candidate, "-version"], capture_output=True, text=True, timeout=30).stderr
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RewindError(
+            f"cannot run {candidate}: {exc}", f"install a JDK {MIN_JAVA}+, {_DOCKER_HINT}"
+        ) from exc
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise RewindError(
+            f"{candidate} is Java {major or '(unknown version)'}; "
+            f"Kafka {KAFKA_VERSION} needs Java {MIN_JAVA}+",
+            f"install a JDK {MIN_JAVA}+ and put it first on PATH (or set JAVA_HOME), {_DOCKER_HINT}",
+        )
+    return candidate
+
+
+def fetch(version: str = KAFKA_VERSION, quiet: bool = False) -> Path:
+    """The directory of broker jars, fetched with Maven on first use and cached afterwards."""
+    target = cache_dir(version)
+    libs = target / "libs"
+    marker = target / ".complete"
+    if marker.is_file():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RewindError(
+            f"Kafka {version} is not in the cache ({target}) and Maven (`mvn`) is not on PATH to fetch it",
+            f"install Maven (Debian: apt-get install maven), {_DOCKER_HINT}",
+        )
+    staging = target / "libs.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    command = [
+        mvn,
+        "-B",
+        "-q",
+        "-f",
+        str(POM),
+        f"-Dkafka.version={version}",
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
+    ]
+    if not quiet:
+        print(f"fetching Apache Kafka {version} from Maven Central into {target} ...", flush=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [ln for ln in (result.stdout + result.stderr).splitlines() if "ERROR" in ln]
+        reason = lines[0].replace("[ERROR]", "").strip() if lines else f"mvn exited {result.returncode}"
+        raise RewindError(
+            f"fetching Apache Kafka {version} with Maven failed: {reason}",
+            "check that Maven Central is reachable (proxy settings live in ~/.m2/settings.xml) and "
+            f"that Kafka {version} exists there; {_DOCKER_HINT}",
+        )
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    marker.write_text(version + "\n")
+    return libs
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.is_file():
+        fields = stat.read_text().rsplit(")", 1)[-1].split()
+        return bool(fields) and fields[0] != "Z"
+    return True
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+class LocalKafka:
+    """The broker that belongs to one ``REWIND_HOME``."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.dir = home / "kafka"
+        self.data = self.dir / "data"
+        self.pid_file = self.dir / "broker.pid"
+        self.port_file = self.dir / "ports"
+        self.log_file = self.dir / "broker.log"
+        self.properties = self.dir / "server.properties"
+        self.bootstrap_file = home / "bootstrap"
+
+    def pid(self) -> int | None:
+        """The broker's pid if it is running, else None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if _pid_alive(pid) and (not cmdline.exists() or b"kafka.Kafka" in cmdline.read_bytes()):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def address(self) -> str | None:
+        try:
+            return self.bootstrap_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid()
+        return BrokerStatus(
+            running=pid is not None,
+            pid=pid,
+            address=self.address() if pid else None,
+            version=KAFKA_VERSION,
+            data_dir=str(self.data),
+            data_bytes=_dir_size(self.data) if self.data.exists() else 0,
+        )
+
+    def check_data_dir(self) -> None:
+        """Refuse a data directory that holds files but no readable KRaft identity."""
+        if not self.data.exists() or not any(self.data.iterdir()):
+            return
+        meta = self.data / "meta.properties"
+        problem = None
+        if not meta.is_file():
+            problem = "meta.properties is missing"
+        else:
+            text = meta.read_text(errors="replace")
+            if "cluster.id=" not in text or "node.id=" not in text:
+                problem = "meta.properties has no cluster.id or node.id"
+        if problem:
+            raise RewindError(
+                f"the broker's data directory {self.data} is damaged: {problem}",
+                f"move it aside to keep its data (mv {self.data} {self.data}.damaged), or erase it with "
+                "`rewind kafka reset --yes`; then `rewind kafka start`",
+            )
+
+    def _choose_ports(self, port: int | None) -> tuple[int, int]:
+        if port is not None:
+            if port and not port_is_free(port):
+                raise RewindError(
+                    f"port {port} on 127.0.0.1 is already in use by another process",
+                    "pick another port with --port, or omit --port to use a free one, or stop what "
+                    f"listens there (ss -ltnp 'sport = :{port}')",
+                )
+            broker = port or free_port()
+            return broker, free_port()
+        try:
+            previous = [int(p) for p in self.port_file.read_text().split()]
+            if len(previous) == 2 and all(port_is_free(p) for p in previous):
+                return previous[0], previous[1]
+        except (OSError, ValueError):
+            pass
+        return free_port(), free_port()
+
+    def _write_properties(self, broker_port: int, controller_port: int) -> None:
+        lines = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{broker_port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{broker_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data.resolve()),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.hours": "-1",
+        }
+        self.properties.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+        self.port_file.write_text(f"{broker_port} {controller_port}\n")
+        (self.dir / "log4j2.properties").write_text(
+            "rootLogger.level = INFO\n"
+            "rootLogger.appenderRef.stdout.ref = STDOUT\n"
+            "appender.stdout.type = Console\n"
+            "appender.stdout.name = STDOUT\n"
+            "appender.stdout.layout.type = PatternLayout\n"
+            "appender.stdout.layout.pattern = [%d] %p %m (%c)%n\n"
+            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+            "logger.apache.name = org.apache.kafka\nlogger.apache.level = WARN\n"
+        )
+
+    def _format(self, java: str, libs: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            [
+                java,
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            detail = " ".join((result.stdout + result.stderr).split()[-40:])
+            raise RewindError(
+                f"formatting the broker's data directory {self.data} failed: {detail}",
+                "erase it with `rewind kafka reset --yes` and start again",
+            )
+
+    def start(self, port: int | None = None, timeout: float = 60.0) -> BrokerStatus:
+        """Start the broker and return once it answers a metadata request; no-op if it runs."""
+        if self.pid() is not None:
+            return self.status()
+        self.check_data_dir()
+        java = find_java()
+        libs = fetch()
+        broker_port, controller_port = self._choose_ports(port)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(exist_ok=True)
+        self._write_properties(broker_port, controller_port)
+        if not (self.data / "meta.properties").is_file():
+            self._format(java, libs)
+        address = f"127.0.0.1:{broker_port}"
+        command = [
+            java,
+            f"-Xms{HEAP}",
+            f"-Xmx{HEAP}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            str(self.properties),
+        ]
+        with self.log_file.open("ab") as log:
+            log.write(f"\n--- rewind kafka start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        self._wait_until_ready(process, address, timeout)
+        self.bootstrap_file.write_text(address + "\n")
+        return self.status()
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes], address: str, timeout: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout
+        admin = AdminClient({"bootstrap.servers": address, "log_level": 0})
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise RewindError(
+                    f"the Kafka broker exited with code {process.returncode} while starting:\n"
+                    + self.tail(15),
+                    f"read {self.log_file}; if the data directory is damaged, `rewind kafka reset --yes`",
+                )
+            try:
+                metadata = admin.list_topics(timeout=1.0)
+                if metadata.brokers:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RewindError(
+            f"the Kafka broker did not answer a metadata request at {address} within {timeout:.0f}s",
+            f"read {self.log_file}, then try again with a longer --timeout",
+        )
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop gracefully (SIGTERM, wait, then SIGKILL); True if a broker was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            _reap(pid)
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                _reap(pid)
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def reset(self) -> None:
+        """Erase the broker's data (it must be stopped)."""
+        if self.pid() is not None:
+            raise RewindError("the broker is running", "stop it first with `rewind kafka stop`")
+        shutil.rmtree(self.data, ignore_errors=True)
+        self.bootstrap_file.unlink(missing_ok=True)
+
+    def tail(self, lines: int = 50) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _is_group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
