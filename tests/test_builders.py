@@ -1,0 +1,227 @@
+"""Builders refuse every invalid field by name; human decimals convert exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from producers import builders
+from producers.fixed_point import format_decimal, parse_decimal, to_fixed
+from schemas.codec import decode, encode
+
+T0 = 1_767_225_600_000_000
+VALID: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any]]] = {
+    "OrderSubmitted": (
+        builders.order_submitted,
+        {
+            "account_id": "ACC-1",
+            "order_id": "O-1",
+            "client_order_id": "C-1",
+            "symbol": "AAPL",
+            "side": "BUY",
+            "order_type": "LIMIT",
+            "limit_price": "189.5",
+            "quantity": 100 * 10**8,
+            "time_in_force": "DAY",
+            "source": "oms",
+        },
+    ),
+    "OrderAccepted": (
+        builders.order_accepted,
+        {"account_id": "ACC-1", "order_id": "O-1", "occurred_at": T0, "source": "exchange:XNAS"},
+    ),
+    "OrderRejected": (
+        builders.order_rejected,
+        {"account_id": "ACC-1", "order_id": "O-1", "reason": "no", "occurred_at": T0, "source": "oms"},
+    ),
+    "OrderReplaced": (
+        builders.order_replaced,
+        {"account_id": "ACC-1", "order_id": "O-1", "new_quantity": "5", "occurred_at": T0, "source": "oms"},
+    ),
+    "OrderCanceled": (
+        builders.order_canceled,
+        {"account_id": "ACC-1", "order_id": "O-1", "occurred_at": T0, "source": "oms"},
+    ),
+    "OrderExpired": (
+        builders.order_expired,
+        {"account_id": "ACC-1", "order_id": "O-1", "occurred_at": T0, "source": "oms"},
+    ),
+    "Fill": (
+        builders.fill,
+        {
+            "account_id": "ACC-1",
+            "exec_id": "E-1",
+            "order_id": "O-1",
+            "quantity": "10",
+            "price": "189.49",
+            "fee": "0.01",
+            "liquidity": "TAKER",
+            "venue": "XNAS",
+            "occurred_at": T0,
+            "source": "exchange:XNAS",
+        },
+    ),
+    "PositionAdjusted": (
+        builders.position_adjusted,
+        {
+            "account_id": "ACC-1",
+            "symbol": "AAPL",
+            "mode": "SET",
+            "quantity": "-20",
+            "price": "100",
+            "reason": "START_OF_DAY",
+            "source": "operator:alice",
+        },
+    ),
+    "BalanceChanged": (
+        builders.balance_changed,
+        {"account_id": "ACC-1", "currency": "USD", "amount": "-5.25", "reason": "FEE", "source": "oms"},
+    ),
+    "ConfigChanged": (
+        builders.config_changed,
+        {
+            "key": "risk.max_gross",
+            "value_type": "DECIMAL",
+            "value": "1000000.5",
+            "version": 1,
+            "changed_by": "operator:alice",
+            "source": "operator:alice",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("type_name", sorted(VALID))
+def test_valid_events_encode_and_revalidate(type_name: str) -> None:
+    build, kwargs = VALID[type_name]
+    event = build(**kwargs)
+    assert event["event_type"] == type_name
+    assert decode(encode(event)) == event
+    assert builders.validate_event(event) == event
+
+
+def test_human_decimals_become_scale_8_integers() -> None:
+    build, kwargs = VALID["Fill"]
+    event = build(**kwargs)
+    assert (event["quantity"], event["price"], event["fee"]) == (10 * 10**8, 18_949_000_000, 1_000_000)
+
+
+INVALID = [
+    ("Fill", {"quantity": 0}, "Fill.quantity must be > 0 (scale-8 integer), got 0"),
+    ("Fill", {"price": -1}, "Fill.price must be > 0 (scale-8 integer), got -1"),
+    ("Fill", {"fee": "-0.01"}, "Fill.fee must be >= 0"),
+    ("Fill", {"price": 12.5}, "Fill.price must be a scale-8 integer or a decimal string, got float"),
+    ("Fill", {"quantity": "1.000000001"}, "Fill.quantity has more than 8 decimal places"),
+    ("Fill", {"quantity": True}, "Fill.quantity must be a scale-8 integer"),
+    ("Fill", {"liquidity": "maker"}, "Fill.liquidity must be one of MAKER, TAKER, got 'maker'"),
+    ("Fill", {"exec_id": ""}, "Fill.exec_id must be a non-empty string"),
+    ("Fill", {"order_id": " O-1"}, "Fill.order_id must not start or end with whitespace"),
+    ("Fill", {"occurred_at": T0 // 1000}, "Fill.occurred_at must be microseconds"),
+    ("Fill", {"occurred_at": None}, "Fill.occurred_at is required"),
+    ("Fill", {"venue": "xnas"}, "Fill.venue must be an ISO 10383 MIC"),
+    ("Fill", {"event_id": "not-a-uuid"}, "Fill.event_id must be a lowercase canonical UUID"),
+    ("Fill", {"account_id": "*"}, "Fill.account_id '*' is reserved"),
+    ("Fill", {"source": ""}, "Fill.source must be a non-empty string"),
+    ("OrderSubmitted", {"limit_price": None}, "OrderSubmitted.limit_price is required for a LIMIT order"),
+    ("OrderSubmitted", {"order_type": "MARKET"}, "OrderSubmitted.limit_price must be None for a MARKET"),
+    ("OrderSubmitted", {"side": "HOLD"}, "OrderSubmitted.side must be one of BUY, SELL"),
+    ("OrderSubmitted", {"time_in_force": "GTD"}, "OrderSubmitted.time_in_force must be one of"),
+    ("OrderSubmitted", {"symbol": "A B"}, "OrderSubmitted.symbol must not contain whitespace"),
+    ("OrderReplaced", {"new_quantity": None}, "OrderReplaced.new_limit_price or OrderReplaced.new_quantity"),
+    ("OrderReplaced", {"new_quantity": "0"}, "OrderReplaced.new_quantity must be > 0"),
+    ("OrderRejected", {"reason": ""}, "OrderRejected.reason must be a non-empty string"),
+    ("PositionAdjusted", {"mode": "DELTA", "quantity": 0}, "PositionAdjusted.quantity must be non-zero"),
+    ("PositionAdjusted", {"reason": "GIFT"}, "PositionAdjusted.reason must be one of"),
+    ("BalanceChanged", {"currency": "usd"}, "BalanceChanged.currency must be 3 upper-case letters"),
+    ("BalanceChanged", {"amount": 0}, "BalanceChanged.amount must be non-zero"),
+    ("ConfigChanged", {"value_type": "BOOLEAN", "value": 1}, "ConfigChanged.value must be true or false"),
+    ("ConfigChanged", {"value_type": "INTEGER", "value": "5"}, "ConfigChanged.value must be a 64-bit"),
+    ("ConfigChanged", {"value_type": "STRING", "value": 5}, "ConfigChanged.value must be a string"),
+    ("ConfigChanged", {"version": 0}, "ConfigChanged.version must be an integer > 0"),
+    ("ConfigChanged", {"account_id": "ACC-1"}, "ConfigChanged.account_id must be '*'"),
+    ("ConfigChanged", {"key": "a key"}, "ConfigChanged.key must not contain whitespace"),
+]
+
+
+@pytest.mark.parametrize(("type_name", "change", "message"), INVALID)
+def test_builders_refuse_invalid_fields_by_name(type_name: str, change: dict[str, Any], message: str) -> None:
+    build, kwargs = VALID[type_name]
+    with pytest.raises(ValueError) as caught:
+        build(**(kwargs | change))
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_position_set_to_flat_is_allowed() -> None:
+    build, kwargs = VALID["PositionAdjusted"]
+    assert build(**(kwargs | {"quantity": 0}))["quantity"] == 0
+
+
+def test_config_values_by_type() -> None:
+    build, kwargs = VALID["ConfigChanged"]
+    assert build(**(kwargs | {"value_type": "BOOLEAN", "value": False}))["value"] is False
+    assert build(**(kwargs | {"value_type": "INTEGER", "value": -3}))["value"] == -3
+    assert build(**(kwargs | {"value_type": "STRING", "value": "halt"}))["value"] == "halt"
+    assert build(**kwargs)["value"] == 100_000_050_000_000
+
+
+def test_defaults_only_where_sensible() -> None:
+    build, kwargs = VALID["OrderSubmitted"]
+    first, second = build(**kwargs), build(**kwargs)
+    assert first["event_id"] != second["event_id"]
+    assert first["occurred_at"] > 10**15
+    with pytest.raises(TypeError):
+        builders.fill(**{k: v for k, v in VALID["Fill"][1].items() if k != "fee"})
+
+
+def test_validate_event_requires_identity_and_refuses_unknown_fields() -> None:
+    event = VALID["OrderAccepted"][0](**VALID["OrderAccepted"][1])
+    with pytest.raises(ValueError, match=r"^OrderAccepted has no field 'extra'"):
+        builders.validate_event(event | {"extra": 1})
+    with pytest.raises(ValueError, match=r"^OrderAccepted\.event_id is required"):
+        builders.validate_event({k: v for k, v in event.items() if k != "event_id"})
+    with pytest.raises(ValueError, match=r"^OrderAccepted\.order_id is required"):
+        builders.validate_event({k: v for k, v in event.items() if k != "order_id"})
+    with pytest.raises(ValueError, match=r"^event_type must be one of"):
+        builders.validate_event(event | {"event_type": "Trade"})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("12.50", 1_250_000_000),
+        ("0.00000001", 1),
+        ("-3", -300_000_000),
+        ("1_000", 100_000_000_000),
+        ("7.000000000", 700_000_000),
+        (Decimal("1E+2"), 10_000_000_000),
+    ],
+)
+def test_parse_decimal(text: str | Decimal, value: int) -> None:
+    assert parse_decimal(text, field="x") == value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1.123456789", "more than 8 decimal places"),
+        ("1e3", "must be a decimal number"),
+        ("", "must be a decimal number"),
+        ("12,5", "must be a decimal number"),
+        ("92233720368.54775808", "out of range"),
+        (Decimal("NaN"), "finite"),
+    ],
+)
+def test_parse_decimal_refuses(text: str | Decimal, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_decimal(text, field="Fill.price")
+
+
+@given(st.integers(-(2**63), 2**63 - 1))
+def test_format_and_parse_are_inverse(value: int) -> None:
+    assert parse_decimal(format_decimal(value), field="x") == value
+    assert to_fixed(value, field="x") == value
