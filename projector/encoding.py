@@ -1,0 +1,285 @@
+"""The canonical byte encoding of every table's keys and values: LMDB storage and the digest share it.
+
+Guarantees:
+
+- **Deterministic**: one entity has exactly one encoding, so equal logical state gives equal bytes.
+- **Ordered keys**: keys compare bytewise in the natural order of the row (composite keys join their
+  UTF-8 parts with ``\\x00``; anomaly offsets are 8-byte big-endian).
+- **Versioned**: every value is a compact JSON array whose first element is :data:`ENCODING_VERSION`,
+  followed by the fields in the fixed order documented in docs/state.md. JSON integers are exact at
+  any size (scale-16 values overflow 64 bits), and the encoder refuses NaN/infinity.
+- **Reversible**: ``decode_*`` rebuilds the entity from (key, value); damaged or foreign bytes raise
+  :class:`EncodingError`.
+
+:data:`EVENTS_TABLES` and :data:`CONFIG_TABLES` are the canonical table order (the digest's, and the
+LMDB store's); :func:`meta_record` is the last record of every partition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
+
+ENCODING_VERSION: Final = 1
+
+ORDERS: Final = "orders"
+FILLS: Final = "fills"
+POSITIONS: Final = "positions"
+BALANCES: Final = "balances"
+RISK: Final = "risk"
+ANOMALIES: Final = "anomalies"
+CONFIG: Final = "config"
+META: Final = "meta"
+
+EVENTS_TABLES: Final = (ORDERS, FILLS, POSITIONS, BALANCES, RISK, ANOMALIES)
+"""The tables of an events-topic partition, in canonical (digest) order."""
+CONFIG_TABLES: Final = (CONFIG, ANOMALIES)
+"""The tables of the config partition, in canonical (digest) order."""
+
+OFFSET_KEY: Final = b"offset"
+NO_OFFSET: Final = -1
+MAX_KEY_PART_BYTES: Final = 255
+"""The longest identifier a key part may be, so a composite key stays under LMDB's 511-byte limit."""
+
+_SEP: Final = b"\x00"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+_decode_json = json.JSONDecoder().decode
+
+
+class EncodingError(ValueError):
+    """Bytes that are not a value of this encoding version (damaged, foreign or from the future)."""
+
+
+def _encode(fields: list[Any]) -> bytes:
+    return _ENCODER.encode(fields).encode()
+
+
+def _decode(table: str, value: bytes, width: int) -> list[Any]:
+    try:
+        fields = _decode_json(value.decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EncodingError(f"{table}: value is not canonical JSON: {value[:80]!r}") from exc
+    if type(fields) is not list or len(fields) != width + 1 or fields[0] != ENCODING_VERSION:
+        raise EncodingError(f"{table}: expected [{ENCODING_VERSION}, <{width} fields>], got {value[:80]!r}")
+    return fields
+
+
+def _part(text: str) -> bytes:
+    raw = text.encode()
+    if not raw or len(raw) > MAX_KEY_PART_BYTES or _SEP in raw:
+        raise ValueError(f"not a valid key part: {text!r} (1..{MAX_KEY_PART_BYTES} UTF-8 bytes, no NUL)")
+    return raw
+
+
+def _split(table: str, key: bytes) -> tuple[str, str]:
+    first, sep, second = key.partition(_SEP)
+    if not sep:
+        raise EncodingError(f"{table}: composite key without separator: {key!r}")
+    return first.decode(), second.decode()
+
+
+# Keys
+
+
+def order_key(order_id: str) -> bytes:
+    return _part(order_id)
+
+
+def fill_key(exec_id: str) -> bytes:
+    return _part(exec_id)
+
+
+def position_key(account_id: str, symbol: str) -> bytes:
+    return _part(account_id) + _SEP + _part(symbol)
+
+
+def balance_key(account_id: str, currency: str) -> bytes:
+    return _part(account_id) + _SEP + _part(currency)
+
+
+def risk_key(account_id: str) -> bytes:
+    return _part(account_id)
+
+
+def anomaly_key(offset: int) -> bytes:
+    return offset.to_bytes(8, "big")
+
+
+def config_key(key: str) -> bytes:
+    return _part(key)
+
+
+# Values
+
+
+def encode_order(o: Order) -> bytes:
+    return _encode(
+        [
+            ENCODING_VERSION,
+            o.account_id,
+            o.symbol,
+            o.side,
+            o.order_type,
+            o.time_in_force,
+            o.limit_price,
+            o.quantity,
+            o.filled,
+            o.filled_notional,
+            o.status,
+            o.client_order_id,
+            o.event_count,
+            o.last_offset,
+            o.submitted_limit_price,
+            o.submitted_quantity,
+        ]
+    )
+
+
+def decode_order(key: bytes, value: bytes) -> Order:
+    f = _decode(ORDERS, value, 15)
+    return Order(key.decode(), *f[1:])
+
+
+def encode_fill(r: FillRecord) -> bytes:
+    return _encode([ENCODING_VERSION, r.order_id])
+
+
+def decode_fill(key: bytes, value: bytes) -> FillRecord:
+    f = _decode(FILLS, value, 1)
+    return FillRecord(key.decode(), f[1])
+
+
+def encode_position(p: Position) -> bytes:
+    return _encode([ENCODING_VERSION, p.quantity, p.cost_basis, p.realized_pnl, p.fees, p.last_price])
+
+
+def decode_position(key: bytes, value: bytes) -> Position:
+    f = _decode(POSITIONS, value, 5)
+    account_id, symbol = _split(POSITIONS, key)
+    return Position(account_id, symbol, *f[1:])
+
+
+def encode_balance(b: Balance) -> bytes:
+    return _encode([ENCODING_VERSION, b.amount])
+
+
+def decode_balance(key: bytes, value: bytes) -> Balance:
+    f = _decode(BALANCES, value, 1)
+    account_id, currency = _split(BALANCES, key)
+    return Balance(account_id, currency, f[1])
+
+
+def encode_risk(r: Risk) -> bytes:
+    return _encode(
+        [ENCODING_VERSION, r.gross_exposure, r.net_exposure, r.realized_pnl, r.open_order_notional, r.fees]
+    )
+
+
+def decode_risk(key: bytes, value: bytes) -> Risk:
+    f = _decode(RISK, value, 5)
+    return Risk(key.decode(), *f[1:])
+
+
+def encode_anomaly(a: Anomaly) -> bytes:
+    return _encode([ENCODING_VERSION, a.partition, a.offset, a.event_id, a.event_type, a.kind, a.detail])
+
+
+def decode_anomaly(key: bytes, value: bytes) -> Anomaly:
+    f = _decode(ANOMALIES, value, 6)
+    if f[2] != int.from_bytes(key, "big"):
+        raise EncodingError(f"anomalies: key {key!r} does not match offset {f[2]}")
+    return Anomaly(*f[1:])
+
+
+def encode_config(c: ConfigEntry) -> bytes:
+    return _encode(
+        [ENCODING_VERSION, c.value_type, c.value, c.version, c.changed_by, c.occurred_at, c.offset]
+    )
+
+
+def decode_config(key: bytes, value: bytes) -> ConfigEntry:
+    f = _decode(CONFIG, value, 6)
+    return ConfigEntry(key.decode(), *f[1:])
+
+
+# Whole records
+
+
+def encode_record(entity: Entity) -> tuple[str, bytes, bytes]:
+    """``(table, key, value)`` of any entity: what a write-back cache turns its dirty objects into."""
+    return _RECORD_ENCODERS[type(entity)](entity)
+
+
+def decode_record(table: str, key: bytes, value: bytes) -> Entity:
+    """The entity a stored ``(table, key, value)`` holds."""
+    try:
+        decoder = _DECODERS[table]
+    except KeyError:
+        raise EncodingError(f"no table {table!r}") from None
+    return decoder(key, value)
+
+
+def encode_offset(offset: int) -> bytes:
+    """``meta.offset`` as stored: ASCII decimal, ``-1`` when no event was applied."""
+    return b"%d" % offset
+
+
+def decode_offset(value: bytes) -> int:
+    return int(value)
+
+
+def meta_record(offset: int) -> tuple[str, bytes, bytes]:
+    """The last record of every partition's canonical sequence: the offset of the last applied event."""
+    return META, OFFSET_KEY, encode_offset(offset)
+
+
+def _order_record(e: Any) -> tuple[str, bytes, bytes]:
+    return ORDERS, order_key(e.order_id), encode_order(e)
+
+
+def _fill_record(e: Any) -> tuple[str, bytes, bytes]:
+    return FILLS, fill_key(e.exec_id), encode_fill(e)
+
+
+def _position_record(e: Any) -> tuple[str, bytes, bytes]:
+    return POSITIONS, position_key(e.account_id, e.symbol), encode_position(e)
+
+
+def _balance_record(e: Any) -> tuple[str, bytes, bytes]:
+    return BALANCES, balance_key(e.account_id, e.currency), encode_balance(e)
+
+
+def _risk_record(e: Any) -> tuple[str, bytes, bytes]:
+    return RISK, risk_key(e.account_id), encode_risk(e)
+
+
+def _anomaly_record(e: Any) -> tuple[str, bytes, bytes]:
+    return ANOMALIES, anomaly_key(e.offset), encode_anomaly(e)
+
+
+def _config_record(e: Any) -> tuple[str, bytes, bytes]:
+    return CONFIG, config_key(e.key), encode_config(e)
+
+
+_RECORD_ENCODERS: Final[dict[type, Callable[[Any], tuple[str, bytes, bytes]]]] = {
+    Order: _order_record,
+    FillRecord: _fill_record,
+    Position: _position_record,
+    Balance: _balance_record,
+    Risk: _risk_record,
+    Anomaly: _anomaly_record,
+    ConfigEntry: _config_record,
+}
+
+_DECODERS: Final[dict[str, Callable[[bytes, bytes], Entity]]] = {
+    ORDERS: decode_order,
+    FILLS: decode_fill,
+    POSITIONS: decode_position,
+    BALANCES: decode_balance,
+    RISK: decode_risk,
+    ANOMALIES: decode_anomaly,
+    CONFIG: decode_config,
+}
