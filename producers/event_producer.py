@@ -1,0 +1,309 @@
+"""Putting events on Kafka: validated, encoded, routed, and never silently lost.
+
+:class:`EventProducer` wraps one idempotent ``confluent_kafka.Producer`` (``enable.idempotence=true``,
+``acks=all``; a caller property contradicting either is refused). Every event is re-validated by its
+type's builder and encoded with the current schema *before* it is handed to librdkafka, so nothing
+invalid can reach a topic. Routing follows ``docs/events.md``: ``ConfigChanged`` to the config topic
+keyed by the config key, everything else to the events topic keyed by ``account_id``; every record
+carries the header ``event_type``.
+
+Two ways to send:
+
+- :meth:`EventProducer.emit` blocks until the broker acknowledged the record and returns its
+  ``(partition, offset)``; it raises if it was not acknowledged. Returned means durable.
+- :meth:`EventProducer.emit_async` queues the record and returns at once; :meth:`EventProducer.flush`
+  waits for every queued record and raises :class:`DeliveryFailedError` listing every record that
+  failed since the last flush. Failures are collected, never dropped.
+
+Counters (``queued``, ``acked``, ``failed``), delivery latency (``latency_count``,
+``latency_sum_s``, ``latency_max_s``, an optional per-record ``latency_observer``) and the last
+acknowledged offset per ``(topic, partition)`` are plain attributes for metrics and summaries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from producers.builders import validate_event
+from rewind.errors import RewindError
+from schemas.codec import Codec, default_codec
+
+CONFIG_EVENT: Final = "ConfigChanged"
+REQUIRED_PROPERTIES: Final[Mapping[str, str]] = {"enable.idempotence": "true", "acks": "all"}
+_ACKS_ALL = frozenset({"all", "-1"})
+
+ClientConfig = Mapping[str, str | int | float | bool]
+
+
+class ProduceError(RewindError):
+    """An event could not be produced (refused before sending, or not acknowledged by the broker)."""
+
+
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """One record the broker did not acknowledge."""
+
+    event_id: str
+    event_type: str
+    topic: str
+    error: str
+
+
+class DeliveryFailedError(ProduceError):
+    """Records queued with ``emit_async`` that failed; ``failures`` lists every one of them."""
+
+    def __init__(self, failures: list[DeliveryFailure]) -> None:
+        shown = "; ".join(f"{f.event_type} {f.event_id} -> {f.topic}: {f.error}" for f in failures[:5])
+        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
+        super().__init__(
+            f"{len(failures)} event(s) were not acknowledged by Kafka: {shown}{more}",
+            "check the broker and topics (`rewind topics create`), then re-send these events; their "
+            "event_ids are unchanged, so the projector's de-duplication makes a re-send safe",
+        )
+        self.failures = failures
+
+
+def _normalized(value: str | int | float | bool) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value).strip().lower()
+
+
+def producer_config(client_config: ClientConfig) -> dict[str, str | int | float | bool]:
+    """The librdkafka configuration: the caller's properties plus the two durability guarantees.
+
+    Raises ``ValueError`` if the caller asks for weaker delivery (``acks`` other than all, or
+    idempotence off): rewind's exactly-once story depends on both. Topic auto-creation by the
+    producer is off unless the caller turns it on: rewind's topics need their own settings
+    (``rewind topics create``), a typo in a topic name must fail rather than create a stray topic.
+    """
+    config = dict(client_config)
+    if "bootstrap.servers" not in config:
+        raise ValueError("EventProducer needs bootstrap.servers in its client configuration")
+    acks = config.get("acks", config.get("request.required.acks"))
+    if acks is not None and _normalized(acks) not in _ACKS_ALL:
+        raise ValueError(f"EventProducer requires acks=all; remove acks={acks} from the Kafka properties")
+    idempotence = config.get("enable.idempotence")
+    if idempotence is not None and _normalized(idempotence) not in ("true", "1"):
+        raise ValueError(
+            "EventProducer requires enable.idempotence=true; "
+            "remove enable.idempotence from the Kafka properties"
+        )
+    config.update(REQUIRED_PROPERTIES)
+    config.setdefault("allow.auto.create.topics", "false")
+    return config
+
+
+class EventProducer:
+    """Validated, routed, idempotent producing of rewind events (see the module docstring)."""
+
+    def __init__(
+        self,
+        client_config: ClientConfig,
+        *,
+        events_topic: str,
+        config_topic: str,
+        codec: Codec | None = None,
+        latency_observer: Callable[[float], None] | None = None,
+    ) -> None:
+        self.events_topic = events_topic
+        self.config_topic = config_topic
+        self.codec = codec or default_codec()
+        self.latency_observer = latency_observer
+        self.queued = 0
+        self.acked = 0
+        self.failed = 0
+        self.latency_count = 0
+        self.latency_sum_s = 0.0
+        self.latency_max_s = 0.0
+        self.last_offsets: dict[tuple[str, int], int] = {}
+        self._failures: list[DeliveryFailure] = []
+        self._fatal: KafkaError | None = None
+        self._known_topics: set[str] = set()
+        self._headers: dict[str, list[tuple[str, str | bytes | None]]] = {
+            name: [("event_type", name.encode())] for name in self.codec.catalog.type_names()
+        }
+        config: dict[str, Any] = producer_config(client_config)
+        config["error_cb"] = self._on_error
+        self._producer = Producer(config)
+
+    @property
+    def in_flight(self) -> int:
+        """Records handed to librdkafka and not yet acknowledged or failed."""
+        return len(self._producer)
+
+    def emit(self, event: Mapping[str, Any], timeout: float = 30.0) -> tuple[int, int]:
+        """Produce one event and wait for the broker's acknowledgement; returns (partition, offset).
+
+        Raises ``ValueError`` for an invalid event (nothing is sent), :class:`ProduceError` if the
+        broker refused it or did not acknowledge it within ``timeout`` seconds (it may still arrive
+        later; a re-send with the same ``event_id`` is safe).
+        """
+        outcome: list[Message | KafkaError] = []
+
+        def delivered(err: KafkaError | None, message: Message) -> None:
+            outcome.append(err if err is not None else message)
+
+        topic, event_id, event_type = self._produce(event, delivered)
+        deadline = time.monotonic() + timeout
+        while not outcome:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProduceError(
+                    f"{event_type} {event_id} was not acknowledged by Kafka within {timeout:g} s",
+                    "check that the broker is reachable; the event may still be delivered, and re-sending "
+                    "the same event (same event_id) is safe",
+                )
+            self._producer.flush(min(remaining, 1.0))
+            self._raise_if_fatal()
+        result = outcome[0]
+        if isinstance(result, KafkaError):
+            raise ProduceError(
+                f"{event_type} {event_id} was not acknowledged by Kafka ({topic}): {result.str()}",
+                _fix_for(result),
+            )
+        partition, offset = result.partition(), result.offset()
+        assert partition is not None and offset is not None
+        return partition, offset
+
+    def emit_async(self, event: Mapping[str, Any]) -> None:
+        """Validate, encode and queue one event; delivery is confirmed by :meth:`flush`.
+
+        Raises ``ValueError`` for an invalid event (nothing is queued). Blocks only while librdkafka's
+        local queue is full (back-pressure).
+        """
+        self._produce(event, None)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every queued record is acknowledged or failed.
+
+        Raises :class:`DeliveryFailedError` with every failure since the last flush, or
+        :class:`ProduceError` if records are still unacknowledged after ``timeout`` seconds.
+        """
+        remaining = self._producer.flush(timeout)
+        self._raise_if_fatal()
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailedError(failures)
+        if remaining:
+            raise ProduceError(
+                f"{remaining} event(s) still unacknowledged after {timeout:g} s",
+                "check that the broker is reachable and call flush() again; nothing was dropped",
+            )
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports (counters, latency, failures) without waiting for all of them."""
+        self._producer.poll(timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Flush; raises like :meth:`flush` if anything was not delivered."""
+        self.flush(timeout)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._producer.flush(5.0)
+
+    def route(self, event: Mapping[str, Any]) -> tuple[str, str]:
+        """(topic, key) of an event: config changes by key to the config topic, the rest by account."""
+        if event["event_type"] == CONFIG_EVENT:
+            return self.config_topic, str(event["key"])
+        return self.events_topic, str(event["account_id"])
+
+    def _produce(
+        self, event: Mapping[str, Any], on_delivery: Callable[[KafkaError | None, Message], None] | None
+    ) -> tuple[str, str, str]:
+        self._raise_if_fatal()
+        checked = validate_event(event)
+        value = self.codec.encode(checked)
+        topic, key = self.route(checked)
+        if topic not in self._known_topics:
+            self._check_topic(topic)
+        event_id, event_type = checked["event_id"], checked["event_type"]
+        started = time.perf_counter()
+
+        def delivered(err: KafkaError | None, message: Message) -> None:
+            self._on_delivery(err, message, started, event_id, event_type, collect=on_delivery is None)
+            if on_delivery is not None:
+                on_delivery(err, message)
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key.encode(), headers=self._headers[event_type], on_delivery=delivered
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self.queued += 1
+        self._producer.poll(0)
+        return topic, event_id, event_type
+
+    def _on_delivery(
+        self,
+        err: KafkaError | None,
+        message: Message,
+        started: float,
+        event_id: str,
+        event_type: str,
+        *,
+        collect: bool,
+    ) -> None:
+        if err is not None:
+            self.failed += 1
+            if collect:
+                self._failures.append(DeliveryFailure(event_id, event_type, str(message.topic()), err.str()))
+            return
+        latency = time.perf_counter() - started
+        self.acked += 1
+        self.latency_count += 1
+        self.latency_sum_s += latency
+        self.latency_max_s = max(self.latency_max_s, latency)
+        self.last_offsets[(str(message.topic()), int(message.partition() or 0))] = int(message.offset() or 0)
+        if self.latency_observer is not None:
+            self.latency_observer(latency)
+
+    def _check_topic(self, topic: str) -> None:
+        try:
+            metadata = self._producer.list_topics(topic, timeout=15)
+        except KafkaException as exc:
+            raise ProduceError(
+                f"cannot reach Kafka to look up topic {topic}: {exc}", "check the bootstrap address"
+            ) from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            raise ProduceError(
+                f"topic {topic} does not exist on the cluster",
+                "create rewind's topics with `rewind topics create` (or point topics.events / "
+                "topics.config at existing topics)",
+            )
+        self._known_topics.add(topic)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+
+    def _raise_if_fatal(self) -> None:
+        if self._fatal is not None:
+            raise ProduceError(
+                f"the Kafka producer hit a fatal error and cannot continue: {self._fatal.str()}",
+                "create a new EventProducer; events not acknowledged so far must be re-sent",
+            )
+
+
+def _fix_for(error: KafkaError) -> str:
+    if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+        return "create rewind's topics with `rewind topics create`"
+    if error.code() == KafkaError._MSG_TIMED_OUT:
+        return "the broker was unreachable for message.timeout.ms; check it and re-send (same event_id)"
+    return "check the broker's log; re-sending the same event (same event_id) is safe"
