@@ -39,8 +39,8 @@ CONFIG_VALUE_TYPES: Final = ("BOOLEAN", "INTEGER", "DECIMAL", "STRING")
 DESK_WIDE: Final = "*"
 
 # occurred_at plausibility: microseconds between 1973-03-03 and 2100-01-01 (catches s/ms mix-ups).
-_MIN_MICROS: Final = 10**14
-_MAX_MICROS: Final = 4_102_444_800 * 10**6
+MIN_OCCURRED_AT: Final = 10**14
+MAX_OCCURRED_AT: Final = 4_102_444_800 * 10**6
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _MIC = re.compile(r"^[A-Z0-9]{4}$")
 
@@ -104,7 +104,7 @@ def _occurred_at(owner: str, value: object, *, default_now: bool) -> int:
         raise ValueError(
             f"{owner}.occurred_at must be an int of microseconds since the epoch, got {type(value).__name__}"
         )
-    if not _MIN_MICROS <= value < _MAX_MICROS:
+    if not MIN_OCCURRED_AT <= value < MAX_OCCURRED_AT:
         raise ValueError(
             f"{owner}.occurred_at must be microseconds since the epoch between 1973 and 2100, got {value} "
             "(seconds or milliseconds by mistake?)"
