@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from rewind.commands import kafka_cmd, topics_cmd
+from rewind.commands import kafka_cmd, project_cmd, state_cmd, topics_cmd
 from rewind.errors import RewindError
 
 
@@ -50,6 +50,8 @@ def cli(
 cli.add_command(kafka_cmd.kafka)
 cli.add_command(topics_cmd.topics)
 cli.add_command(topics_cmd.config)
+cli.add_command(project_cmd.project)
+cli.add_command(state_cmd.state)
 
 
 def main() -> None:

@@ -1,0 +1,274 @@
+"""The projector's consume loop: Kafka -> decode -> fold -> one LMDB commit per partition per batch.
+
+Guarantees:
+- **Exactly-once state.** A batch's state changes and its last offset are one LMDB transaction. On
+  start, each partition is assigned at its stored offset + 1, never at a group offset or a guess.
+- **Nothing lost silently.** Undecodable records go to the dead-letter topic (acknowledged before the
+  commit that moves past them); events that cannot apply are recorded as anomalies, or stop the
+  projector under the ``halt`` policy before they are applied; a gap in the log (retention deleted
+  events this state never saw) stops the projector with a data-loss error.
+- After each LMDB commit the same offsets are committed to the consumer group, so external lag tools
+  see progress; the group offsets are informational and never read back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from threading import Event
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from projector.crashpoints import crashpoint
+from projector.deadletter import DeadLetters
+from projector.fold import apply_config, apply_event
+from projector.lmdb_state import LmdbConfigState, LmdbPartitionState
+from projector.metrics import ProjectorMetrics
+from projector.state_directory import StateDirectory
+from rewind.config import ClientConfig, Settings
+from rewind.errors import RewindError
+from schemas.codec import decode
+from schemas.errors import EventDecodeError
+
+CONFIG_PARTITION = -1  # how the config topic's single partition is keyed among the stores
+
+
+class AnomalyHalt(RewindError):
+    """The ``halt`` policy stopped the projector before an event that cannot apply."""
+
+
+class DataLossError(RewindError):
+    """The log no longer holds offsets this state needs: retention deleted them."""
+
+
+@dataclass
+class Progress:
+    """Where the projector stands: what it applied, and how far each partition is from its target."""
+
+    applied: int = 0
+    dead_letters: int = 0
+    anomalies: int = 0
+    batches: int = 0
+    offsets: dict[int, int] = field(default_factory=dict)
+    targets: dict[int, int] = field(default_factory=dict)
+
+    def remaining(self) -> int:
+        return sum(max(0, self.targets[p] - 1 - self.offsets.get(p, -1)) for p in self.targets)
+
+
+def parse_partitions(text: str | None, count: int) -> list[int]:
+    """``"0-5,8"`` -> [0, 1, 2, 3, 4, 5, 8]; ``None`` -> every partition. Refuses unknown partitions."""
+    if not text:
+        return list(range(count))
+    chosen: set[int] = set()
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last) if sep else int(first)
+        except ValueError as exc:
+            raise RewindError(
+                f"--partitions: '{part}' is not a partition or range", "write e.g. 0-5,8"
+            ) from exc
+        if low > high or low < 0 or high >= count:
+            raise RewindError(
+                f"--partitions: '{part}' is outside the topic's partitions 0-{count - 1}",
+                "choose partitions the events topic has",
+            )
+        chosen.update(range(low, high + 1))
+    return sorted(chosen)
+
+
+class Projector:
+    """Projects the assigned partitions of the events topic (and the config topic) into LMDB."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        partitions: Iterable[int],
+        metrics: ProjectorMetrics | None = None,
+        anomaly_policy: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.partitions = list(partitions)
+        self.metrics = metrics
+        self.policy = anomaly_policy or str(settings["projector.anomaly_policy"])
+        self.batch_events = int(settings["projector.batch_events"])
+        self.batch_seconds = int(settings["projector.batch_ms"]) / 1000.0
+        self.events_topic = settings.events_topic
+        self.config_topic = settings.config_topic
+        self.directory = StateDirectory.open(
+            settings.state_dir, settings, durable=bool(settings["projector.durable"])
+        )
+        self.dead_letters = DeadLetters(settings.client_config(), settings.deadletter_topic)
+        self.progress = Progress()
+        self._consumer: Consumer | None = None
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self.directory.close()
+
+    def _consumer_for(self, group: str) -> Consumer:
+        overrides: ClientConfig = {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "error",
+            "enable.partition.eof": False,
+            "fetch.min.bytes": 1,
+            "queued.max.messages.kbytes": 262144,
+        }
+        consumer = Consumer(self.settings.client_config(**overrides))
+        return consumer
+
+    def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
+        assignment = []
+        for partition in self.partitions:
+            store = self.directory.partition(partition)
+            assignment.append(TopicPartition(self.events_topic, partition, store.offset() + 1))
+        config_store = self.directory.config()
+        assignment.append(TopicPartition(self.config_topic, 0, config_store.offset() + 1))
+        for tp in assignment:
+            self._check_log_holds(consumer, tp)
+        return assignment
+
+    def _check_log_holds(self, consumer: Consumer, tp: TopicPartition) -> None:
+        low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)
+        key = CONFIG_PARTITION if tp.topic == self.config_topic else tp.partition
+        self.progress.targets[key] = high
+        self.progress.offsets[key] = tp.offset - 1
+        if tp.offset < low:
+            raise DataLossError(
+                f"data loss on {tp.topic}[{tp.partition}]: state needs offset {tp.offset} next, but the log "
+                f"now starts at {low} (offsets {tp.offset}-{low - 1} were deleted by retention)",
+                "restore a snapshot taken at or after offset "
+                f"{low - 1}, or re-ingest the missing events; rewind will not skip them",
+            )
+
+    def run(
+        self,
+        stop: Event | None = None,
+        until_caught_up: bool = False,
+        on_batch: Callable[[Progress], None] | None = None,
+    ) -> Progress:
+        """Consume and apply until ``stop`` is set or, with ``until_caught_up``, the log end seen at start."""
+        consumer = self._consumer = self._consumer_for(str(self.settings["projector.group"]))
+        consumer.assign(self._assignment(consumer))
+        stop = stop or Event()
+        while not stop.is_set():
+            if until_caught_up and self.progress.remaining() == 0:
+                break
+            messages = consumer.consume(self.batch_events, self.batch_seconds)
+            if messages:
+                self.apply_batch(messages, consumer)
+                if on_batch is not None:
+                    on_batch(self.progress)
+        return self.progress
+
+    def apply_batch(self, messages: list[Message], consumer: Consumer | None = None) -> None:
+        """Apply one consumed batch: fold per partition, then one LMDB commit per partition."""
+        started = time.perf_counter()
+        by_partition: dict[int, list[Message]] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                self._raise_consume_error(message, error)
+            partition = message.partition()
+            assert partition is not None
+            key = CONFIG_PARTITION if message.topic() == self.config_topic else partition
+            by_partition.setdefault(key, []).append(message)
+
+        pending: list[tuple[int, Callable[[], None]]] = []
+        halt: AnomalyHalt | None = None
+        for key, batch in by_partition.items():
+            commit, halt = self._fold(key, batch)
+            if commit is not None:
+                pending.append((key, commit))
+            if halt is not None:
+                break
+        crashpoint("after-fold")
+        self.dead_letters.confirm()
+        crashpoint("after-dead-letters")
+        committed: list[TopicPartition] = []
+        commit_started = time.perf_counter()
+        for key, commit in pending:
+            commit()
+            offset = self.progress.offsets[key]
+            topic = self.config_topic if key == CONFIG_PARTITION else self.events_topic
+            committed.append(TopicPartition(topic, 0 if key == CONFIG_PARTITION else key, offset + 1))
+        if consumer is not None and committed:
+            consumer.commit(offsets=committed, asynchronous=True)
+        self.progress.batches += 1
+        if self.metrics is not None:
+            now = time.perf_counter()
+            self.metrics.observe_batch(now - started, now - commit_started)
+        if halt is not None:
+            raise halt
+
+    def _fold(self, key: int, batch: list[Message]) -> tuple[Callable[[], None] | None, AnomalyHalt | None]:
+        """Fold one partition's messages; return the commit to run and, under ``halt``, why it stopped."""
+        is_config = key == CONFIG_PARTITION
+        store = self.directory.config() if is_config else self.directory.partition(key)
+        state = LmdbConfigState(store) if is_config else LmdbPartitionState(store)
+        last_offset = self.progress.offsets[key]
+        applied = 0
+        anomalies = 0
+        counts: dict[str, int] = {}
+        halt: AnomalyHalt | None = None
+        halting = self.policy == "halt"
+        for message in batch:
+            offset = message.offset()
+            assert offset is not None and offset > last_offset, (
+                f"partition {key}: offset {offset} after {last_offset}"
+            )
+            try:
+                event = decode(message.value())
+            except EventDecodeError as exc:
+                self.dead_letters.send(message, exc, getattr(exc, "fingerprint", None))
+                self.progress.dead_letters += 1
+                if self.metrics is not None:
+                    self.metrics.dead_letter(type(exc).__name__)
+                last_offset = offset
+                continue
+            if is_config:
+                anomaly = apply_config(state, event, offset)  # type: ignore[arg-type]
+            else:
+                anomaly = apply_event(state, event, key, offset)  # type: ignore[arg-type]
+            if anomaly is not None:
+                if halting and not anomaly.benign:
+                    halt = AnomalyHalt(
+                        f"halted before partition {key} offset {offset} ({event['event_type']} "
+                        f"{event['event_id']}): {anomaly.kind}: {anomaly.detail}",
+                        "inspect it with `rewind history`/`rewind state anomalies`; fix the source or "
+                        "restart with --anomaly-policy quarantine to record it and continue",
+                    )
+                    break
+                state.put_anomaly(anomaly)
+                anomalies += 1
+            event_type = event["event_type"]
+            counts[event_type] = counts.get(event_type, 0) + 1
+            applied += 1
+            last_offset = offset
+        if last_offset == self.progress.offsets[key]:
+            return None, halt
+        self.progress.offsets[key] = last_offset
+        self.progress.applied += applied
+        self.progress.anomalies += anomalies
+        if self.metrics is not None:
+            self.metrics.applied(counts, anomalies)
+        changes = state.changes()
+        return (lambda: store.commit(changes, last_offset, applied)), halt
+
+    def _raise_consume_error(self, message: Message, error: KafkaError) -> None:
+        if error.code() == KafkaError._AUTO_OFFSET_RESET:
+            raise DataLossError(
+                f"data loss on {message.topic()}[{message.partition()}]: {error.str()}",
+                "the offsets this state needs next were deleted by retention; restore an older snapshot "
+                "or re-ingest the missing events",
+            )
+        raise RewindError(
+            f"consuming {message.topic()}[{message.partition()}] failed: {error.str()}",
+            "check the broker and that the topics exist (`rewind topics create`)",
+        )

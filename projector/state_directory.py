@@ -1,0 +1,103 @@
+"""A state directory: the LMDB stores of every partition an instance owns, opened on demand.
+
+Whole-state digest: the xxh3-128 of the lines ``<store name>:<partition digest>\\n`` for every store
+present, in name order (``config`` first, then ``events-p0000``, ...). Per-partition digests are the
+canonical :func:`projector.digest.state_digest`, so any one partition can be compared on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import xxhash
+
+from projector import encoding
+from projector.digest import state_digest
+from projector.store import (
+    CONFIG_DIR_NAME,
+    Layout,
+    PartitionStore,
+    ensure_layout,
+    partition_dir_name,
+    read_layout,
+)
+from rewind.config import Settings
+from rewind.errors import RewindError
+
+
+def tables_for(store_name: str) -> tuple[str, ...]:
+    return encoding.CONFIG_TABLES if store_name == CONFIG_DIR_NAME else encoding.EVENTS_TABLES
+
+
+def combined_digest(partition_digests: dict[str, str]) -> str:
+    """The whole-state digest from per-store digests (see the module docstring)."""
+    lines = "".join(f"{name}:{digest}\n" for name, digest in sorted(partition_digests.items()))
+    return str(xxhash.xxh3_128(lines.encode()).hexdigest())
+
+
+class StateDirectory:
+    """The stores under one state directory, each opened once and closed together."""
+
+    def __init__(self, root: Path, durable: bool = True, readonly: bool = False) -> None:
+        self.root = root
+        self.durable = durable
+        self.readonly = readonly
+        self._stores: dict[str, PartitionStore] = {}
+
+    @classmethod
+    def open(cls, root: Path, settings: Settings, durable: bool = True) -> StateDirectory:
+        """Open (creating if needed) the state directory of the configured topics, for writing."""
+        ensure_layout(root, Layout(settings.events_topic, settings.config_topic))
+        return cls(root, durable=durable)
+
+    @classmethod
+    def open_readonly(cls, root: Path) -> StateDirectory:
+        """Open an existing state directory for reading only."""
+        read_layout(root)
+        return cls(root, readonly=True)
+
+    def store(self, name: str) -> PartitionStore:
+        if name not in self._stores:
+            self._stores[name] = PartitionStore(
+                self.root / name, tables_for(name), durable=self.durable, readonly=self.readonly
+            )
+        return self._stores[name]
+
+    def partition(self, partition: int) -> PartitionStore:
+        return self.store(partition_dir_name(partition))
+
+    def config(self) -> PartitionStore:
+        return self.store(CONFIG_DIR_NAME)
+
+    def store_names(self) -> list[str]:
+        """The stores present on disk, in canonical order (``config`` first)."""
+        if not self.root.is_dir():
+            return []
+        names = [p.name for p in self.root.iterdir() if (p / "data.mdb").is_file()]
+        return sorted(names)
+
+    def partitions(self) -> list[int]:
+        return [int(n.removeprefix("events-p")) for n in self.store_names() if n.startswith("events-p")]
+
+    def digests(self) -> dict[str, str]:
+        """The canonical digest of every store present."""
+        return {name: state_digest(self.store(name).records()) for name in self.store_names()}
+
+    def digest(self) -> str:
+        digests = self.digests()
+        if not digests:
+            raise RewindError(
+                f"no state in {self.root}", "build it with `rewind project` or `rewind recover`"
+            )
+        return combined_digest(digests)
+
+    def __enter__(self) -> StateDirectory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()

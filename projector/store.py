@@ -1,0 +1,213 @@
+"""LMDB storage for projected state: one environment per input partition, offsets committed with state.
+
+Layout of a state directory::
+
+    state/
+      LAYOUT              which topics and format this directory belongs to (JSON)
+      events-p0003/       one LMDB environment per events-topic partition
+      config/             the LMDB environment of the config topic's single partition
+
+Each environment holds one named database per table plus ``meta``. A batch's state changes and the
+offset of the last event it applied are written in **one** write transaction, so after a crash at any
+instant the environment holds either all of a batch or none of it, and the stored offset says exactly
+where to resume. Offsets only move forward; anything else is an assertion failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+
+from projector.crashpoints import crashpoint
+from rewind.errors import RewindError
+
+FORMAT_VERSION = 1
+OFFSET_KEY = b"offset"
+EVENTS_KEY = b"events_applied"
+INITIAL_MAP_SIZE = 64 << 20
+MAX_DBS = 16
+NO_OFFSET = -1
+
+# A batch of changes: table -> key -> encoded value, or None to delete the key.
+Changes = Mapping[str, Mapping[bytes, bytes | None]]
+
+
+def partition_dir_name(partition: int) -> str:
+    return f"events-p{partition:04d}"
+
+
+CONFIG_DIR_NAME = "config"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a state directory belongs to; a mismatch is refused rather than mixed."""
+
+    events_topic: str
+    config_topic: str
+    format_version: int = FORMAT_VERSION
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "events_topic": self.events_topic,
+            "config_topic": self.config_topic,
+            "format_version": self.format_version,
+        }
+
+
+def ensure_layout(state_dir: Path, layout: Layout) -> None:
+    """Create the state directory for ``layout``, or check that an existing one matches it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "LAYOUT"
+    if not path.exists():
+        _write_atomically(path, json.dumps(layout.as_dict(), sort_keys=True).encode())
+        return
+    found = read_layout(state_dir)
+    if found != layout:
+        raise RewindError(
+            f"state directory {state_dir} holds state of {found.as_dict()}, not of {layout.as_dict()}",
+            "use another --state directory for these topics, or move this one aside",
+        )
+
+
+def read_layout(state_dir: Path) -> Layout:
+    path = state_dir / "LAYOUT"
+    try:
+        raw = json.loads(path.read_text())
+        return Layout(str(raw["events_topic"]), str(raw["config_topic"]), int(raw["format_version"]))
+    except FileNotFoundError as exc:
+        raise RewindError(
+            f"{state_dir} is not a rewind state directory (no LAYOUT file)",
+            "point --state at a directory written by `rewind project`, `rewind recover` or `rewind replay`",
+        ) from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RewindError(f"{path} is damaged: {exc}", "rebuild the state with `rewind recover`") from exc
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class PartitionStore:
+    """One LMDB environment: the state of one input partition and the offset it reflects."""
+
+    def __init__(
+        self, path: Path, tables: tuple[str, ...], durable: bool = True, readonly: bool = False
+    ) -> None:
+        self.path = path
+        self.tables = tables
+        if not readonly:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not (path / "data.mdb").exists():
+            raise RewindError(f"no state at {path}", "build it with `rewind project` or `rewind recover`")
+        self.env = lmdb.open(
+            str(path),
+            map_size=INITIAL_MAP_SIZE,
+            max_dbs=MAX_DBS,
+            sync=durable,
+            metasync=durable,
+            readonly=readonly,
+            lock=not readonly,
+            readahead=False,
+        )
+        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in (*tables, "meta")}
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __enter__(self) -> PartitionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def db(self, table: str) -> lmdb._Database:
+        return self._dbs[table]
+
+    def offset(self) -> int:
+        """The offset of the last event applied to this state, or -1 when none was."""
+        with self.env.begin(db=self._dbs["meta"]) as txn:
+            raw = txn.get(OFFSET_KEY)
+        return NO_OFFSET if raw is None else int(raw)
+
+    def events_applied(self) -> int:
+        with self.env.begin(db=self._dbs["meta"]) as txn:
+            raw = txn.get(EVENTS_KEY)
+        return 0 if raw is None else int(raw)
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        with self.env.begin(db=self._dbs[table]) as txn:
+            value = txn.get(key)
+        return None if value is None else bytes(value)
+
+    def read_txn(self) -> lmdb.Transaction:
+        """A read transaction: a consistent view of every table at one instant."""
+        return self.env.begin()
+
+    def commit(self, changes: Changes, last_offset: int, events: int) -> None:
+        """Write ``changes`` and advance the stored offset to ``last_offset``, atomically.
+
+        ``events`` is how many events the batch applied (counted for snapshots and metrics).
+        Grows the map and retries when LMDB reports it full.
+        """
+        while True:
+            try:
+                self._commit_once(changes, last_offset, events)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def _commit_once(self, changes: Changes, last_offset: int, events: int) -> None:
+        meta = self._dbs["meta"]
+        with self.env.begin(write=True) as txn:
+            previous = txn.get(OFFSET_KEY, db=meta)
+            previous_offset = NO_OFFSET if previous is None else int(previous)
+            assert last_offset > previous_offset, (
+                f"{self.path}: offsets only move forward, but a batch ending at {last_offset} "
+                f"follows state at offset {previous_offset}"
+            )
+            for table, rows in changes.items():
+                db = self._dbs[table]
+                for key, value in rows.items():
+                    if value is None:
+                        txn.delete(key, db=db)
+                    else:
+                        txn.put(key, value, db=db)
+            applied = txn.get(EVENTS_KEY, db=meta)
+            txn.put(EVENTS_KEY, b"%d" % ((0 if applied is None else int(applied)) + events), db=meta)
+            txn.put(OFFSET_KEY, b"%d" % last_offset, db=meta)
+            crashpoint("lmdb-commit")
+        crashpoint("after-lmdb-commit")
+
+    def records(self, txn: lmdb.Transaction | None = None) -> Iterator[tuple[str, bytes, bytes]]:
+        """Every (table, key, value) in canonical order: tables as declared, keys sorted bytewise.
+
+        The last record is ``("meta", b"offset", ...)``; ``events_applied`` is bookkeeping, not state,
+        and is left out so a replayed state and a recovered one compare equal.
+        """
+        own = txn is None
+        view = self.env.begin() if txn is None else txn
+        try:
+            for table in self.tables:
+                for key, value in view.cursor(db=self._dbs[table]):
+                    yield table, bytes(key), bytes(value)
+            offset = view.get(OFFSET_KEY, db=self._dbs["meta"])
+            yield "meta", OFFSET_KEY, b"-1" if offset is None else bytes(offset)
+        finally:
+            if own:
+                view.abort()

@@ -1,0 +1,103 @@
+"""``rewind project``: run the projector in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+
+import click
+from confluent_kafka.admin import AdminClient
+
+from projector.runner import Progress, Projector, parse_partitions
+from rewind.commands.context import echo_json, json_option, settings_from
+from rewind.errors import RewindError
+
+
+def events_partition_count(admin: AdminClient, topic: str) -> int:
+    """How many partitions the events topic has; a clear error when it does not exist."""
+    topics = admin.list_topics(timeout=30).topics
+    if topic not in topics or topics[topic].error is not None:
+        raise RewindError(f"topic {topic} does not exist", "create the topics with `rewind topics create`")
+    return len(topics[topic].partitions)
+
+
+@click.command()
+@click.option(
+    "--until-caught-up", is_flag=True, help="Stop once every partition reaches the log end seen at start."
+)
+@click.option("--partitions", metavar="LIST", help="Partitions to own, e.g. 0-5,8 (default: all).")
+@click.option("--state", "state_dir", metavar="DIR", help="State directory (default: $REWIND_HOME/state).")
+@click.option(
+    "--anomaly-policy",
+    type=click.Choice(["quarantine", "halt"]),
+    help="quarantine: record anomalies and continue; halt: stop before one.",
+)
+@click.option("--batch-events", type=click.IntRange(1), help="Most events per LMDB transaction.")
+@click.option("--no-progress", is_flag=True, help="Do not draw a progress bar.")
+@json_option
+@click.pass_context
+def project(
+    ctx: click.Context,
+    until_caught_up: bool,
+    partitions: str | None,
+    state_dir: str | None,
+    anomaly_policy: str | None,
+    batch_events: int | None,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
+    """Materialize the event log into LMDB state, exactly once. Ctrl-C or SIGTERM stops it cleanly."""
+    settings = settings_from(
+        ctx,
+        **{
+            "state.dir": state_dir,
+            "projector.anomaly_policy": anomaly_policy,
+            "projector.batch_events": batch_events,
+        },
+    )
+    count = events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
+    projector = Projector(settings, parse_partitions(partitions, count))
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    show_bar = until_caught_up and not no_progress and not as_json
+    try:
+        progress = _run(projector, stop, until_caught_up, show_bar)
+    finally:
+        projector.close()
+    summary = {
+        "applied": progress.applied,
+        "anomalies": progress.anomalies,
+        "dead_letters": progress.dead_letters,
+        "batches": progress.batches,
+        "offsets": {("config" if p < 0 else str(p)): o for p, o in sorted(progress.offsets.items())},
+    }
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(
+            f"applied {progress.applied} events in {progress.batches} batches "
+            f"({progress.anomalies} anomalies, {progress.dead_letters} dead letters)"
+        )
+
+
+def _run(projector: Projector, stop: threading.Event, until_caught_up: bool, show_bar: bool) -> Progress:
+    if not show_bar:
+        return projector.run(stop=stop, until_caught_up=until_caught_up)
+    with click.progressbar(
+        length=1, label="projecting", show_pos=True, file=click.get_text_stream("stderr")
+    ) as bar:
+        seen = {"total": 0}
+
+        def on_batch(progress: Progress) -> None:
+            if not seen["total"]:
+                seen["total"] = progress.applied + progress.dead_letters + progress.remaining()
+                bar.length = seen["total"]
+            bar.update(progress.applied + progress.dead_letters - bar.pos)
+
+        return projector.run(stop=stop, until_caught_up=until_caught_up, on_batch=on_batch)

@@ -1,0 +1,209 @@
+"""Snapshots: compacted, checksummed, atomically published copies of one partition's LMDB state.
+
+A snapshot of a partition is a directory ``snapshots/<partition>/<offset, 20 digits>/`` holding
+``data.mdb`` (LMDB's compacting copy, taken inside one read transaction so the projector keeps writing)
+and ``MANIFEST.json``. It is built under a temporary name, every file and directory is fsynced, and
+the directory is renamed into place only after its manifest is complete: **a snapshot exists only
+once its manifest does**. Nothing is trusted before :func:`verify` has checked it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from projector.digest import state_digest
+from projector.state_directory import tables_for
+from projector.store import FORMAT_VERSION, OFFSET_KEY, PartitionStore
+from schemas.catalog import default_catalog
+
+MANIFEST = "MANIFEST.json"
+DATA_FILE = "data.mdb"
+SNAPSHOT_FORMAT = 1
+_HASH_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a snapshot claims to be; every claim is checked by :func:`verify` before use."""
+
+    partition: str
+    offset: int
+    event_count: int
+    created_at: float
+    file_size: int
+    file_xxh3_128: str
+    state_digest: str
+    schema_fingerprints: tuple[str, ...]
+    snapshot_format: int = SNAPSHOT_FORMAT
+    state_format: int = FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        document = dict(self.__dict__)
+        document["schema_fingerprints"] = list(self.schema_fingerprints)
+        return json.dumps(document, indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        document = json.loads(raw)
+        document["schema_fingerprints"] = tuple(document["schema_fingerprints"])
+        return cls(**document)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A published snapshot directory and its manifest (not yet verified)."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def offset(self) -> int:
+        return self.manifest.offset
+
+
+class SnapshotInvalid(Exception):
+    """A snapshot failed verification; the message says which check and why."""
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def file_xxh3_128(path: Path) -> str:
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def snapshot_name(offset: int) -> str:
+    return f"{offset:020d}"
+
+
+def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot | None:
+    """Snapshot ``store`` into ``root/partition``; None when it has applied nothing yet.
+
+    The copy, the offset in the manifest and the logical digest all come from the same read
+    transaction, so the manifest describes exactly the bytes that were copied. When a snapshot at the
+    same offset already exists, it is returned instead of taking a second one.
+    """
+    directory = root / partition
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory / f".tmp-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        with store.env.begin() as txn:
+            raw_offset = txn.get(OFFSET_KEY, db=store.db("meta"))
+            if raw_offset is None:
+                return None
+            offset = int(raw_offset)
+            existing = directory / snapshot_name(offset)
+            if (existing / MANIFEST).is_file():
+                return load_snapshot(existing)
+            store.env.copy(str(staging), compact=True, txn=txn)
+            digest = state_digest(store.records(txn))
+            events = txn.get(b"events_applied", db=store.db("meta"))
+        data = staging / DATA_FILE
+        _fsync_file(data)
+        manifest = Manifest(
+            partition=partition,
+            offset=offset,
+            event_count=0 if events is None else int(events),
+            created_at=time.time(),
+            file_size=data.stat().st_size,
+            file_xxh3_128=file_xxh3_128(data),
+            state_digest=digest,
+            schema_fingerprints=tuple(sorted(default_catalog().fingerprints())),
+        )
+        manifest_path = staging / MANIFEST
+        with open(manifest_path, "wb") as handle:
+            handle.write(manifest.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        _fsync_dir(staging)
+        final = directory / snapshot_name(offset)
+        os.rename(staging, final)
+        _fsync_dir(directory)
+        return Snapshot(final, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_snapshot(path: Path) -> Snapshot:
+    """Read a snapshot's manifest; raises :class:`SnapshotInvalid` when it is missing or unreadable."""
+    try:
+        manifest = Manifest.from_json((path / MANIFEST).read_bytes())
+    except FileNotFoundError as exc:
+        raise SnapshotInvalid(f"{path}: manifest missing") from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SnapshotInvalid(f"{path}: manifest unreadable ({exc})") from exc
+    return Snapshot(path, manifest)
+
+
+def list_snapshots(root: Path, partition: str) -> list[Path]:
+    """Every published snapshot directory of a partition, newest (highest offset) first."""
+    directory = root / partition
+    if not directory.is_dir():
+        return []
+    names = [p for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(names, key=lambda p: int(p.name), reverse=True)
+
+
+def verify(path: Path, deep: bool = True) -> Snapshot:
+    """Check a snapshot before anyone uses it: manifest, size, file checksum, and (deep) its content.
+
+    The deep check opens the copy read-only and recomputes the offset and the logical state digest.
+    Raises :class:`SnapshotInvalid` naming the failed check.
+    """
+    snapshot = load_snapshot(path)
+    manifest = snapshot.manifest
+    if manifest.snapshot_format != SNAPSHOT_FORMAT or manifest.state_format != FORMAT_VERSION:
+        raise SnapshotInvalid(
+            f"{path}: format {manifest.snapshot_format}/{manifest.state_format}, "
+            f"this rewind reads {SNAPSHOT_FORMAT}/{FORMAT_VERSION}"
+        )
+    if int(path.name) != manifest.offset:
+        raise SnapshotInvalid(
+            f"{path}: directory name says offset {int(path.name)}, manifest {manifest.offset}"
+        )
+    data = path / DATA_FILE
+    if not data.is_file():
+        raise SnapshotInvalid(f"{path}: {DATA_FILE} missing")
+    size = data.stat().st_size
+    if size != manifest.file_size:
+        raise SnapshotInvalid(
+            f"{path}: {DATA_FILE} is {size} bytes, manifest says {manifest.file_size} (truncated?)"
+        )
+    checksum = file_xxh3_128(data)
+    if checksum != manifest.file_xxh3_128:
+        raise SnapshotInvalid(
+            f"{path}: checksum mismatch: {DATA_FILE} hashes to {checksum}, "
+            f"manifest says {manifest.file_xxh3_128}"
+        )
+    if deep:
+        with PartitionStore(path, tables_for(manifest.partition), readonly=True) as copy:
+            offset = copy.offset()
+            digest = state_digest(copy.records())
+        if offset != manifest.offset or digest != manifest.state_digest:
+            raise SnapshotInvalid(
+                f"{path}: content (offset {offset}, digest {digest}) differs from its manifest"
+            )
+    return snapshot
