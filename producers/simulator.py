@@ -26,7 +26,7 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -110,7 +110,7 @@ class _Order:
 class _Day:
     """The simulator's own view of the market and of every open order."""
 
-    def __init__(self, params: SimulationParams) -> None:
+    def __init__(self, params: SimulationParams, config_versions: Mapping[str, int]) -> None:
         self.params = params
         # Seeded by both: two days with one seed but different start times get different ids.
         self.rng = random.Random(f"rewind-simulator:{params.seed}:{params.start_time}")
@@ -122,7 +122,7 @@ class _Day:
         self.open: list[_Order] = []
         self.recent_fills: list[Event] = []
         self.recent_submits: list[Event] = []
-        self.config_versions: dict[str, int] = {}
+        self.config_versions = dict(config_versions)
         self.counter = itertools.count(1)
 
     def event_id(self) -> str:
@@ -375,9 +375,13 @@ class _Day:
             del recent[0]
 
 
-def simulate(params: SimulationParams) -> Iterator[Event]:
-    """Exactly ``params.events`` events of a simulated trading day, deterministically."""
-    day = _Day(params)
+def simulate(params: SimulationParams, config_versions: Mapping[str, int] | None = None) -> Iterator[Event]:
+    """Exactly ``params.events`` events of a simulated trading day, deterministically.
+
+    ``config_versions`` are the versions config keys already have (e.g. read from the config topic),
+    so the day's ``ConfigChanged`` events continue from them instead of being stale.
+    """
+    day = _Day(params, config_versions or {})
     return itertools.islice(itertools.chain(day.start_of_day(), day.intraday()), params.events)
 
 
@@ -409,19 +413,21 @@ def run_simulation(
     rate: float | None = None,
     progress: Callable[[int], None] | None = None,
     progress_every: int = 1000,
+    config_versions: Mapping[str, int] | None = None,
 ) -> SimulationSummary:
     """Produce :func:`simulate`'s events with ``emit_async``, flush, and summarize.
 
     ``rate`` (events per second) paces the sending; ``None`` sends as fast as possible.
     ``progress`` is called with the number of events sent so far every ``progress_every`` events
-    and once at the end. Raises like :meth:`EventProducer.flush` if any event was not delivered.
+    and once at the end. ``config_versions`` as for :func:`simulate`. Raises like
+    :meth:`EventProducer.flush` if any event was not delivered.
     """
     if rate is not None and rate <= 0:
         raise ValueError(f"rate must be > 0 events per second, got {rate}")
     summary = SimulationSummary()
     started = time.monotonic()
     offsets_before = dict(producer.last_offsets)
-    for index, event in enumerate(simulate(params)):
+    for index, event in enumerate(simulate(params, config_versions)):
         if rate is not None:
             while (ahead := started + index / rate - time.monotonic()) > 0:
                 producer.poll(min(ahead, 0.1))
