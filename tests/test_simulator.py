@@ -166,3 +166,32 @@ def test_same_seed_twice_gives_identical_topics_readable_by_plain_fastavro(
         assert plain == {k: v for k, v in event.items() if k not in ("event_id", "occurred_at")}
         assert message.headers() == [("event_type", event["event_type"].encode())]
     assert not expected
+
+
+def test_the_fold_sees_no_anomaly_in_a_clean_day_and_exactly_the_injected_kinds_otherwise() -> None:
+    from projector.fold import apply_config, apply_event
+    from projector.state import MemoryConfigState, MemoryState
+    from schemas.codec import decode, encode
+
+    def fold(params: SimulationParams) -> Counter[str]:
+        partitions = [MemoryState() for _ in range(3)]
+        config = MemoryConfigState()
+        offsets = [0, 0, 0]
+        config_offset = 0
+        kinds: Counter[str] = Counter()
+        for event in simulate(params):
+            decoded = decode(encode(event))
+            if decoded["event_type"] == "ConfigChanged":
+                anomaly = apply_config(config, decoded, config_offset)
+                config_offset += 1
+            else:
+                p = int(decoded["account_id"][-1]) % 3
+                anomaly = apply_event(partitions[p], decoded, p, offsets[p])
+                offsets[p] += 1
+            if anomaly is not None:
+                kinds[anomaly.kind] += 1
+        return kinds
+
+    assert fold(SimulationParams(events=EVENTS, accounts=6, seed=11)) == Counter()
+    injected = fold(SimulationParams(events=EVENTS, accounts=6, seed=11, anomaly_rate=0.05))
+    assert set(injected) == {"DUPLICATE_FILL", "DUPLICATE_ORDER", "UNKNOWN_ORDER", "OVERFILL"}
