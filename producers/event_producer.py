@@ -99,7 +99,11 @@ def producer_config(client_config: ClientConfig) -> dict[str, str | int | float 
 
 
 class EventProducer:
-    """Validated, routed, idempotent producing of rewind events (see the module docstring)."""
+    """Validated, routed, idempotent producing of rewind events (see the module docstring).
+
+    Not thread-safe: delivery reports run inside ``poll``/``flush`` on the calling thread and update
+    plain counters. Use one instance per thread.
+    """
 
     def __init__(
         self,
@@ -141,7 +145,8 @@ class EventProducer:
 
         Raises ``ValueError`` for an invalid event (nothing is sent), :class:`ProduceError` if the
         broker refused it or did not acknowledge it within ``timeout`` seconds (it may still arrive
-        later; a re-send with the same ``event_id`` is safe).
+        later; a re-send with the same ``event_id`` is safe). Records queued earlier with
+        ``emit_async`` are sent first and waited for too; their failures stay for :meth:`flush`.
         """
         outcome: list[Message | KafkaError] = []
 
