@@ -14,8 +14,9 @@ Guarantees:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from threading import Event
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -88,9 +89,20 @@ class Projector:
         partitions: Iterable[int],
         metrics: ProjectorMetrics | None = None,
         anomaly_policy: str | None = None,
+        *,
+        state_dir: Path | None = None,
+        until: Mapping[int, int] | None = None,
+        include_config: bool = True,
+        commit_group: bool = True,
     ) -> None:
+        """``until`` maps a partition (or :data:`CONFIG_PARTITION`) to the last offset to apply; the run
+        then stops there instead of at the log end. ``state_dir`` overrides the configured one (replay
+        and recovery build elsewhere); ``commit_group`` is off for them, as they are not the projector."""
         self.settings = settings
         self.partitions = list(partitions)
+        self.until = dict(until or {})
+        self.include_config = include_config
+        self.commit_group = commit_group
         self.metrics = metrics
         self.policy = anomaly_policy or str(settings["projector.anomaly_policy"])
         self.batch_events = int(settings["projector.batch_events"])
@@ -98,7 +110,7 @@ class Projector:
         self.events_topic = settings.events_topic
         self.config_topic = settings.config_topic
         self.directory = StateDirectory.open(
-            settings.state_dir, settings, durable=bool(settings["projector.durable"])
+            state_dir or settings.state_dir, settings, durable=bool(settings["projector.durable"])
         )
         self.dead_letters = DeadLetters(settings.client_config(), settings.deadletter_topic)
         self.progress = Progress()
@@ -124,21 +136,38 @@ class Projector:
         return consumer
 
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
-        assignment = []
-        for partition in self.partitions:
-            store = self.directory.partition(partition)
-            assignment.append(TopicPartition(self.events_topic, partition, store.offset() + 1))
-        config_store = self.directory.config()
-        assignment.append(TopicPartition(self.config_topic, 0, config_store.offset() + 1))
-        for tp in assignment:
-            self._check_log_holds(consumer, tp)
-        return assignment
+        """Each owned partition at its stored offset + 1, once the log is known to still hold it."""
+        wanted = [
+            TopicPartition(self.events_topic, p, self.directory.partition(p).offset() + 1)
+            for p in self.partitions
+        ]
+        if self.include_config:
+            wanted.append(TopicPartition(self.config_topic, 0, self.directory.config().offset() + 1))
+        return [tp for tp in wanted if self._check_log_holds(consumer, tp)]
 
-    def _check_log_holds(self, consumer: Consumer, tp: TopicPartition) -> None:
+    def _check_log_holds(self, consumer: Consumer, tp: TopicPartition) -> bool:
+        """Record the partition's target; refuse a gap; True when there is anything to apply."""
         low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)
         key = CONFIG_PARTITION if tp.topic == self.config_topic else tp.partition
-        self.progress.targets[key] = high
+        target = high
+        if key in self.until:
+            target = self.until[key] + 1
+            if target > high:
+                raise RewindError(
+                    f"{tp.topic}[{tp.partition}]: offset {self.until[key]} is beyond "
+                    f"the log end ({high - 1})",
+                    "choose an offset the log already holds",
+                )
+            if target < tp.offset:
+                raise RewindError(
+                    f"{tp.topic}[{tp.partition}]: the state is already at offset {tp.offset - 1}, "
+                    f"past the requested {self.until[key]}",
+                    "build into an empty directory, or from an older snapshot",
+                )
+        self.progress.targets[key] = target
         self.progress.offsets[key] = tp.offset - 1
+        if tp.offset >= target:
+            return False
         if tp.offset < low:
             raise DataLossError(
                 f"data loss on {tp.topic}[{tp.partition}]: state needs offset {tp.offset} next, but the log "
@@ -146,6 +175,7 @@ class Projector:
                 "restore a snapshot taken at or after offset "
                 f"{low - 1}, or re-ingest the missing events; rewind will not skip them",
             )
+        return True
 
     def run(
         self,
@@ -157,8 +187,9 @@ class Projector:
         consumer = self._consumer = self._consumer_for(str(self.settings["projector.group"]))
         consumer.assign(self._assignment(consumer))
         stop = stop or Event()
+        bounded = until_caught_up or bool(self.until)
         while not stop.is_set():
-            if until_caught_up and self.progress.remaining() == 0:
+            if bounded and self.progress.remaining() == 0:
                 break
             messages = consumer.consume(self.batch_events, self.batch_seconds)
             if messages:
@@ -198,7 +229,7 @@ class Projector:
             offset = self.progress.offsets[key]
             topic = self.config_topic if key == CONFIG_PARTITION else self.events_topic
             committed.append(TopicPartition(topic, 0 if key == CONFIG_PARTITION else key, offset + 1))
-        if consumer is not None and committed:
+        if consumer is not None and committed and self.commit_group:
             consumer.commit(offsets=committed, asynchronous=True)
         self.progress.batches += 1
         if self.metrics is not None:
@@ -218,8 +249,11 @@ class Projector:
         counts: dict[str, int] = {}
         halt: AnomalyHalt | None = None
         halting = self.policy == "halt"
+        limit = self.until.get(key)
         for message in batch:
             offset = message.offset()
+            if limit is not None and offset is not None and offset > limit:
+                break
             assert offset is not None and offset > last_offset, (
                 f"partition {key}: offset {offset} after {last_offset}"
             )

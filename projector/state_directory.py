@@ -7,6 +7,8 @@ canonical :func:`projector.digest.state_digest`, so any one partition can be com
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import xxhash
@@ -43,12 +45,34 @@ class StateDirectory:
         self.durable = durable
         self.readonly = readonly
         self._stores: dict[str, PartitionStore] = {}
+        self._lock_fd: int | None = None
 
     @classmethod
     def open(cls, root: Path, settings: Settings, durable: bool = True) -> StateDirectory:
-        """Open (creating if needed) the state directory of the configured topics, for writing."""
+        """Open (creating if needed) the state directory of the configured topics, for writing.
+
+        Only one writer at a time: a second one (another projector, a recovery) is refused.
+        """
         ensure_layout(root, Layout(settings.events_topic, settings.config_topic))
-        return cls(root, durable=durable)
+        directory = cls(root, durable=durable)
+        directory._lock_for_writing()
+        return directory
+
+    def _lock_for_writing(self) -> None:
+        path = self.root / "WRITER.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RewindError(
+                f"state directory {self.root} is being written by pid {holder}",
+                "stop that process first (one projector, service or recovery per state directory)",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
 
     @classmethod
     def open_readonly(cls, root: Path) -> StateDirectory:
@@ -101,3 +125,6 @@ class StateDirectory:
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

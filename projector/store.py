@@ -107,8 +107,15 @@ class PartitionStore:
     """One LMDB environment: the state of one input partition and the offset it reflects."""
 
     def __init__(
-        self, path: Path, tables: tuple[str, ...], durable: bool = True, readonly: bool = False
+        self,
+        path: Path,
+        tables: tuple[str, ...],
+        durable: bool = True,
+        readonly: bool = False,
+        shared: bool = True,
     ) -> None:
+        """``shared=False`` opens without LMDB's reader lock table: only for files nobody writes
+        (snapshots); live state is always opened shared so readers and the writer coordinate."""
         self.path = path
         self.tables = tables
         if not readonly:
@@ -122,7 +129,7 @@ class PartitionStore:
             sync=durable,
             metasync=durable,
             readonly=readonly,
-            lock=not readonly,
+            lock=shared,
             readahead=False,
         )
         self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in (*tables, "meta")}

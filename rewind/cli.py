@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from rewind.commands import kafka_cmd, project_cmd, state_cmd, topics_cmd
+from rewind.commands import kafka_cmd, project_cmd, recover_cmd, snapshot_cmd, state_cmd, topics_cmd
 from rewind.errors import RewindError
 
 
@@ -52,6 +52,10 @@ cli.add_command(topics_cmd.topics)
 cli.add_command(topics_cmd.config)
 cli.add_command(project_cmd.project)
 cli.add_command(state_cmd.state)
+cli.add_command(recover_cmd.recover_cmd)
+cli.add_command(recover_cmd.replay)
+cli.add_command(snapshot_cmd.snapshot)
+cli.add_command(snapshot_cmd.snapshots)
 
 
 def main() -> None:

@@ -91,3 +91,11 @@ def _compare(admin: AdminClient, spec: TopicSpec, metadata: object, timeout: flo
         if actual != wanted:
             differences.append(f"{key}: wanted {wanted}, topic has {actual}")
     return TopicOutcome(spec.name, "differs" if differences else "exists", differences)
+
+
+def events_partition_count(admin: AdminClient, topic: str) -> int:
+    """How many partitions the events topic has; a clear error when it does not exist."""
+    topics = admin.list_topics(timeout=30).topics
+    if topic not in topics or topics[topic].error is not None:
+        raise RewindError(f"topic {topic} does not exist", "create the topics with `rewind topics create`")
+    return len(topics[topic].partitions)

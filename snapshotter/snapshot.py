@@ -19,6 +19,7 @@ from pathlib import Path
 
 import xxhash
 
+from projector.crashpoints import crashpoint
 from projector.digest import state_digest
 from projector.state_directory import tables_for
 from projector.store import FORMAT_VERSION, OFFSET_KEY, PartitionStore
@@ -122,6 +123,7 @@ def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot
             digest = state_digest(store.records(txn))
             events = txn.get(b"events_applied", db=store.db("meta"))
         data = staging / DATA_FILE
+        crashpoint("snapshot-copied")
         _fsync_file(data)
         manifest = Manifest(
             partition=partition,
@@ -139,6 +141,7 @@ def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot
             handle.flush()
             os.fsync(handle.fileno())
         _fsync_dir(staging)
+        crashpoint("snapshot-manifest-written")
         final = directory / snapshot_name(offset)
         os.rename(staging, final)
         _fsync_dir(directory)
@@ -199,7 +202,7 @@ def verify(path: Path, deep: bool = True) -> Snapshot:
             f"manifest says {manifest.file_xxh3_128}"
         )
     if deep:
-        with PartitionStore(path, tables_for(manifest.partition), readonly=True) as copy:
+        with PartitionStore(path, tables_for(manifest.partition), readonly=True, shared=False) as copy:
             offset = copy.offset()
             digest = state_digest(copy.records())
         if offset != manifest.offset or digest != manifest.state_digest:
@@ -207,3 +210,29 @@ def verify(path: Path, deep: bool = True) -> Snapshot:
                 f"{path}: content (offset {offset}, digest {digest}) differs from its manifest"
             )
     return snapshot
+
+
+def newest_valid(
+    root: Path, partition: str, max_offset: int | None = None, deep: bool = False
+) -> tuple[Snapshot | None, list[str]]:
+    """The newest snapshot of ``partition`` at or below ``max_offset`` that verifies, and why each
+    newer one was rejected (so recovery can report every corrupt snapshot it passed over)."""
+    rejected: list[str] = []
+    for path in list_snapshots(root, partition):
+        if max_offset is not None and int(path.name) > max_offset:
+            continue
+        try:
+            return verify(path, deep=deep), rejected
+        except SnapshotInvalid as exc:
+            rejected.append(str(exc))
+    return None, rejected
+
+
+def restore(snapshot: Snapshot, store_dir: Path) -> None:
+    """Copy a verified snapshot's data file into an empty store directory, durably."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    target = store_dir / DATA_FILE
+    assert not target.exists(), f"{store_dir} already holds state"
+    shutil.copyfile(snapshot.path / DATA_FILE, target)
+    _fsync_file(target)
+    _fsync_dir(store_dir)

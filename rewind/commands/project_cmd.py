@@ -11,15 +11,7 @@ from confluent_kafka.admin import AdminClient
 
 from projector.runner import Progress, Projector, parse_partitions
 from rewind.commands.context import echo_json, json_option, settings_from
-from rewind.errors import RewindError
-
-
-def events_partition_count(admin: AdminClient, topic: str) -> int:
-    """How many partitions the events topic has; a clear error when it does not exist."""
-    topics = admin.list_topics(timeout=30).topics
-    if topic not in topics or topics[topic].error is not None:
-        raise RewindError(f"topic {topic} does not exist", "create the topics with `rewind topics create`")
-    return len(topics[topic].partitions)
+from rewind.topics import events_partition_count
 
 
 @click.command()
