@@ -7,7 +7,8 @@ broker). Prints a table and writes ``bench/results/produce.json``.
 What is compared:
 - throughput: ``EventProducer.emit_async`` (validate + encode + route + produce) for N simulator
   events, then ``flush``; against a bare ``confluent_kafka.Producer`` with the same configuration
-  sending the *same* pre-encoded values, keys and headers. Each runs ``--rounds`` times, alternating,
+  sending the *same* pre-encoded values, keys and headers, with the same delivery callback and
+  ``poll`` cadence. Each runs ``--rounds`` times, alternating,
   into its own fresh topic; the best round of each is reported.
 - latency: M sequential ``EventProducer.emit`` calls (each waits for the broker's acknowledgement),
   p50 / p99 / max; and the bare producer's produce + flush per message for the same bytes.
@@ -31,7 +32,7 @@ import confluent_kafka
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from producers.event_producer import EventProducer, producer_config
+from producers.event_producer import POLL_EVERY, EventProducer, producer_config
 from producers.simulator import SimulationParams, simulate
 from rewind.config import load_settings
 from schemas.codec import default_codec
@@ -52,15 +53,18 @@ def raw_throughput(config: dict[str, Any], records: list[tuple[str, bytes, bytes
             failures.append(err)
 
     producer = Producer(config)
+    for topic in {record[0] for record in records}:
+        producer.list_topics(topic, timeout=30)  # connections and metadata up before the clock starts
     started = time.perf_counter()
-    for topic, key, value, headers in records:
+    for count, (topic, key, value, headers) in enumerate(records, 1):
         while True:
             try:
                 producer.produce(topic, value, key, headers=headers, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.05)
-        producer.poll(0)
+        if not count % POLL_EVERY:
+            producer.poll(0)
     remaining = producer.flush(120)
     elapsed = time.perf_counter() - started
     if failures or remaining:
@@ -70,6 +74,7 @@ def raw_throughput(config: dict[str, Any], records: list[tuple[str, bytes, bytes
 
 def rewind_throughput(make: Callable[[], EventProducer], events: list[dict[str, Any]]) -> float:
     producer = make()
+    producer.check_topics()  # connections and metadata up before the clock starts
     started = time.perf_counter()
     for event in events:
         producer.emit_async(event)
@@ -80,10 +85,10 @@ def rewind_throughput(make: Callable[[], EventProducer], events: list[dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: rewind's configuration)")
-    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--emit-calls", type=int, default=2_000)
     parser.add_argument("--partitions", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark topics")
     args = parser.parse_args()
 
@@ -125,6 +130,7 @@ def main() -> None:
             rewind_rates.append(rewind_throughput(make, events))
 
         producer = make()
+        producer.check_topics()
         emit_ms = []
         for event in events[: args.emit_calls]:
             started = time.perf_counter()
@@ -132,6 +138,7 @@ def main() -> None:
             emit_ms.append((time.perf_counter() - started) * 1000)
 
         raw = Producer(raw_config)
+        raw.list_topics(topics["raw-events"], timeout=30)
         raw_ms = []
         for topic, key, value, headers in records[: args.emit_calls]:
             started = time.perf_counter()
@@ -149,7 +156,7 @@ def main() -> None:
         "benchmark": "produce",
         "bootstrap": settings.bootstrap,
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.version(),
         "librdkafka": confluent_kafka.libversion()[0],
         "events": args.events,
         "partitions": args.partitions,

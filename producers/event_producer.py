@@ -37,6 +37,7 @@ from schemas.codec import Codec, default_codec
 CONFIG_EVENT: Final = "ConfigChanged"
 REQUIRED_PROPERTIES: Final[Mapping[str, str]] = {"enable.idempotence": "true", "acks": "all"}
 _ACKS_ALL = frozenset({"all", "-1"})
+POLL_EVERY: Final = 64  # emit_async serves delivery reports every this many records
 
 ClientConfig = Mapping[str, str | int | float | bool]
 
@@ -134,11 +135,18 @@ class EventProducer:
         config: dict[str, Any] = producer_config(client_config)
         config["error_cb"] = self._on_error
         self._producer = Producer(config)
+        self._on_async_delivery = self._delivered_async
 
     @property
     def in_flight(self) -> int:
         """Records handed to librdkafka and not yet acknowledged or failed."""
         return len(self._producer)
+
+    def check_topics(self) -> None:
+        """Fail fast: raise :class:`ProduceError` unless both topics exist (otherwise checked lazily)."""
+        for topic in (self.events_topic, self.config_topic):
+            if topic not in self._known_topics:
+                self._check_topic(topic)
 
     def emit(self, event: Mapping[str, Any], timeout: float = 30.0) -> tuple[int, int]:
         """Produce one event and wait for the broker's acknowledgement; returns (partition, offset).
@@ -151,6 +159,7 @@ class EventProducer:
         outcome: list[Message | KafkaError] = []
 
         def delivered(err: KafkaError | None, message: Message) -> None:
+            self._record(err, message)
             outcome.append(err if err is not None else message)
 
         topic, event_id, event_type = self._produce(event, delivered)
@@ -181,7 +190,7 @@ class EventProducer:
         Raises ``ValueError`` for an invalid event (nothing is queued). Blocks only while librdkafka's
         local queue is full (back-pressure).
         """
-        self._produce(event, None)
+        self._produce(event, self._on_async_delivery)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every queued record is acknowledged or failed.
@@ -226,7 +235,7 @@ class EventProducer:
         return self.events_topic, str(event["account_id"])
 
     def _produce(
-        self, event: Mapping[str, Any], on_delivery: Callable[[KafkaError | None, Message], None] | None
+        self, event: Mapping[str, Any], on_delivery: Callable[[KafkaError | None, Message], None]
     ) -> tuple[str, str, str]:
         self._raise_if_fatal()
         checked = validate_event(event)
@@ -234,49 +243,46 @@ class EventProducer:
         topic, key = self.route(checked)
         if topic not in self._known_topics:
             self._check_topic(topic)
-        event_id, event_type = checked["event_id"], checked["event_type"]
-        started = time.perf_counter()
-
-        def delivered(err: KafkaError | None, message: Message) -> None:
-            self._on_delivery(err, message, started, event_id, event_type, collect=on_delivery is None)
-            if on_delivery is not None:
-                on_delivery(err, message)
-
+        event_type = checked["event_type"]
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key.encode(), headers=self._headers[event_type], on_delivery=delivered
+                    topic, value, key.encode(), headers=self._headers[event_type], on_delivery=on_delivery
                 )
                 break
             except BufferError:
                 self._producer.poll(0.05)
         self.queued += 1
-        self._producer.poll(0)
-        return topic, event_id, event_type
+        if not self.queued % POLL_EVERY:
+            self._producer.poll(0)
+        return topic, checked["event_id"], event_type
 
-    def _on_delivery(
-        self,
-        err: KafkaError | None,
-        message: Message,
-        started: float,
-        event_id: str,
-        event_type: str,
-        *,
-        collect: bool,
-    ) -> None:
+    def _delivered_async(self, err: KafkaError | None, message: Message) -> None:
+        self._record(err, message)
+        if err is not None:
+            self._failures.append(self._failure(err, message))
+
+    def _record(self, err: KafkaError | None, message: Message) -> None:
         if err is not None:
             self.failed += 1
-            if collect:
-                self._failures.append(DeliveryFailure(event_id, event_type, str(message.topic()), err.str()))
             return
-        latency = time.perf_counter() - started
+        latency = message.latency() or 0.0
         self.acked += 1
         self.latency_count += 1
         self.latency_sum_s += latency
-        self.latency_max_s = max(self.latency_max_s, latency)
+        if latency > self.latency_max_s:
+            self.latency_max_s = latency
         self.last_offsets[(str(message.topic()), int(message.partition() or 0))] = int(message.offset() or 0)
         if self.latency_observer is not None:
             self.latency_observer(latency)
+
+    def _failure(self, err: KafkaError, message: Message) -> DeliveryFailure:
+        try:
+            event = self.codec.decode(message.value())
+            event_id, event_type = str(event["event_id"]), str(event["event_type"])
+        except Exception:
+            event_id, event_type = "?", "?"
+        return DeliveryFailure(event_id, event_type, str(message.topic()), err.str())
 
     def _check_topic(self, topic: str) -> None:
         try:

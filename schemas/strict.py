@@ -35,6 +35,18 @@ _PRIMITIVES: dict[str, Check] = {
 }
 
 
+_PYTHON_TYPES: dict[str, type] = {
+    "null": type(None),
+    "boolean": bool,
+    "int": int,
+    "long": int,
+    "float": float,
+    "double": float,
+    "string": str,
+    "bytes": bytes,
+}
+
+
 def _describe(schema: Any) -> str:
     if isinstance(schema, list):
         return " | ".join(_describe(s) for s in schema)
@@ -45,10 +57,30 @@ def _describe(schema: Any) -> str:
     return str(schema)
 
 
+def _union_check(schema: list[Any], named: dict[str, Check]) -> Check:
+    by_type: dict[type, list[Check]] = {}
+    others: list[Check] = []
+    for branch in schema:
+        kind = branch.get("type") if isinstance(branch, dict) else branch
+        if isinstance(kind, str) and kind in _PYTHON_TYPES:
+            by_type.setdefault(_PYTHON_TYPES[kind], []).append(_PRIMITIVES[kind])
+        else:
+            others.append(_value_check(branch, named))
+    if not others and all(len(checks) == 1 for checks in by_type.values()):
+        single = {python_type: checks[0] for python_type, checks in by_type.items()}
+
+        def by_python_type(v: object) -> bool:
+            check = single.get(type(v))
+            return check is not None and check(v)
+
+        return by_python_type
+    branches = [check for checks in by_type.values() for check in checks] + others
+    return lambda v: any(check(v) for check in branches)
+
+
 def _value_check(schema: Any, named: dict[str, Check]) -> Check:
     if isinstance(schema, list):
-        branches = [_value_check(s, named) for s in schema]
-        return lambda v: any(check(v) for check in branches)
+        return _union_check(schema, named)
     if isinstance(schema, str):
         if schema in _PRIMITIVES:
             return _PRIMITIVES[schema]
