@@ -102,12 +102,16 @@ def snapshot_name(offset: int) -> str:
 def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot | None:
     """Snapshot ``store`` into ``root/partition``; None when it has applied nothing yet.
 
+    One snapshotter per partition at a time: staging directories left by a killed one are removed.
+
     The copy, the offset in the manifest and the logical digest all come from the same read
     transaction, so the manifest describes exactly the bytes that were copied. When a snapshot at the
     same offset already exists, it is returned instead of taking a second one.
     """
     directory = root / partition
     directory.mkdir(parents=True, exist_ok=True)
+    for abandoned in directory.glob(".tmp-*"):
+        shutil.rmtree(abandoned, ignore_errors=True)
     staging = directory / f".tmp-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
