@@ -11,7 +11,15 @@ import sys
 
 import click
 
-from rewind.commands import kafka_cmd, project_cmd, recover_cmd, snapshot_cmd, state_cmd, topics_cmd
+from rewind.commands import (
+    events_cmd,
+    kafka_cmd,
+    project_cmd,
+    recover_cmd,
+    snapshot_cmd,
+    state_cmd,
+    topics_cmd,
+)
 from rewind.errors import RewindError
 
 
@@ -56,6 +64,9 @@ cli.add_command(recover_cmd.recover_cmd)
 cli.add_command(recover_cmd.replay)
 cli.add_command(snapshot_cmd.snapshot)
 cli.add_command(snapshot_cmd.snapshots)
+cli.add_command(events_cmd.simulate)
+cli.add_command(events_cmd.position)
+topics_cmd.config.add_command(events_cmd.config_set)
 
 
 def main() -> None:
