@@ -10,12 +10,9 @@ import click
 
 from projector import queries, views
 from projector.digest import state_digest
-from projector.fixed import format_fixed
-from projector.model import ConfigEntry, Risk
+from projector.risk_view import risk_rows
 from projector.state_directory import StateDirectory
 from rewind.commands.context import echo_json, json_option, settings_from
-
-GROSS_LIMIT_KEY = "risk.max_gross_exposure"
 
 
 def _open(ctx: click.Context, state_dir: str | None) -> StateDirectory:
@@ -40,31 +37,6 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -
     click.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for row in rows:
         click.echo("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
-
-
-def _gross_limit(config: list[ConfigEntry], account: str) -> int | None:
-    """The gross-exposure limit for an account: ``risk.max_gross_exposure.<account>``, else the desk's."""
-    by_key = {c.key: c for c in config}
-    entry = by_key.get(f"{GROSS_LIMIT_KEY}.{account}") or by_key.get(GROSS_LIMIT_KEY)
-    if entry is None or isinstance(entry.value, bool) or not isinstance(entry.value, int):
-        return None
-    return entry.value
-
-
-def risk_rows(state: StateDirectory, account: str | None) -> list[dict[str, Any]]:
-    """Risk per account with limit usage derived now from the current configuration (never stored)."""
-    config = queries.config_entries(state)
-    rows = []
-    for risk in queries.risks(state, account):
-        assert isinstance(risk, Risk)
-        row = views.to_dict(risk)
-        limit = _gross_limit(config, risk.account_id)
-        row["gross_limit"] = None if limit is None else format_fixed(limit, 8)
-        row["gross_limit_usage_percent"] = (
-            None if limit is None else views.limit_usage_percent(risk.gross_exposure, limit)
-        )
-        rows.append(row)
-    return rows
 
 
 @click.group()
