@@ -1,15 +1,14 @@
-"""The fold's view of LMDB for one batch: a read-through, write-back cache over a partition store.
+"""The fold's view of LMDB: a read-through, write-back cache over one partition store.
 
-Reads come from one LMDB read transaction (a consistent view of the state as of the last commit) and
-are decoded once per key per batch; every ``put_*`` marks the entity dirty. :meth:`changes` encodes
-only the dirty entities, once each, however many events touched them — that, not the per-event
-work, is what reaches the LMDB write transaction. A batch whose fold raised is simply dropped.
+Reads are decoded once and kept in an :class:`EntityCache` that outlives the batch: this process is
+the partition's only writer (the state directory's writer lock), so after a successful commit the
+cached entities are exactly what LMDB holds. Every ``put_*`` marks an entity dirty; :meth:`changes`
+encodes only the dirty entities, once each, however many events touched them. If a batch fails
+(an exception in the fold or the commit), the caller must :meth:`EntityCache.clear` the cache, since
+the fold may have changed cached entities that were never committed.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import TypeVar
 
 import lmdb
 
@@ -17,109 +16,166 @@ from projector import encoding
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 from projector.store import PartitionStore
 
-E = TypeVar("E")
 _MISSING = object()
+DEFAULT_CACHE_ENTRIES = 1_000_000
+
+
+class EntityCache:
+    """Decoded entities of one store, by table and natural key (None records a known absence)."""
+
+    __slots__ = ("limit", "tables")
+
+    def __init__(self, limit: int = DEFAULT_CACHE_ENTRIES) -> None:
+        self.limit = limit
+        self.tables: dict[str, dict[object, object]] = {}
+
+    def table(self, name: str) -> dict[object, object]:
+        found = self.tables.get(name)
+        if found is None:
+            found = self.tables[name] = {}
+        return found
+
+    def clear(self) -> None:
+        self.tables.clear()
+
+    def trim(self) -> None:
+        """Forget everything once the cache outgrows its limit (bounded memory; state is unaffected)."""
+        if sum(len(t) for t in self.tables.values()) > self.limit:
+            self.clear()
 
 
 class _CachedView:
-    """A read transaction plus per-table caches of decoded entities and the dirty set."""
+    """One batch's reads and writes: cache lookups, LMDB on a miss, and the dirty set."""
 
-    def __init__(self, store: PartitionStore) -> None:
+    def __init__(self, store: PartitionStore, cache: EntityCache | None = None) -> None:
         self._store = store
-        self._txn: lmdb.Transaction | None = store.env.begin()
-        self._caches: dict[str, dict[object, object]] = {t: {} for t in store.tables}
+        self._cache = cache if cache is not None else EntityCache()
+        self._txn: lmdb.Transaction | None = None
         self._dirty: dict[tuple[str, object], Entity] = {}
 
-    def _get(
-        self,
-        table: str,
-        natural_key: object,
-        lmdb_key: Callable[[], bytes],
-        decode: Callable[[bytes, bytes], E],
-    ) -> E | None:
-        cache = self._caches[table]
-        found = cache.get(natural_key, _MISSING)
-        if found is _MISSING:
-            assert self._txn is not None, "the batch was already turned into changes"
-            key = lmdb_key()
-            raw = self._txn.get(key, db=self._store.db(table))
-            found = None if raw is None else decode(key, bytes(raw))
-            cache[natural_key] = found
-        return found  # type: ignore[return-value]
+    def _load(self, table: str, natural_key: object, key: bytes) -> bytes | None:
+        """Read a row missing from the cache (one read transaction per batch, opened on first need)."""
+        if self._txn is None:
+            self._txn = self._store.env.begin()
+        raw = self._txn.get(key, db=self._store.db(table))
+        return None if raw is None else bytes(raw)
 
-    def _put(self, table: str, natural_key: object, entity: Entity) -> None:
-        self._caches[table][natural_key] = entity
+    def _put(self, table: str, natural_key: object, entity: Entity, cache: dict[object, object]) -> None:
+        cache[natural_key] = entity
         self._dirty[table, natural_key] = entity
 
     def changes(self) -> dict[str, dict[bytes, bytes | None]]:
-        """The encoded dirty entities by table; ends this view (it cannot be used afterwards)."""
+        """The encoded dirty entities by table; ends this view's read transaction."""
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
         changes: dict[str, dict[bytes, bytes | None]] = {}
+        encode_record = encoding.encode_record
         for (table, _), entity in self._dirty.items():
-            encoded_table, key, value = encoding.encode_record(entity)
+            encoded_table, key, value = encode_record(entity)
             assert encoded_table == table, f"a {encoded_table} row was put into {table}"
-            changes.setdefault(table, {})[key] = value
+            rows = changes.get(table)
+            if rows is None:
+                rows = changes[table] = {}
+            rows[key] = value
+        self._dirty = {}
         return changes
 
+    def discard(self) -> None:
+        """Abandon the batch: end the read transaction and forget every cached entity."""
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+        self._cache.clear()
+        self._dirty = {}
+
     def put_anomaly(self, anomaly: Anomaly) -> None:
-        self._put(encoding.ANOMALIES, anomaly.offset, anomaly)
+        self._dirty[encoding.ANOMALIES, anomaly.offset] = anomaly
 
 
 class LmdbPartitionState(_CachedView):
-    """:class:`projector.state.PartitionState` over one events-partition store, for one batch."""
+    """:class:`projector.state.PartitionState` over one events-partition store."""
+
+    def __init__(self, store: PartitionStore, cache: EntityCache | None = None) -> None:
+        super().__init__(store, cache)
+        self._orders = self._cache.table(encoding.ORDERS)
+        self._fills = self._cache.table(encoding.FILLS)
+        self._positions = self._cache.table(encoding.POSITIONS)
+        self._balances = self._cache.table(encoding.BALANCES)
+        self._risks = self._cache.table(encoding.RISK)
 
     def order(self, order_id: str) -> Order | None:
-        return self._get(
-            encoding.ORDERS, order_id, lambda: encoding.order_key(order_id), encoding.decode_order
-        )
+        found = self._orders.get(order_id, _MISSING)
+        if found is _MISSING:
+            key = encoding.order_key(order_id)
+            raw = self._load(encoding.ORDERS, order_id, key)
+            found = self._orders[order_id] = None if raw is None else encoding.decode_order(key, raw)
+        return found  # type: ignore[return-value]
 
     def put_order(self, order: Order) -> None:
-        self._put(encoding.ORDERS, order.order_id, order)
+        self._put(encoding.ORDERS, order.order_id, order, self._orders)
 
     def fill(self, exec_id: str) -> FillRecord | None:
-        return self._get(encoding.FILLS, exec_id, lambda: encoding.fill_key(exec_id), encoding.decode_fill)
+        found = self._fills.get(exec_id, _MISSING)
+        if found is _MISSING:
+            key = encoding.fill_key(exec_id)
+            raw = self._load(encoding.FILLS, exec_id, key)
+            found = self._fills[exec_id] = None if raw is None else encoding.decode_fill(key, raw)
+        return found  # type: ignore[return-value]
 
     def put_fill(self, fill: FillRecord) -> None:
-        self._put(encoding.FILLS, fill.exec_id, fill)
+        self._put(encoding.FILLS, fill.exec_id, fill, self._fills)
 
     def position(self, account_id: str, symbol: str) -> Position | None:
-        return self._get(
-            encoding.POSITIONS,
-            (account_id, symbol),
-            lambda: encoding.position_key(account_id, symbol),
-            encoding.decode_position,
-        )
+        natural = (account_id, symbol)
+        found = self._positions.get(natural, _MISSING)
+        if found is _MISSING:
+            key = encoding.position_key(account_id, symbol)
+            raw = self._load(encoding.POSITIONS, natural, key)
+            found = self._positions[natural] = None if raw is None else encoding.decode_position(key, raw)
+        return found  # type: ignore[return-value]
 
     def put_position(self, position: Position) -> None:
-        self._put(encoding.POSITIONS, (position.account_id, position.symbol), position)
+        self._put(encoding.POSITIONS, (position.account_id, position.symbol), position, self._positions)
 
     def balance(self, account_id: str, currency: str) -> Balance | None:
-        return self._get(
-            encoding.BALANCES,
-            (account_id, currency),
-            lambda: encoding.balance_key(account_id, currency),
-            encoding.decode_balance,
-        )
+        natural = (account_id, currency)
+        found = self._balances.get(natural, _MISSING)
+        if found is _MISSING:
+            key = encoding.balance_key(account_id, currency)
+            raw = self._load(encoding.BALANCES, natural, key)
+            found = self._balances[natural] = None if raw is None else encoding.decode_balance(key, raw)
+        return found  # type: ignore[return-value]
 
     def put_balance(self, balance: Balance) -> None:
-        self._put(encoding.BALANCES, (balance.account_id, balance.currency), balance)
+        self._put(encoding.BALANCES, (balance.account_id, balance.currency), balance, self._balances)
 
     def risk(self, account_id: str) -> Risk | None:
-        return self._get(
-            encoding.RISK, account_id, lambda: encoding.risk_key(account_id), encoding.decode_risk
-        )
+        found = self._risks.get(account_id, _MISSING)
+        if found is _MISSING:
+            key = encoding.risk_key(account_id)
+            raw = self._load(encoding.RISK, account_id, key)
+            found = self._risks[account_id] = None if raw is None else encoding.decode_risk(key, raw)
+        return found  # type: ignore[return-value]
 
     def put_risk(self, risk: Risk) -> None:
-        self._put(encoding.RISK, risk.account_id, risk)
+        self._put(encoding.RISK, risk.account_id, risk, self._risks)
 
 
 class LmdbConfigState(_CachedView):
-    """:class:`projector.state.ConfigState` over the config-partition store, for one batch."""
+    """:class:`projector.state.ConfigState` over the config-partition store."""
+
+    def __init__(self, store: PartitionStore, cache: EntityCache | None = None) -> None:
+        super().__init__(store, cache)
+        self._entries = self._cache.table(encoding.CONFIG)
 
     def config(self, key: str) -> ConfigEntry | None:
-        return self._get(encoding.CONFIG, key, lambda: encoding.config_key(key), encoding.decode_config)
+        found = self._entries.get(key, _MISSING)
+        if found is _MISSING:
+            lmdb_key = encoding.config_key(key)
+            raw = self._load(encoding.CONFIG, key, lmdb_key)
+            found = self._entries[key] = None if raw is None else encoding.decode_config(lmdb_key, raw)
+        return found  # type: ignore[return-value]
 
     def put_config(self, entry: ConfigEntry) -> None:
-        self._put(encoding.CONFIG, entry.key, entry)
+        self._put(encoding.CONFIG, entry.key, entry, self._entries)

@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from projector.crashpoints import crashpoint
 from projector.deadletter import DeadLetters
 from projector.fold import apply_config, apply_event
-from projector.lmdb_state import LmdbConfigState, LmdbPartitionState
+from projector.lmdb_state import EntityCache, LmdbConfigState, LmdbPartitionState
 from projector.metrics import ProjectorMetrics
 from projector.state_directory import StateDirectory
 from rewind.config import ClientConfig, Settings
@@ -115,6 +115,7 @@ class Projector:
         self.dead_letters = DeadLetters(settings.client_config(), settings.deadletter_topic)
         self.progress = Progress()
         self._consumer: Consumer | None = None
+        self._caches: dict[int, EntityCache] = {}
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -213,22 +214,28 @@ class Projector:
 
         pending: list[tuple[int, Callable[[], None]]] = []
         halt: AnomalyHalt | None = None
-        for key, batch in by_partition.items():
-            commit, halt = self._fold(key, batch)
-            if commit is not None:
-                pending.append((key, commit))
-            if halt is not None:
-                break
-        crashpoint("after-fold")
-        self.dead_letters.confirm()
-        crashpoint("after-dead-letters")
         committed: list[TopicPartition] = []
-        commit_started = time.perf_counter()
-        for key, commit in pending:
-            commit()
-            offset = self.progress.offsets[key]
-            topic = self.config_topic if key == CONFIG_PARTITION else self.events_topic
-            committed.append(TopicPartition(topic, 0 if key == CONFIG_PARTITION else key, offset + 1))
+        try:
+            for key, batch in by_partition.items():
+                commit, halt = self._fold(key, batch)
+                if commit is not None:
+                    pending.append((key, commit))
+                if halt is not None:
+                    break
+            crashpoint("after-fold")
+            self.dead_letters.confirm()
+            crashpoint("after-dead-letters")
+            commit_started = time.perf_counter()
+            for key, commit in pending:
+                commit()
+                self._caches[key].trim()
+                offset = self.progress.offsets[key]
+                topic = self.config_topic if key == CONFIG_PARTITION else self.events_topic
+                committed.append(TopicPartition(topic, 0 if key == CONFIG_PARTITION else key, offset + 1))
+        except BaseException:
+            for cache in self._caches.values():
+                cache.clear()
+            raise
         if consumer is not None and committed and self.commit_group:
             consumer.commit(offsets=committed, asynchronous=True)
         self.progress.batches += 1
@@ -242,7 +249,10 @@ class Projector:
         """Fold one partition's messages; return the commit to run and, under ``halt``, why it stopped."""
         is_config = key == CONFIG_PARTITION
         store = self.directory.config() if is_config else self.directory.partition(key)
-        state = LmdbConfigState(store) if is_config else LmdbPartitionState(store)
+        cache = self._caches.get(key)
+        if cache is None:
+            cache = self._caches[key] = EntityCache()
+        state = LmdbConfigState(store, cache) if is_config else LmdbPartitionState(store, cache)
         last_offset = self.progress.offsets[key]
         applied = 0
         anomalies = 0
