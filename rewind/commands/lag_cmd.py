@@ -1,0 +1,165 @@
+"""``rewind lag``: consumer lag and status of a group, once or continuously (``--watch``)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from rewind.commands.context import echo_json, json_option, settings_from
+from rewind.errors import RewindError
+from rewind.lag import LagMonitor, LagReport
+
+_COLUMNS = (
+    ("TOPIC", "<"),
+    ("PART", ">"),
+    ("LOG START", ">"),
+    ("LOG END", ">"),
+    ("COMMITTED", ">"),
+    ("LAG", ">"),
+    ("LAG SECONDS", ">"),
+    ("RATE/S", ">"),
+    ("LAST COMMIT", ">"),
+    ("STATUS", "<"),
+)
+
+
+@click.command()
+@click.option(
+    "--group", "-g", metavar="GROUP", help="Consumer group (default: the projector's, projector.group)."
+)
+@click.option(
+    "--topic",
+    "-t",
+    metavar="TOPIC",
+    help="Only this topic (default: the events topic without --group, every topic of the group with it).",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    metavar="SECONDS",
+    help="Sliding window the status is judged over (default: lag.window_seconds).",
+)
+@json_option
+@click.option("--watch", is_flag=True, help="Keep sampling and redraw; every sample feeds the window.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between samples with --watch.",
+)
+@click.option("--count", type=click.IntRange(min=1), metavar="N", help="With --watch: stop after N samples.")
+@click.pass_context
+def lag(
+    ctx: click.Context,
+    group: str | None,
+    topic: str | None,
+    window: int | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    count: int | None,
+) -> None:
+    """Show consumer lag per partition: offsets, lag in messages and seconds, and a status.
+
+    Statuses (worst last): OK, WARNING (falling behind), REWOUND (offset moved back), STALLED
+    (committing without moving), STOPPED (not committing), DATA_LOSS (retention deleted unread
+    events). See docs/lag.md. With --watch, every sample feeds the sliding window; --json then
+    prints one JSON document per line and sample.
+    """
+    for name in ("interval", "count"):
+        if not watch and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"--{name} needs --watch")
+    settings = settings_from(ctx, **{"lag.window_seconds": window})
+    if group is None:
+        group = str(settings["projector.group"])
+        topic = topic or settings.events_topic
+    with LagMonitor.from_settings(settings) as monitor:
+        if not watch:
+            report = monitor.evaluate_group(group, topic)
+            if not report.partitions:
+                raise _no_offsets(group, topic)
+            if as_json:
+                echo_json(report.to_json())
+            else:
+                click.echo(render_table(report))
+            return
+        taken = 0
+        while count is None or taken < count:
+            if taken:
+                time.sleep(interval)
+            report = monitor.evaluate_group(group, topic)
+            taken += 1
+            if as_json:
+                click.echo(json.dumps(report.to_json(), sort_keys=True))
+            else:
+                click.clear()
+                click.echo(render_table(report))
+                if not report.partitions:
+                    click.echo(f"(no committed offsets yet; sampling every {interval:g}s)")
+
+
+def _no_offsets(group: str, topic: str | None) -> RewindError:
+    where = f" on topic {topic}" if topic else ""
+    return RewindError(
+        f"consumer group {group} has no committed offsets{where}",
+        "check the group and topic names (--group, --topic); a group appears once it commits",
+    )
+
+
+def _ago(now: float, then: float | None) -> str:
+    return "-" if then is None else f"{max(0.0, now - then):.0f}s ago"
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_table(report: LagReport) -> str:
+    """The report as an aligned text table, with a header line and notes on lost or missing data."""
+    header = (
+        f"group {report.group}  topic {report.topic or '(all)'}  status {report.status.name}  "
+        f"window {report.window_seconds:g}s  commit times: {report.commit_timestamps}"
+    )
+    rows = [
+        (
+            p.topic,
+            str(p.partition),
+            str(p.log_start_offset),
+            str(p.log_end_offset),
+            str(p.committed_offset),
+            str(p.lag_messages),
+            _number(p.lag_seconds, 1),
+            _number(p.consume_rate, 2),
+            _ago(report.evaluated_at, p.last_commit_at),
+            p.status.name,
+        )
+        for p in report.partitions
+    ]
+    titles = tuple(title for title, _ in _COLUMNS)
+    widths = [max(len(cell) for cell in column) for column in zip(titles, *rows, strict=False)]
+    lines = [header, ""]
+    for row in (titles, *rows):
+        cells = [
+            f"{cell:{align}{width}}" for cell, (_, align), width in zip(row, _COLUMNS, widths, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    max_seconds = report.max_lag_seconds
+    lines.append("")
+    lines.append(
+        f"total lag {report.total_lag_messages} messages, oldest unconsumed "
+        f"{_number(max_seconds, 1)}s; evaluated in {report.evaluation_seconds * 1000:.0f} ms"
+    )
+    for p in report.partitions:
+        if p.lost_range is not None:
+            first, end = p.lost_range
+            lines.append(
+                f"DATA LOSS {p.topic}[{p.partition}]: offsets {first}..{end - 1} "
+                f"({p.lost_messages} messages) were deleted before being consumed"
+            )
+    for where, why in report.unavailable.items():
+        lines.append(f"not evaluated {where}: {why}")
+    return "\n".join(lines)
