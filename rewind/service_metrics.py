@@ -1,0 +1,203 @@
+"""Prometheus metrics of the service around the projector: snapshots, recovery and producing.
+
+The projector's own series live in :mod:`projector.metrics`, lag in the lag module. Everything here
+is pushed by the service through small ``observe_*`` methods taking plain values (a manifest, the
+recovery status document, a latency), so nothing in this module reaches into other components.
+Every series is documented in ``docs/metrics.md``.
+
+Snapshot series are labelled ``store`` (``config``, ``events-p0000``, ...), the snapshot's partition
+store. All recovery-state series exist from the start (0), so alerts on them never see gaps.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from replayer.progress import RecoveryState
+from snapshotter.snapshot import Manifest
+
+RECOVERY_PHASES: Final = ("restore", "replay", "validate")
+_DELIVERY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """The service's series on ``registry``; methods may be called from any thread.
+
+    ``clock`` gives epoch seconds; snapshot age is computed from it at scrape time, so it keeps
+    growing while no snapshot is taken.
+    """
+
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._newest_snapshot: dict[str, float] = {}
+        self._producer_counts: dict[str, tuple[int, int]] = {}
+
+        self.snapshot_age = Gauge(
+            "rewind_snapshot_age_seconds",
+            "Seconds since the newest snapshot of the store was created.",
+            ["store"],
+            registry=registry,
+        )
+        self.snapshot_timestamp = Gauge(
+            "rewind_snapshot_last_timestamp_seconds",
+            "Creation time of the newest snapshot of the store, epoch seconds.",
+            ["store"],
+            registry=registry,
+        )
+        self.snapshot_duration = Gauge(
+            "rewind_snapshot_last_duration_seconds",
+            "How long the last snapshot this process took of the store took.",
+            ["store"],
+            registry=registry,
+        )
+        self.snapshot_size = Gauge(
+            "rewind_snapshot_last_size_bytes",
+            "Size of the last snapshot's compacted data file.",
+            ["store"],
+            registry=registry,
+        )
+        self.snapshot_offset = Gauge(
+            "rewind_snapshot_last_offset",
+            "Offset of the last event in the last snapshot.",
+            ["store"],
+            registry=registry,
+        )
+        self.snapshots_on_disk = Gauge(
+            "rewind_snapshots_on_disk",
+            "Snapshots of the store currently on disk (after retention).",
+            ["store"],
+            registry=registry,
+        )
+        self.snapshots_taken = Counter(
+            "rewind_snapshots_taken",
+            "Snapshots taken by this process.",
+            ["store"],
+            registry=registry,
+        )
+        self.snapshot_failures = Counter(
+            "rewind_snapshot_failures",
+            "Snapshots that failed to be taken.",
+            ["store"],
+            registry=registry,
+        )
+
+        self.recovery_state = Gauge(
+            "rewind_recovery_state",
+            "1 for the current recovery state, 0 for every other.",
+            ["state"],
+            registry=registry,
+        )
+        for state in RecoveryState:
+            self.recovery_state.labels(state.value).set(0)
+        self.recovery_progress = Gauge(
+            "rewind_recovery_progress_percent",
+            "Progress of the current (or last) recovery, 0-100.",
+            registry=registry,
+        )
+        self.recovery_phase = Gauge(
+            "rewind_recovery_phase_seconds",
+            "Duration of each finished phase of the current (or last) recovery.",
+            ["phase"],
+            registry=registry,
+        )
+        self.recovery_elapsed = Gauge(
+            "rewind_recovery_elapsed_seconds",
+            "Wall time of the current (or last) recovery, so far or in total.",
+            registry=registry,
+        )
+
+        self.producer_sent = Counter(
+            "rewind_producer_sent", "Records the broker acknowledged.", registry=registry
+        )
+        self.producer_errors = Counter(
+            "rewind_producer_errors", "Records the broker did not acknowledge.", registry=registry
+        )
+        self.producer_latency = Histogram(
+            "rewind_producer_delivery_latency_seconds",
+            "From produce() to the broker's acknowledgement, per record.",
+            buckets=_DELIVERY_BUCKETS,
+            registry=registry,
+        )
+
+    # Snapshots
+
+    def observe_snapshot(self, manifest: Manifest, seconds: float) -> None:
+        """A snapshot was taken: ``manifest`` is what it published, ``seconds`` how long it took."""
+        store = manifest.partition
+        self.snapshots_taken.labels(store).inc()
+        self.snapshot_duration.labels(store).set(seconds)
+        self.snapshot_size.labels(store).set(manifest.file_size)
+        self.snapshot_offset.labels(store).set(manifest.offset)
+        self._newest(store, manifest.created_at)
+
+    def snapshot_failed(self, store: str) -> None:
+        self.snapshot_failures.labels(store).inc()
+
+    def observe_snapshots_on_disk(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """What is on disk now, as :func:`rewind.service_view.snapshot_rows` lists it: sets the count
+        per store and the age of each store's newest readable snapshot (also after a restart)."""
+        counts: dict[str, int] = {}
+        for row in rows:
+            store = str(row["store"])
+            counts[store] = counts.get(store, 0) + 1
+            created = row.get("created_at")
+            if isinstance(created, int | float) and "error" not in row:
+                self._newest(store, float(created))
+        for store, count in counts.items():
+            self.snapshots_on_disk.labels(store).set(count)
+        for store in self._newest_snapshot.keys() - counts.keys():
+            self.snapshots_on_disk.labels(store).set(0)
+
+    def _newest(self, store: str, created_at: float) -> None:
+        with self._lock:
+            if created_at <= self._newest_snapshot.get(store, float("-inf")):
+                return
+            first = store not in self._newest_snapshot
+            self._newest_snapshot[store] = created_at
+            self.snapshot_timestamp.labels(store).set(created_at)
+        if first:
+            self.snapshot_age.labels(store).set_function(
+                lambda: max(0.0, self._clock() - self._newest_snapshot[store])
+            )
+
+    # Recovery
+
+    def observe_recovery(self, status: Mapping[str, Any]) -> None:
+        """The recovery status document (:meth:`replayer.progress.RecoveryTracker.status`); call it
+        whenever the status may have changed (on each step, or on a timer)."""
+        current = str(status["state"])
+        for state in RecoveryState:
+            self.recovery_state.labels(state.value).set(1 if state.value == current else 0)
+        self.recovery_progress.set(float(status["progress_percent"]))
+        steps: Mapping[str, Mapping[str, Any]] = status.get("steps") or {}
+        for phase in RECOVERY_PHASES:
+            seconds = steps.get(phase, {}).get("seconds")
+            if seconds is not None:
+                self.recovery_phase.labels(phase).set(float(seconds))
+        elapsed = status.get("elapsed_seconds")
+        if elapsed is not None:
+            self.recovery_elapsed.set(float(elapsed))
+
+    # Producing
+
+    def observe_delivery(self, seconds: float) -> None:
+        """One acknowledged record's delivery latency; fits ``EventProducer(latency_observer=...)``."""
+        self.producer_latency.observe(seconds)
+
+    def observe_producer_counts(self, sent: int, errors: int, producer: str = "default") -> None:
+        """A producer's cumulative acknowledged and failed counts (``EventProducer.acked`` and
+        ``.failed``); the counters grow by the difference since the last call for ``producer``.
+        Counts below the last ones mean a new producer under the same name, counted from zero."""
+        with self._lock:
+            last_sent, last_errors = self._producer_counts.get(producer, (0, 0))
+            if sent < last_sent or errors < last_errors:
+                last_sent, last_errors = 0, 0
+            self._producer_counts[producer] = (sent, errors)
+        self.producer_sent.inc(sent - last_sent)
+        self.producer_errors.inc(errors - last_errors)

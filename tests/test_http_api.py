@@ -1,0 +1,615 @@
+"""The HTTP API over real LMDB state: built by the real fold, served on a real socket on 127.0.0.1.
+
+No Kafka: a test :class:`ServiceView` stands in for the service. Every JSON response any test gets
+is also checked against ``rewind/openapi.yaml``, so the description stays true.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from projector.fold import apply_config, apply_event
+from projector.lmdb_state import LmdbConfigState, LmdbPartitionState
+from projector.metrics import ProjectorMetrics
+from projector.state_directory import StateDirectory
+from replayer.progress import RecoveryTracker
+from rewind.config import Settings, load_settings
+from rewind.errors import RewindError
+from rewind.http_api import HttpServer, create_app, openapi_text, serve_http
+from rewind.service_metrics import ServiceMetrics
+from rewind.service_view import ServiceView, snapshot_row, snapshot_rows
+from snapshotter.snapshot import load_snapshot, take_snapshot, verify
+from tests import fold_events as ev
+from tests.openapi_check import errors, response_schema, spec
+
+TOKEN = "s3cret-token"
+D = 10**8  # scale 8
+
+
+# State
+
+
+def _fold(directory: StateDirectory, partition: int, events: list[dict[str, Any]]) -> None:
+    store = directory.partition(partition)
+    state = LmdbPartitionState(store)
+    offset = store.offset()
+    for event in events:
+        offset += 1
+        anomaly = apply_event(state, event, partition, offset)
+        if anomaly is not None:
+            state.put_anomaly(anomaly)
+    store.commit(state.changes(), offset, len(events))
+
+
+def _fold_config(directory: StateDirectory, events: list[dict[str, Any]]) -> None:
+    store = directory.config()
+    state = LmdbConfigState(store)
+    offset = store.offset()
+    for event in events:
+        offset += 1
+        anomaly = apply_config(state, event, offset)
+        if anomaly is not None:
+            state.put_anomaly(anomaly)
+    store.commit(state.changes(), offset, len(events))
+
+
+def _build_state(root: Path, settings: Settings) -> None:
+    """ACC1 on partition 0 (the docs/state.md example plus an open order), ACC2 on partition 1."""
+    with StateDirectory.open(root, settings, durable=False) as directory:
+        _fold(
+            directory,
+            0,
+            [
+                ev.balance("USD", "1000000", account="ACC1"),
+                ev.submitted("O1", "100", "10", account="ACC1"),
+                ev.accepted("O1", account="ACC1"),
+                ev.fill("E1", "O1", "100", "10", "1", account="ACC1"),
+                ev.submitted("O2", "100", "12", account="ACC1"),
+                ev.fill("E2", "O2", "100", "12", account="ACC1"),
+                ev.submitted("O3", "150", "13", account="ACC1", side="SELL"),
+                ev.fill("E3", "O3", "150", "13", account="ACC1"),
+                ev.submitted("O4", "10", "300", account="ACC1", symbol="MSFT", side="SELL"),
+                ev.accepted("O4", account="ACC1"),
+            ],
+        )
+        _fold(
+            directory,
+            1,
+            [
+                ev.balance("EUR", "500", account="ACC2"),
+                ev.adjusted("MSFT", "SET", "20", "250", account="ACC2"),
+                ev.fill("E9", "NO-SUCH-ORDER", "1", "1", account="ACC2"),
+            ],
+        )
+        _fold_config(
+            directory,
+            [
+                ev.config("risk.max_gross_exposure", 10_000 * D, 1, "DECIMAL"),
+                ev.config("risk.max_gross_exposure.ACC2", 20_000 * D, 1, "DECIMAL"),
+                ev.config("desk.name", "equities", 1),
+            ],
+        )
+
+
+# The test service
+
+
+@dataclass
+class FakeService:
+    """A :class:`ServiceView` over real state; tests flip its fields to drive /ready and errors."""
+
+    directory: StateDirectory
+    snapshot_dir: Path
+    config: Settings
+    registry: CollectorRegistry
+    metrics: ServiceMetrics
+    tracker: RecoveryTracker = field(default_factory=RecoveryTracker)
+    is_recovered: bool = True
+    lag_max: float | None = 0.25
+    state_error: Exception | None = None
+    rebuilds: int = 0
+
+    def settings(self) -> Settings:
+        return self.config
+
+    def state_directory(self) -> StateDirectory:
+        if self.state_error is not None:
+            raise self.state_error
+        return self.directory
+
+    def recovery_status(self) -> dict[str, Any]:
+        return self.tracker.status()
+
+    def recovered(self) -> bool:
+        return self.is_recovered
+
+    def projector_lag(self) -> dict[str, Any]:
+        return LAG_REPORT
+
+    def lag_seconds_max(self) -> float | None:
+        return self.lag_max
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        return snapshot_rows(self.snapshot_dir)
+
+    def metrics_registry(self) -> CollectorRegistry:
+        return self.registry
+
+    def take_snapshot(self) -> list[dict[str, Any]]:
+        rows = []
+        for name in self.directory.store_names():
+            taken = take_snapshot(self.directory.store(name), self.snapshot_dir, name)
+            if taken is not None:
+                self.metrics.observe_snapshot(taken.manifest, 0.01)
+                rows.append(snapshot_row(name, taken))
+        self.metrics.observe_snapshots_on_disk(self.snapshots())
+        return rows
+
+    def request_rebuild(self) -> dict[str, Any]:
+        if self.rebuilds:
+            raise RewindError("a rebuild is already running", "watch /recovery/status")
+        self.rebuilds += 1
+        return {"scheduled": "rebuild", "status": "/recovery/status"}
+
+
+LAG_REPORT: dict[str, Any] = {
+    "group": "rewind-projector",
+    "topic": "rewind.events",
+    "status": "OK",
+    "severity": 0,
+    "evaluated_at": 1_700_000_000.0,
+    "window_seconds": 60.0,
+    "evaluation_seconds": 0.01,
+    "commit_timestamps": "caller",
+    "total_lag_messages": 3,
+    "max_lag_seconds": 0.25,
+    "partitions": [
+        {
+            "topic": "rewind.events",
+            "partition": 0,
+            "log_start_offset": 0,
+            "log_end_offset": 13,
+            "committed_offset": 10,
+            "lag_messages": 3,
+            "lag_seconds": 0.25,
+            "first_unconsumed_offset": 10,
+            "first_unconsumed_timestamp": 1_699_999_999.75,
+            "consume_rate": 120.5,
+            "last_commit_at": 1_699_999_999.9,
+            "status": "OK",
+            "severity": 0,
+            "lost_range": None,
+            "lost_messages": 0,
+        }
+    ],
+    "unavailable": {},
+}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeService]:
+    root = tmp_path_factory.mktemp("api")
+    settings = load_settings(
+        flags={"http.token": TOKEN, "lag.ready_max_seconds": 5, "state.dir": str(root / "state")},
+        environ={},
+    )
+    _build_state(root / "state", settings)
+    registry = CollectorRegistry()
+    projector_metrics = ProjectorMetrics(registry)
+    projector_metrics.applied({"Fill": 4, "OrderSubmitted": 5}, anomalies=1)
+    projector_metrics.observe_batch(0.004, 0.002)
+    metrics = ServiceMetrics(registry)
+    tracker = RecoveryTracker()
+    tracker.begin()
+    tracker.start_step("restore")
+    tracker.finish_step("restore")
+    tracker.start_step("replay", total=200)
+    tracker.advance("replay", 50)
+    metrics.observe_recovery(tracker.status())
+    with StateDirectory.open_readonly(root / "state") as directory:
+        yield FakeService(directory, root / "snapshots", settings, registry, metrics, tracker)
+
+
+@pytest.fixture
+def api(service: FakeService) -> Iterator[Api]:
+    """A server on 127.0.0.1 (port 0) over ``service``, whose knobs are reset after each test."""
+    view: ServiceView = service
+    settings = service.config
+    server = serve_http(create_app(view), "127.0.0.1", 0)
+    try:
+        yield Api(server)
+    finally:
+        server.stop()
+        service.is_recovered, service.lag_max, service.state_error = True, 0.25, None
+        service.config = settings
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Api:
+    """A tiny HTTP client that checks every JSON reply against the OpenAPI description."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> Reply:
+        connection = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        try:
+            connection.request(method, path, headers=headers or {})
+            response = connection.getresponse()
+            reply = Reply(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+        content_type = reply.headers.get_content_type()
+        if content_type == "application/json":
+            schema = response_schema(method, path.partition("?")[0], reply.status, content_type)
+            problems = errors(schema, reply.json)
+            assert not problems, f"{method} {path} -> {reply.status} breaks the description: {problems}"
+        return reply
+
+    def get(self, path: str) -> Reply:
+        return self.request("GET", path)
+
+    def post(self, path: str, token: str | None = TOKEN) -> Reply:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return self.request("POST", path, headers)
+
+
+# Service routes
+
+
+def test_health(api: Api) -> None:
+    reply = api.get("/health")
+    assert (reply.status, reply.json) == (200, {"status": "ok"})
+    assert reply.headers.get_content_type() == "application/json"
+
+
+def test_ready_when_recovered_and_lag_within_the_limit(api: Api, service: FakeService) -> None:
+    service.lag_max = 5.0
+    reply = api.get("/ready")
+    assert reply.status == 200
+    assert reply.json == {
+        "ready": True,
+        "recovered": True,
+        "lag_seconds_max": 5.0,
+        "ready_max_seconds": 5.0,
+        "reasons": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("recovered", "lag", "reason"),
+    [
+        (False, 0.1, "not recovered"),
+        (True, 5.5, "above lag.ready_max_seconds=5s"),
+        (True, None, "not been measured"),
+    ],
+)
+def test_not_ready_says_why(
+    api: Api, service: FakeService, recovered: bool, lag: float | None, reason: str
+) -> None:
+    service.is_recovered, service.lag_max = recovered, lag
+    reply = api.get("/ready")
+    assert reply.status == 503
+    assert reply.json["ready"] is False
+    assert len(reply.json["reasons"]) == 1 and reason in reply.json["reasons"][0]
+
+
+def test_recovery_status(api: Api, service: FakeService) -> None:
+    reply = api.get("/recovery/status")
+    assert reply.status == 200
+    assert reply.json["state"] == "RECOVERY_IN_PROGRESS"
+    assert reply.json["current_step"] == "replay"
+    assert reply.json["completed_steps"] == ["restore"]
+    assert reply.json["steps"]["replay"]["done"] == 50
+
+
+def test_metrics_exposition(api: Api) -> None:
+    reply = api.get("/metrics")
+    assert reply.status == 200
+    assert reply.headers.get_content_type() == "text/plain"
+    families = {f.name: f for f in text_string_to_metric_families(reply.body.decode())}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples
+    }
+    assert samples[("rewind_events_applied_total", (("event_type", "Fill"),))] == 4
+    assert samples[("rewind_anomalies_total", ())] == 1
+    assert samples[("rewind_batch_apply_seconds_count", ())] == 1
+    assert samples[("rewind_recovery_state", (("state", "RECOVERY_IN_PROGRESS"),))] == 1
+    assert samples[("rewind_recovery_state", (("state", "RECOVERED"),))] == 0
+    assert samples[("rewind_recovery_progress_percent", ())] == pytest.approx(18 + 70 * 50 / 200)
+    assert ("rewind_recovery_phase_seconds", (("phase", "restore"),)) in samples
+    assert families["rewind_producer_delivery_latency_seconds"].type == "histogram"
+    assert families["rewind_snapshots_taken"].type == "counter"
+
+
+def test_lag(api: Api) -> None:
+    reply = api.get("/lag")
+    assert (reply.status, reply.json) == (200, LAG_REPORT)
+
+
+def test_openapi_is_served_and_describes_exactly_the_routes_of_the_app(
+    api: Api, service: FakeService
+) -> None:
+    reply = api.get("/openapi.yaml")
+    assert reply.status == 200
+    assert reply.headers.get_content_type() == "application/yaml"
+    assert reply.body.decode() == openapi_text()
+    served = yaml.safe_load(reply.body)
+    assert served["openapi"].startswith("3.1")
+    described = {(method.upper(), path) for path, item in served["paths"].items() for method in item}
+    app = create_app(service)
+    routed = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    assert routed == described
+
+
+def test_every_described_query_parameter_is_accepted(api: Api) -> None:
+    for path, item in spec()["paths"].items():
+        for method, operation in item.items():
+            for parameter in operation.get("parameters", []):
+                parameter = parameter if "name" in parameter else _ref(parameter["$ref"])
+                if parameter["in"] != "query" or method != "get":
+                    continue
+                reply = api.get(f"{path}?{parameter['name']}=ACC1")
+                assert reply.status == 200, (path, parameter["name"], reply.json)
+
+
+def _ref(ref: str) -> dict[str, Any]:
+    node: Any = spec()
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return dict(node)
+
+
+# State routes
+
+
+def test_positions_all_and_filtered(api: Api) -> None:
+    everything = api.get("/state/positions").json["positions"]
+    assert [(p["account_id"], p["symbol"]) for p in everything] == [("ACC1", "AAPL"), ("ACC2", "MSFT")]
+    aapl = everything[0]
+    assert aapl["quantity"] == "50"
+    assert aapl["average_cost"] == "11"
+    assert aapl["realized_pnl"] == "300"
+    assert aapl["fees"] == "1"
+    assert api.get("/state/positions?account=ACC2").json["positions"] == [everything[1]]
+    assert api.get("/state/positions?symbol=AAPL").json["positions"] == [aapl]
+    assert api.get("/state/positions?account=ACC2&symbol=MSFT").json["positions"] == [everything[1]]
+    assert api.get("/state/positions?account=ACC2&symbol=AAPL").json == {"positions": []}
+    assert api.get("/state/positions?account=NOBODY").json == {"positions": []}
+
+
+def test_order_by_id(api: Api) -> None:
+    reply = api.get("/state/orders/O4")
+    assert reply.status == 200
+    order = reply.json
+    assert (order["order_id"], order["status"], order["side"], order["symbol"]) == (
+        "O4",
+        "ACCEPTED",
+        "SELL",
+        "MSFT",
+    )
+    assert (order["quantity"], order["filled"], order["leaves"], order["limit_price"]) == (
+        "10",
+        "0",
+        "10",
+        "300",
+    )
+    assert order["average_fill_price"] is None
+    filled = api.get("/state/orders/O3").json
+    assert (filled["status"], filled["leaves"], filled["average_fill_price"]) == ("FILLED", "0", "13")
+
+
+def test_missing_order_is_a_json_404(api: Api) -> None:
+    reply = api.get("/state/orders/NOPE")
+    assert reply.status == 404
+    assert reply.json["order_id"] == "NOPE" and "NOPE" in reply.json["error"]
+
+
+def test_account_has_balances_risk_with_limit_usage_and_positions(api: Api) -> None:
+    acc1 = api.get("/state/accounts/ACC1")
+    assert acc1.status == 200
+    assert acc1.json["balances"] == [{"account_id": "ACC1", "currency": "USD", "amount": "1000000"}]
+    risk = acc1.json["risk"]
+    assert (risk["gross_exposure"], risk["gross_limit"], risk["gross_limit_usage_percent"]) == (
+        "650",
+        "10000",
+        "6.5",
+    )
+    assert risk["open_order_notional"] == "3000"
+    assert [p["symbol"] for p in acc1.json["positions"]] == ["AAPL"]
+    acc2 = api.get("/state/accounts/ACC2").json
+    assert (acc2["risk"]["gross_limit"], acc2["risk"]["gross_limit_usage_percent"]) == ("20000", "25")
+    assert acc2["balances"][0]["amount"] == "500"
+
+
+def test_unknown_account_is_a_json_404(api: Api) -> None:
+    reply = api.get("/state/accounts/NOBODY")
+    assert reply.status == 404
+    assert reply.json["account_id"] == "NOBODY"
+
+
+def test_config(api: Api) -> None:
+    entries = {c["key"]: c for c in api.get("/config").json["config"]}
+    assert set(entries) == {"desk.name", "risk.max_gross_exposure", "risk.max_gross_exposure.ACC2"}
+    assert entries["risk.max_gross_exposure"]["value"] == "10000"
+    assert entries["desk.name"] == entries["desk.name"] | {
+        "value": "equities",
+        "value_type": "STRING",
+        "version": 1,
+    }
+
+
+def test_state_not_readable_yet_is_503_with_a_fix(api: Api, service: FakeService) -> None:
+    service.state_error = RewindError("the state is not readable yet: recovery is in progress", "retry")
+    reply = api.get("/state/positions")
+    assert reply.status == 503
+    assert reply.json == {"error": "the state is not readable yet: recovery is in progress", "fix": "retry"}
+
+
+def test_an_unexpected_failure_is_a_500_that_leaks_nothing(api: Api, service: FakeService) -> None:
+    service.state_error = RuntimeError("secret internals")
+    reply = api.get("/config")
+    assert reply.status == 500
+    assert "secret" not in reply.body.decode()
+
+
+# Snapshots and rebuild
+
+
+def test_snapshots_taken_then_listed(api: Api, service: FakeService) -> None:
+    taken = api.post("/snapshots")
+    assert taken.status == 200
+    rows = taken.json["snapshots"]
+    assert {r["store"]: r["offset"] for r in rows} == {"config": 2, "events-p0000": 9, "events-p0001": 2}
+    for row in rows:
+        assert verify(Path(row["path"])).manifest == load_snapshot(Path(row["path"])).manifest
+    listed = api.get("/snapshots").json["snapshots"]
+    assert {(r["store"], r["offset"]) for r in listed} >= {(r["store"], r["offset"]) for r in rows}
+
+    broken = service.snapshot_dir / "events-p0000" / f"{7:020d}"
+    broken.mkdir()
+    unreadable = [r for r in api.get("/snapshots").json["snapshots"] if "error" in r]
+    assert [(r["store"], r["offset"]) for r in unreadable] == [("events-p0000", 7)]
+
+    metrics = api.get("/metrics").body.decode()
+    assert 'rewind_snapshots_taken_total{store="events-p0000"} 1.0' in metrics
+    assert 'rewind_snapshots_on_disk{store="events-p0001"} 1.0' in metrics
+    assert 'rewind_snapshot_age_seconds{store="config"}' in metrics
+
+
+def test_rebuild_is_scheduled_once_then_conflicts(api: Api) -> None:
+    first = api.post("/rebuild")
+    assert first.status == 202
+    assert first.json["scheduled"] == "rebuild"
+    again = api.post("/rebuild")
+    assert again.status == 409
+    assert again.json == {"error": "a rebuild is already running", "fix": "watch /recovery/status"}
+
+
+@pytest.mark.parametrize("path", ["/snapshots", "/rebuild"])
+def test_mutations_need_the_bearer_token(api: Api, service: FakeService, path: str) -> None:
+    rebuilds, snapshots = service.rebuilds, service.snapshots()
+    missing = api.post(path, token=None)
+    assert missing.status == 401
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    basic = api.request("POST", path, {"Authorization": f"Basic {TOKEN}"})
+    assert basic.status == 401
+    wrong = api.post(path, token="not-the-token")
+    assert wrong.status == 403
+    assert "http.token" in wrong.json["error"]
+    assert (service.rebuilds, service.snapshots()) == (rebuilds, snapshots)
+
+
+@pytest.mark.parametrize("path", ["/snapshots", "/rebuild"])
+def test_without_a_configured_token_mutations_are_refused(api: Api, service: FakeService, path: str) -> None:
+    service.config = load_settings(flags={**service.config.values, "http.token": ""}, environ={})
+    reply = api.post(path, token="")
+    assert reply.status == 403
+    assert "http.token" in reply.json["fix"]
+    assert api.post(path, token=TOKEN).status == 403
+
+
+# Bad requests
+
+_LONG = "A" * 256
+_LONG_UTF8 = "é" * 128  # 128 characters, 256 bytes
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/state/positions?account=", "account"),
+        ("/state/positions?symbol=", "symbol"),
+        ("/state/positions?account=AC%00C1", "account"),
+        ("/state/positions?symbol=AAPL%00", "symbol"),
+        (f"/state/positions?account={_LONG}", "account"),
+        ("/state/positions?symbol=" + "%C3%A9" * 128, "symbol"),
+        ("/state/positions?account=ACC1&account=ACC2", "account"),
+        ("/state/positions?acount=ACC1", "acount"),
+        ("/state/orders/O1%00", "id"),
+        (f"/state/orders/{_LONG}", "id"),
+        ("/state/accounts/%00", "id"),
+        ("/state/accounts/ACC1?verbose=1", "verbose"),
+        ("/state/orders/O1?x=", "x"),
+        ("/health?probe=1", "probe"),
+        ("/ready?x=1", "x"),
+        ("/metrics?format=json", "format"),
+        ("/config?key=a", "key"),
+        ("/lag?group=g", "group"),
+        ("/snapshots?store=config", "store"),
+        ("/recovery/status?x=1", "x"),
+        ("/openapi.yaml?v=2", "v"),
+    ],
+)
+def test_bad_parameters_are_400_naming_the_parameter(api: Api, path: str, parameter: str) -> None:
+    reply = api.get(path)
+    assert reply.status == 400
+    assert reply.json["parameter"] == parameter
+    assert reply.json["error"]
+
+
+def test_bad_parameters_on_mutations_are_400_too(api: Api) -> None:
+    reply = api.post("/snapshots?now=1")
+    assert (reply.status, reply.json["parameter"]) == (400, "now")
+
+
+def test_identifiers_up_to_255_bytes_are_fine(api: Api) -> None:
+    assert api.get("/state/positions?account=" + "%C3%A9" * 127).status == 200
+    assert api.get("/state/orders/" + "A" * 255).status == 404
+
+
+def test_unknown_route_is_a_json_404(api: Api) -> None:
+    reply = api.get("/state/trades")
+    assert reply.status == 404
+    assert "/state/trades" in reply.json["error"]
+
+
+def test_wrong_method_is_a_json_405_with_allow(api: Api) -> None:
+    reply = api.request("DELETE", "/snapshots")
+    assert reply.status == 405
+    assert sorted(reply.json["allowed"]) == ["GET", "POST"]
+    assert reply.headers["Allow"] == "GET, POST"
+    assert api.request("POST", "/health").status == 405
+
+
+# serve_http
+
+
+def test_serve_http_refuses_a_taken_port(service: FakeService) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RewindError, match=f"127.0.0.1:{port}") as failure:
+            serve_http(create_app(service), "127.0.0.1", port)
+    assert failure.value.fix is not None and "http.port" in failure.value.fix
+
+
+def test_serve_http_stop_is_idempotent_and_closes_the_port(service: FakeService) -> None:
+    server = serve_http(create_app(service), "127.0.0.1", 0)
+    assert server.url == f"http://127.0.0.1:{server.port}"
+    server.stop()
+    server.stop()
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", server.port))
