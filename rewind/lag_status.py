@@ -25,9 +25,10 @@ Severity, lowest first (:class:`Status` values):
     the lag.
 ``STALLED`` (3)
     Lag > 0, the consumer committed within the window, every observation of its offset in the window
-    is the same value, and work was already waiting when it made its newest commit (a sample before
-    that commit showed lag at this offset, or the first unconsumed message is older than it): it is
-    alive and committing but not getting past one offset (a poison message, a stuck batch).
+    (and the baseline) is the same value, its newest commit re-committed an offset already observed
+    (an earlier commit or sample), and work was waiting when it did (a sample before that commit
+    showed lag, or the first unconsumed message is older than it): it is alive and committing but
+    not getting past one offset (a poison message, a stuck batch).
 ``STOPPED`` (4)
     Lag > 0, no commit within the window, and the lag is not brand new: the first unconsumed message
     is older than the window, so the consumer had a whole window to commit and did not. Nothing is
@@ -36,7 +37,7 @@ Severity, lowest first (:class:`Status` values):
 The "work was waiting" conditions keep an idle consumer from being called STALLED or STOPPED in the
 moment between a message arriving and its next commit. When the first unconsumed message's
 timestamp is unknown, STOPPED is just "lag > 0 and no commit in the window", and STALLED accepts two
-commits of the same offset as evidence.
+observations of the same offset as evidence that work was waiting.
 ``DATA_LOSS`` (5)
     The committed offset is below the log start offset: retention (or ``delete_records``) removed
     events the consumer never read. Nothing the consumer does can recover them.
@@ -144,13 +145,18 @@ def partition_status(
 
 
 def _work_was_waiting(window: Sequence[Sample], trail: Sequence[Commit], waiting_since: float | None) -> bool:
-    """Whether the newest commit (of an offset that never moved) was made while a message waited."""
+    """Whether the newest commit (of an offset that never moved) re-committed an offset already
+    seen, while a message waited at it: a single commit proves nothing, it may be the one that
+    moved the offset there."""
     newest = trail[-1].at
+    earlier_samples = [s for s in window if s.at < newest]
+    if len(trail) < 2 and not earlier_samples:
+        return False
     if waiting_since is not None and waiting_since < newest:
         return True
-    if any(s.at < newest and s.lag > 0 for s in window):
+    if any(s.lag > 0 for s in earlier_samples):
         return True
-    return waiting_since is None and len(trail) >= 2
+    return waiting_since is None
 
 
 def group_status(statuses: Iterable[Status]) -> Status:

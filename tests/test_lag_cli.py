@@ -1,0 +1,143 @@
+"""`rewind lag` as a user runs it, against the real broker; kcat as the independent witness."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from tests.cli_runner import run_rewind
+from tests.kafka_helpers import create_topic
+from tests.lag_helpers import ScriptedConsumer, StoppedGroup, make_stopped_group, produce_old
+
+
+@pytest.fixture(scope="module")
+def stopped(bootstrap: str) -> StoppedGroup:
+    return make_stopped_group(bootstrap)
+
+
+def test_a_stopped_group_is_reported_stopped_in_json(bootstrap: str, stopped: StoppedGroup) -> None:
+    before = time.time()
+    result = run_rewind(
+        "lag", "--json", "--group", stopped.group, "--window", str(stopped.window),
+        env={"REWIND_BOOTSTRAP": bootstrap}, check=True,
+    )  # fmt: skip
+    after = time.time()
+    report = json.loads(result.stdout)
+    assert (report["group"], report["status"], report["commit_timestamps"]) == (
+        stopped.group,
+        "STOPPED",
+        "commit-log",
+    )
+    (row,) = report["partitions"]
+    assert (row["topic"], row["status"], row["committed_offset"], row["lag_messages"]) == (
+        stopped.topic,
+        "STOPPED",
+        stopped.committed,
+        stopped.lag,
+    )
+    assert before - stopped.first_unconsumed_ts <= row["lag_seconds"] <= after - stopped.first_unconsumed_ts
+    assert report["total_lag_messages"] == stopped.lag and report["max_lag_seconds"] == row["lag_seconds"]
+
+
+def test_the_table_shows_the_status_and_figures(bootstrap: str, stopped: StoppedGroup) -> None:
+    result = run_rewind(
+        "lag", "--group", stopped.group, "--topic", stopped.topic, "--window", str(stopped.window),
+        env={"REWIND_BOOTSTRAP": bootstrap}, check=True,
+    )  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"group {stopped.group}  topic {stopped.topic}  status STOPPED")
+    assert lines[2].split()[:3] == ["TOPIC", "PART", "LOG"]
+    assert lines[3].split()[:6] == [stopped.topic, "0", "0", "12", "3", "9"]
+    assert lines[3].split()[-1] == "STOPPED"
+
+
+def test_the_default_group_and_topic_are_the_projectors(bootstrap: str, stopped: StoppedGroup) -> None:
+    env = {
+        "REWIND_BOOTSTRAP": bootstrap,
+        "REWIND_PROJECTOR_GROUP": stopped.group,
+        "REWIND_TOPICS_EVENTS": stopped.topic,
+        "REWIND_LAG_WINDOW_SECONDS": str(stopped.window),
+    }
+    report = json.loads(run_rewind("lag", "--json", env=env, check=True).stdout)
+    assert (report["group"], report["topic"], report["status"]) == (stopped.group, stopped.topic, "STOPPED")
+
+
+def test_watch_feeds_the_window_and_prints_one_document_per_sample(bootstrap: str, unique_name: str) -> None:
+    topic, group = unique_name, f"{unique_name}-g"
+    create_topic(bootstrap, topic)
+    produce_old(bootstrap, topic, {0: 10})
+    consumer = ScriptedConsumer(bootstrap, group)
+    consumer.commit(topic, 0, consumer.read(topic, 0, 0, 10))
+    consumer.close()
+    result = run_rewind(
+        "lag", "--group", group, "--json", "--watch", "--interval", "0.2", "--count", "3",
+        env={"REWIND_BOOTSTRAP": bootstrap}, check=True,
+    )  # fmt: skip
+    documents = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["status"] for d in documents] == ["OK", "OK", "OK"]
+    assert [d["partitions"][0]["lag_messages"] for d in documents] == [0, 0, 0]
+    assert documents[0]["evaluated_at"] < documents[1]["evaluated_at"] < documents[2]["evaluated_at"]
+
+
+def test_an_unknown_group_is_a_clear_error(bootstrap: str, unique_name: str) -> None:
+    result = run_rewind("lag", "--group", f"{unique_name}-nobody", env={"REWIND_BOOTSTRAP": bootstrap})
+    assert result.returncode == 1
+    assert f"consumer group {unique_name}-nobody has no committed offsets" in result.stderr
+    assert "fix:" in result.stderr
+
+
+def test_interval_without_watch_is_a_usage_error(bootstrap: str) -> None:
+    result = run_rewind("lag", "--interval", "2", env={"REWIND_BOOTSTRAP": bootstrap})
+    assert result.returncode == 2 and "--interval needs --watch" in result.stderr
+
+
+def kcat(bootstrap: str, topic: str, partition: int, offset: str, *extra: str) -> list[tuple[int, int]]:
+    """(offset, timestamp ms) of the records kcat prints for one partition from ``offset``."""
+    command = ["kcat", "-b", bootstrap, "-C", "-t", topic, "-p", str(partition), "-o", offset, "-e"]
+    output = subprocess.run(
+        [*command, *extra, "-f", "%o %T\\n"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    return [(int(o), int(t)) for o, t in (line.split() for line in output.splitlines())]
+
+
+def test_figures_equal_kcats(bootstrap: str, unique_name: str) -> None:
+    if shutil.which("kcat") is None:
+        pytest.skip("kcat is not installed: the independent check of offsets and timestamps needs it")
+    topic, group = unique_name, f"{unique_name}-g"
+    create_topic(bootstrap, topic, partitions=3)
+    produce_old(bootstrap, topic, {0: 25, 1: 8, 2: 15})
+    consumer = ScriptedConsumer(bootstrap, group)
+    committed = {0: 9, 1: 8, 2: 12}
+    for partition, offset in committed.items():
+        consumer.commit(topic, partition, offset)
+    consumer.close()
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_records([TopicPartition(topic, 2, 4)])[TopicPartition(topic, 2, 4)].result(timeout=30)
+
+    before = time.time()
+    report = json.loads(
+        run_rewind("lag", "--json", "--group", group, env={"REWIND_BOOTSTRAP": bootstrap}, check=True).stdout
+    )
+    after = time.time()
+    rows = {row["partition"]: row for row in report["partitions"]}
+    for partition, offset in committed.items():
+        row = rows[partition]
+        ((last, _),) = kcat(bootstrap, topic, partition, "-1")
+        ((first, _),) = kcat(bootstrap, topic, partition, "beginning", "-c", "1")
+        assert (row["log_start_offset"], row["log_end_offset"]) == (first, last + 1)
+        assert row["lag_messages"] == last + 1 - offset
+        if row["lag_messages"] == 0:
+            assert row["lag_seconds"] == 0.0
+            continue
+        ((unconsumed, stamp),) = kcat(bootstrap, topic, partition, str(offset), "-c", "1")
+        assert (row["first_unconsumed_offset"], row["first_unconsumed_timestamp"]) == (
+            unconsumed,
+            stamp / 1000,
+        )
+        assert before - stamp / 1000 <= row["lag_seconds"] <= after - stamp / 1000
