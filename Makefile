@@ -39,7 +39,7 @@ kafka-stop:
 	$(BIN)/rewind kafka stop
 
 bench: setup
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.bench_projector
 
 clean:
 	-$(BIN)/rewind kafka stop

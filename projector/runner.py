@@ -53,6 +53,7 @@ class Progress:
     batches: int = 0
     offsets: dict[int, int] = field(default_factory=dict)
     targets: dict[int, int] = field(default_factory=dict)
+    commit_times: dict[int, float] = field(default_factory=dict)
 
     def remaining(self) -> int:
         return sum(max(0, self.targets[p] - 1 - self.offsets.get(p, -1)) for p in self.targets)
@@ -136,15 +137,18 @@ class Projector:
         consumer = Consumer(self.settings.client_config(**overrides))
         return consumer
 
-    def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
-        """Each owned partition at its stored offset + 1, once the log is known to still hold it."""
+    def _assignment(self, consumer: Consumer, bounded: bool) -> list[TopicPartition]:
+        """Each owned partition at its stored offset + 1, once the log is known to still hold it.
+
+        A bounded run leaves out partitions that are already at their target; a follower keeps them.
+        """
         wanted = [
             TopicPartition(self.events_topic, p, self.directory.partition(p).offset() + 1)
             for p in self.partitions
         ]
         if self.include_config:
             wanted.append(TopicPartition(self.config_topic, 0, self.directory.config().offset() + 1))
-        return [tp for tp in wanted if self._check_log_holds(consumer, tp)]
+        return [tp for tp in wanted if self._check_log_holds(consumer, tp) or not bounded]
 
     def _check_log_holds(self, consumer: Consumer, tp: TopicPartition) -> bool:
         """Record the partition's target; refuse a gap; True when there is anything to apply."""
@@ -184,9 +188,13 @@ class Projector:
         until_caught_up: bool = False,
         on_batch: Callable[[Progress], None] | None = None,
     ) -> Progress:
-        """Consume and apply until ``stop`` is set or, with ``until_caught_up``, the log end seen at start."""
+        """Consume and apply until ``stop`` is set or, with ``until_caught_up``, exactly up to the log end
+        seen at start (records appended meanwhile are left for the next run)."""
         consumer = self._consumer = self._consumer_for(str(self.settings["projector.group"]))
-        consumer.assign(self._assignment(consumer))
+        consumer.assign(self._assignment(consumer, bounded=until_caught_up or bool(self.until)))
+        if until_caught_up:
+            for key, target in self.progress.targets.items():
+                self.until.setdefault(key, target - 1)
         stop = stop or Event()
         bounded = until_caught_up or bool(self.until)
         while not stop.is_set():
@@ -228,6 +236,7 @@ class Projector:
             commit_started = time.perf_counter()
             for key, commit in pending:
                 commit()
+                self.progress.commit_times[key] = time.time()
                 self._caches[key].trim()
                 offset = self.progress.offsets[key]
                 topic = self.config_topic if key == CONFIG_PARTITION else self.events_topic

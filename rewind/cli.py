@@ -12,10 +12,14 @@ import sys
 import click
 
 from rewind.commands import (
+    diff_cmd,
     events_cmd,
+    history_cmd,
     kafka_cmd,
+    lag_cmd,
     project_cmd,
     recover_cmd,
+    serve_cmd,
     snapshot_cmd,
     state_cmd,
     topics_cmd,
@@ -64,8 +68,12 @@ cli.add_command(recover_cmd.recover_cmd)
 cli.add_command(recover_cmd.replay)
 cli.add_command(snapshot_cmd.snapshot)
 cli.add_command(snapshot_cmd.snapshots)
+cli.add_command(history_cmd.history)
+cli.add_command(diff_cmd.diff)
+cli.add_command(serve_cmd.serve)
 cli.add_command(events_cmd.simulate)
 cli.add_command(events_cmd.position)
+cli.add_command(lag_cmd.lag)
 topics_cmd.config.add_command(events_cmd.config_set)
 
 

@@ -6,8 +6,14 @@ and testable. The newest snapshot is always kept, whatever the policy says.
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+from rewind.config import Settings
+from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot, snapshot_name
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -21,6 +27,14 @@ class RetentionPolicy:
     keep_last: int = 5
     keep_hourly: int = 24
     keep_daily: int = 7
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetentionPolicy:
+        return cls(
+            keep_last=int(settings["snapshots.keep_last"]),
+            keep_hourly=int(settings["snapshots.keep_hourly"]),
+            keep_daily=int(settings["snapshots.keep_daily"]),
+        )
 
 
 def snapshots_to_keep(
@@ -41,3 +55,28 @@ def snapshots_to_keep(
             days.add(day)
             keep.add(offset)
     return keep
+
+
+def prune(root: Path, policy: RetentionPolicy, dry_run: bool = False, now: float | None = None) -> list[str]:
+    """Delete every snapshot under ``root`` the policy no longer keeps; return their paths.
+
+    Snapshots whose manifest cannot be read are left alone (`rewind snapshots verify` reports them).
+    """
+    deleted: list[str] = []
+    stores = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for store in stores:
+        dated = []
+        for path in list_snapshots(root, store):
+            try:
+                manifest = load_snapshot(path).manifest
+            except SnapshotInvalid:
+                continue
+            dated.append((manifest.offset, manifest.created_at))
+        keep = snapshots_to_keep(dated, policy, time.time() if now is None else now)
+        for offset, _created in dated:
+            if offset not in keep:
+                path = root / store / snapshot_name(offset)
+                deleted.append(str(path))
+                if not dry_run:
+                    shutil.rmtree(path)
+    return deleted

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import click
@@ -10,16 +9,8 @@ import click
 from projector.state_directory import StateDirectory
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.config import Settings
-from snapshotter.retention import RetentionPolicy, snapshots_to_keep
+from snapshotter import retention
 from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot, take_snapshot, verify
-
-
-def retention_policy(settings: Settings) -> RetentionPolicy:
-    return RetentionPolicy(
-        keep_last=int(settings["snapshots.keep_last"]),
-        keep_hourly=int(settings["snapshots.keep_hourly"]),
-        keep_daily=int(settings["snapshots.keep_daily"]),
-    )
 
 
 def _store_names(settings: Settings) -> list[str]:
@@ -123,30 +114,11 @@ def verify_cmd(ctx: click.Context, deep: bool, as_json: bool) -> None:
 def prune(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
     """Delete snapshots the retention policy no longer keeps (newest few + hourly + daily)."""
     settings = settings_from(ctx)
-    deleted = prune_snapshots(settings, dry_run=dry_run)
+    deleted = retention.prune(
+        settings.snapshot_dir, retention.RetentionPolicy.from_settings(settings), dry_run=dry_run
+    )
     if as_json:
         echo_json({"deleted": deleted, "dry_run": dry_run})
     else:
         for path in deleted:
             click.echo(("would delete " if dry_run else "deleted ") + path)
-
-
-def prune_snapshots(settings: Settings, dry_run: bool = False, now: float | None = None) -> list[str]:
-    """Apply the retention policy to every partition's snapshots; return what was (or would be) deleted."""
-    policy = retention_policy(settings)
-    deleted: list[str] = []
-    for name in _store_names(settings):
-        dated = []
-        for path in list_snapshots(settings.snapshot_dir, name):
-            try:
-                dated.append((load_snapshot(path).offset, load_snapshot(path).manifest.created_at))
-            except SnapshotInvalid:
-                continue
-        keep = snapshots_to_keep(dated, policy, time.time() if now is None else now)
-        for offset, _created in dated:
-            if offset not in keep:
-                path = settings.snapshot_dir / name / f"{offset:020d}"
-                deleted.append(str(path))
-                if not dry_run:
-                    shutil.rmtree(path)
-    return deleted
