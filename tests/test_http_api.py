@@ -27,6 +27,7 @@ from replayer.progress import RecoveryTracker
 from rewind.config import Settings, load_settings
 from rewind.errors import RewindError
 from rewind.http_api import HttpServer, create_app, openapi_text, serve_http
+from rewind.lag import LagReport, PartitionLag, Status
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import ServiceView, snapshot_row, snapshot_rows
 from snapshotter.snapshot import load_snapshot, take_snapshot, verify
@@ -163,38 +164,45 @@ class FakeService:
         return {"scheduled": "rebuild", "status": "/recovery/status"}
 
 
-LAG_REPORT: dict[str, Any] = {
-    "group": "rewind-projector",
-    "topic": "rewind.events",
-    "status": "OK",
-    "severity": 0,
-    "evaluated_at": 1_700_000_000.0,
-    "window_seconds": 60.0,
-    "evaluation_seconds": 0.01,
-    "commit_timestamps": "caller",
-    "total_lag_messages": 3,
-    "max_lag_seconds": 0.25,
-    "partitions": [
-        {
-            "topic": "rewind.events",
-            "partition": 0,
-            "log_start_offset": 0,
-            "log_end_offset": 13,
-            "committed_offset": 10,
-            "lag_messages": 3,
-            "lag_seconds": 0.25,
-            "first_unconsumed_offset": 10,
-            "first_unconsumed_timestamp": 1_699_999_999.75,
-            "consume_rate": 120.5,
-            "last_commit_at": 1_699_999_999.9,
-            "status": "OK",
-            "severity": 0,
-            "lost_range": None,
-            "lost_messages": 0,
-        }
-    ],
-    "unavailable": {},
-}
+LAG_REPORT: dict[str, Any] = LagReport(
+    group="rewind-projector",
+    topic="rewind.events",
+    evaluated_at=1_700_000_000.0,
+    window_seconds=60.0,
+    partitions=(
+        PartitionLag(
+            topic="rewind.events",
+            partition=0,
+            log_start_offset=0,
+            log_end_offset=13,
+            committed_offset=10,
+            lag_messages=3,
+            lag_seconds=0.25,
+            first_unconsumed_offset=10,
+            first_unconsumed_timestamp=1_699_999_999.75,
+            consume_rate=120.5,
+            last_commit_at=1_699_999_999.9,
+            status=Status.OK,
+        ),
+        PartitionLag(
+            topic="rewind.events",
+            partition=1,
+            log_start_offset=40,
+            log_end_offset=50,
+            committed_offset=30,
+            lag_messages=20,
+            lag_seconds=None,
+            first_unconsumed_offset=None,
+            first_unconsumed_timestamp=None,
+            consume_rate=None,
+            last_commit_at=None,
+            status=Status.DATA_LOSS,
+            lost_range=(30, 40),
+        ),
+    ),
+    commit_timestamps="caller",
+    evaluation_seconds=0.01,
+).to_json()
 
 
 @pytest.fixture(scope="module")

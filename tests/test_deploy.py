@@ -1,0 +1,259 @@
+"""The Grafana dashboard, the Prometheus alert rules and docs/metrics.md against the series the code
+registers: a renamed metric must break this test, not a dashboard nobody looks at until an outage."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from projector.metrics import ProjectorMetrics
+from replayer.progress import RecoveryTracker
+from rewind.lag import LagReport, PartitionLag
+from rewind.lag_metrics import LagMetrics
+from rewind.lag_status import Status
+from rewind.service_metrics import ServiceMetrics
+from snapshotter.snapshot import Manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "deploy/grafana/dashboards/rewind.json"
+ALERTS = ROOT / "deploy/prometheus/alerts.yml"
+METRICS_DOC = ROOT / "docs/metrics.md"
+
+_NAME = re.compile(r"\brewind_[a-z0-9_]+")
+_SELECTOR = re.compile(r"\b(rewind_[a-z0-9_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*')
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "gauge": ("",),
+}
+
+
+@cache
+def _registry() -> CollectorRegistry:
+    """Every metric rewind registers, each with at least one sample so labels can be checked."""
+    registry = CollectorRegistry()
+    projector = ProjectorMetrics(registry)
+    projector.applied({"Fill": 1}, anomalies=1)
+    projector.dead_letter("UnknownFingerprintError")
+    projector.observe_batch(0.01, 0.005)
+    lag = LagMetrics(registry)
+    lag.update(
+        LagReport(
+            group="rewind-projector",
+            topic="rewind.events",
+            evaluated_at=1.0,
+            window_seconds=60.0,
+            partitions=(PartitionLag("rewind.events", 0, 0, 9, 5, 4, 2.0, 5, 0.5, 1.0, 0.9, Status.STALLED),),
+            commit_timestamps="caller",
+            evaluation_seconds=0.01,
+        )
+    )
+    service = ServiceMetrics(registry)
+    manifest = Manifest("events-p0000", 5, 6, 1.0, 4096, "0" * 32, "1" * 32, ())
+    service.observe_snapshot(manifest, 0.2)
+    service.observe_snapshots_on_disk([{"store": "events-p0000", "offset": 5, "created_at": 1.0}])
+    service.snapshot_failed("events-p0000")
+    tracker = RecoveryTracker()
+    tracker.begin()
+    for step in ("detect", "restore", "replay", "validate"):
+        tracker.start_step(step)
+        tracker.finish_step(step)
+    tracker.recovered()
+    service.observe_recovery(tracker.status())
+    service.observe_producer_counts(3, 1)
+    service.observe_delivery(0.01)
+    return registry
+
+
+@cache
+def _families() -> dict[str, str]:
+    """Family name -> type of every registered metric."""
+    return {family.name: family.type for family in _registry().collect()}
+
+
+@cache
+def _series() -> dict[str, dict[str, set[str]]]:
+    """Every sample name PromQL can select (``_total``, ``_bucket``, ... included) -> label -> values."""
+    series: dict[str, dict[str, set[str]]] = {}
+    for family in _registry().collect():
+        for suffix in _SUFFIXES[family.type]:
+            series.setdefault(family.name + suffix, {})
+        for sample in family.samples:
+            labels = series.setdefault(sample.name, {})
+            for name, value in sample.labels.items():
+                labels.setdefault(name, set()).add(value)
+    return series
+
+
+def _problems(expr: str) -> list[str]:
+    """Unknown series, unknown labels or impossible label values in one PromQL expression."""
+    found = [f"unknown series {name}" for name in _NAME.findall(expr) if name not in _series()]
+    for name, matchers in _SELECTOR.findall(expr):
+        labels = _series().get(name, {})
+        for matcher in filter(None, (m.strip() for m in matchers.split(","))):
+            parsed = _MATCHER.fullmatch(matcher)
+            if parsed is None:
+                found.append(f"{name}: cannot read matcher {matcher!r}")
+                continue
+            label, op, value = parsed.groups()
+            if label not in labels:
+                found.append(f"{name} has no label {label!r}")
+            elif label in ("status", "state", "phase") and op == "=" and value not in labels[label]:
+                found.append(f"{name}{{{label}}} is never {value!r}")
+    depth = 0
+    for char in expr:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if depth != 0:
+        found.append("unbalanced parentheses")
+    return found
+
+
+# Dashboard
+
+
+@cache
+def _dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def _panels() -> list[dict[str, Any]]:
+    panels: list[dict[str, Any]] = []
+    for panel in _dashboard()["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def _dashboard_exprs() -> list[str]:
+    exprs = [t["expr"] for p in _panels() for t in p.get("targets", [])]
+    for variable in _dashboard()["templating"]["list"]:
+        query = variable.get("query")
+        exprs.append(query["query"] if isinstance(query, dict) else str(query))
+    return exprs
+
+
+def test_dashboard_is_a_grafana_dashboard_on_the_provisioned_datasource() -> None:
+    dashboard = _dashboard()
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    provisioned = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    uid = provisioned["datasources"][0]["uid"]
+    ids = [p["id"] for p in _panels()]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in _panels():
+        assert {"h", "w", "x", "y"} <= set(panel["gridPos"]), panel["title"]
+        assert panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        assert panel["targets"], f"{panel['title']} has no query"
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == uid, panel["title"]
+            assert target["expr"].strip(), panel["title"]
+
+
+def test_every_dashboard_query_uses_registered_series_and_labels() -> None:
+    for expr in _dashboard_exprs():
+        assert _NAME.search(expr), f"{expr!r} uses no rewind series"
+        assert not _problems(expr), f"{expr!r}: {_problems(expr)}"
+
+
+def test_the_dashboard_covers_state_lag_throughput_snapshots_and_failures() -> None:
+    used = {name for expr in _dashboard_exprs() for name in _NAME.findall(expr)}
+    expected = {
+        "rewind_recovery_state",
+        "rewind_recovery_progress_percent",
+        "rewind_consumer_lag_messages",
+        "rewind_consumer_lag_seconds",
+        "rewind_consumer_lag_status",
+        "rewind_events_applied_total",
+        "rewind_batch_apply_seconds_bucket",
+        "rewind_snapshot_age_seconds",
+        "rewind_snapshot_last_size_bytes",
+        "rewind_snapshot_last_duration_seconds",
+        "rewind_anomalies_total",
+        "rewind_dead_letters_total",
+    }
+    assert expected <= used, f"not on the dashboard: {sorted(expected - used)}"
+    quantiles = {e for e in _dashboard_exprs() if "rewind_batch_apply_seconds_bucket" in e}
+    assert any("histogram_quantile(0.5," in e for e in quantiles)
+    assert any("histogram_quantile(0.99," in e for e in quantiles)
+
+
+# Alerts
+
+
+@cache
+def _rules() -> list[dict[str, Any]]:
+    loaded = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in loaded["groups"] for rule in group["rules"]]
+
+
+def test_every_alert_has_for_severity_and_says_what_to_do() -> None:
+    names = [rule["alert"] for rule in _rules()]
+    assert len(names) == len(set(names))
+    for rule in _rules():
+        assert re.fullmatch(r"\d+[smh]", str(rule["for"])), rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"].strip(), rule["alert"]
+        assert len(rule["annotations"]["description"].split()) >= 15, rule["alert"]
+
+
+def test_every_alert_expression_uses_registered_series_and_labels() -> None:
+    for rule in _rules():
+        expr = rule["expr"]
+        if rule["alert"] == "RewindDown":
+            assert expr.startswith("up{"), "up is the only series Prometheus itself provides"
+            continue
+        assert _NAME.search(expr), f"{rule['alert']} uses no rewind series"
+        assert not _problems(expr), f"{rule['alert']}: {_problems(expr)}"
+
+
+def test_the_alerts_cover_lag_statuses_snapshots_recovery_and_dead_letters() -> None:
+    exprs = " ".join(rule["expr"] for rule in _rules())
+    for needle in (
+        "rewind_consumer_lag_seconds",
+        'status="STALLED"',
+        'status="STOPPED"',
+        'status="DATA_LOSS"',
+        "rewind_snapshot_age_seconds",
+        'state="RECOVERY_FAILED"',
+        "rewind_dead_letters_total",
+    ):
+        assert needle in exprs, f"no alert on {needle}"
+
+
+def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    result = subprocess.run(
+        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Documentation
+
+
+def test_docs_list_exactly_the_registered_series() -> None:
+    documented = set(re.findall(r"`(rewind_[a-z0-9_]+)`", METRICS_DOC.read_text()))
+    registered = {name + ("_total" if kind == "counter" else "") for name, kind in _families().items()}
+    assert documented == registered, (
+        f"undocumented: {sorted(registered - documented)}; not registered: {sorted(documented - registered)}"
+    )
