@@ -368,7 +368,9 @@ def create_app(service: ServiceView) -> web.Application:
 class HttpServer:
     """An application served on a thread with its own event loop; :meth:`stop` ends both."""
 
-    def __init__(self, thread: threading.Thread, loop: asyncio.AbstractEventLoop, host: str, port: int):
+    def __init__(
+        self, thread: threading.Thread, loop: asyncio.AbstractEventLoop, host: str, port: int
+    ) -> None:
         self._thread = thread
         self._loop = loop
         self._stop = asyncio.Event()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,11 +122,16 @@ class FakeService:
     lag_max: float | None = 0.25
     state_error: Exception | None = None
     rebuilds: int = 0
+    gate: tuple[threading.Event, threading.Event] | None = None
 
     def settings(self) -> Settings:
         return self.config
 
     def state_directory(self) -> StateDirectory:
+        if self.gate is not None:
+            entered, release = self.gate
+            entered.set()
+            release.wait(60)
         if self.state_error is not None:
             raise self.state_error
         return self.directory
@@ -240,7 +247,7 @@ def api(service: FakeService) -> Iterator[Api]:
     finally:
         server.stop()
         service.is_recovered, service.lag_max, service.state_error = True, 0.25, None
-        service.config = settings
+        service.config, service.gate = settings, None
 
 
 @dataclass
@@ -480,6 +487,25 @@ def test_an_unexpected_failure_is_a_500_that_leaks_nothing(api: Api, service: Fa
     reply = api.get("/config")
     assert reply.status == 500
     assert "secret" not in reply.body.decode()
+
+
+def test_a_slow_state_read_does_not_block_the_event_loop(api: Api, service: FakeService) -> None:
+    entered, release = threading.Event(), threading.Event()
+    service.gate = (entered, release)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(api.get, "/state/positions")
+        assert entered.wait(60), "the read never started"
+        assert api.get("/health").status == 200
+        assert api.get("/recovery/status").status == 200
+        release.set()
+        assert slow.result().status == 200
+
+
+def test_concurrent_reads_all_answer(api: Api) -> None:
+    paths = ["/state/positions", "/state/accounts/ACC1", "/state/orders/O1", "/config", "/metrics"] * 8
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda path: api.get(path).status, paths))
+    assert statuses == [200] * len(paths)
 
 
 # Snapshots and rebuild
