@@ -14,8 +14,9 @@ Guarantees:
 * Mutating calls (``POST /snapshots``, ``POST /rebuild``) need ``Authorization: Bearer <http.token>``:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
 * The event loop never waits on LMDB or the service: state reads run on one worker thread (so a
-  :class:`~projector.state_directory.StateDirectory` is never used by two threads at once), every
-  other service call on a small pool.
+  :class:`~projector.state_directory.StateDirectory` is never used by two threads at once), the other
+  service calls and the metrics exposition on a small pool. Only the accessors ``settings()`` and
+  ``metrics_registry()`` are called on the loop itself.
 """
 
 from __future__ import annotations
