@@ -6,8 +6,10 @@ Guarantees:
 - **Ordered keys**: keys compare bytewise in the natural order of the row (composite keys join their
   UTF-8 parts with ``\\x00``; anomaly offsets are 8-byte big-endian).
 - **Versioned**: every value is a compact JSON array whose first element is :data:`ENCODING_VERSION`,
-  followed by the fields in the fixed order documented in docs/state.md. JSON integers are exact at
-  any size (scale-16 values overflow 64 bits), and the encoder refuses NaN/infinity.
+  followed by the fields in the fixed order documented in docs/state.md: exactly the bytes of
+  ``json.dumps(fields, separators=(",", ":"))`` (ASCII, ``\\uXXXX`` escapes), written out directly
+  because that is several times faster. JSON integers are exact at any size (scale-16 values
+  overflow 64 bits); an integer field holding anything but an ``int`` (a float, a bool) is refused.
 - **Reversible**: ``decode_*`` rebuilds the entity from (key, value); damaged or foreign bytes raise
   :class:`EncodingError`.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
@@ -45,7 +48,8 @@ MAX_KEY_PART_BYTES: Final = 255
 """The longest identifier a key part may be, so a composite key stays under LMDB's 511-byte limit."""
 
 _SEP: Final = b"\x00"
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+_V: Final = f"[{ENCODING_VERSION},"
+_s: Final = encode_basestring_ascii
 _decode_json = json.JSONDecoder().decode
 
 
@@ -53,8 +57,24 @@ class EncodingError(ValueError):
     """Bytes that are not a value of this encoding version (damaged, foreign or from the future)."""
 
 
-def _encode(fields: list[Any]) -> bytes:
-    return _ENCODER.encode(fields).encode()
+def _i(value: int) -> str:
+    if type(value) is not int:
+        raise TypeError(f"state holds exact ints only, not {value!r}")
+    return str(value)
+
+
+def _n(value: int | None) -> str:
+    return "null" if value is None else _i(value)
+
+
+def _scalar(value: bool | int | str) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _s(value)
+    return _i(value)
 
 
 def _decode(table: str, value: bytes, width: int) -> list[Any]:
@@ -116,26 +136,12 @@ def config_key(key: str) -> bytes:
 
 
 def encode_order(o: Order) -> bytes:
-    return _encode(
-        [
-            ENCODING_VERSION,
-            o.account_id,
-            o.symbol,
-            o.side,
-            o.order_type,
-            o.time_in_force,
-            o.limit_price,
-            o.quantity,
-            o.filled,
-            o.filled_notional,
-            o.status,
-            o.client_order_id,
-            o.event_count,
-            o.last_offset,
-            o.submitted_limit_price,
-            o.submitted_quantity,
-        ]
-    )
+    return (
+        f"{_V}{_s(o.account_id)},{_s(o.symbol)},{_s(o.side)},{_s(o.order_type)},{_s(o.time_in_force)},"
+        f"{_n(o.limit_price)},{_i(o.quantity)},{_i(o.filled)},{_i(o.filled_notional)},{_s(o.status)},"
+        f"{_s(o.client_order_id)},{_i(o.event_count)},{_i(o.last_offset)},{_n(o.submitted_limit_price)},"
+        f"{_i(o.submitted_quantity)}]"
+    ).encode()
 
 
 def decode_order(key: bytes, value: bytes) -> Order:
@@ -144,7 +150,7 @@ def decode_order(key: bytes, value: bytes) -> Order:
 
 
 def encode_fill(r: FillRecord) -> bytes:
-    return _encode([ENCODING_VERSION, r.order_id])
+    return f"{_V}{_s(r.order_id)}]".encode()
 
 
 def decode_fill(key: bytes, value: bytes) -> FillRecord:
@@ -153,7 +159,9 @@ def decode_fill(key: bytes, value: bytes) -> FillRecord:
 
 
 def encode_position(p: Position) -> bytes:
-    return _encode([ENCODING_VERSION, p.quantity, p.cost_basis, p.realized_pnl, p.fees, p.last_price])
+    return (
+        f"{_V}{_i(p.quantity)},{_i(p.cost_basis)},{_i(p.realized_pnl)},{_i(p.fees)},{_i(p.last_price)}]"
+    ).encode()
 
 
 def decode_position(key: bytes, value: bytes) -> Position:
@@ -163,7 +171,7 @@ def decode_position(key: bytes, value: bytes) -> Position:
 
 
 def encode_balance(b: Balance) -> bytes:
-    return _encode([ENCODING_VERSION, b.amount])
+    return f"{_V}{_i(b.amount)}]".encode()
 
 
 def decode_balance(key: bytes, value: bytes) -> Balance:
@@ -173,9 +181,10 @@ def decode_balance(key: bytes, value: bytes) -> Balance:
 
 
 def encode_risk(r: Risk) -> bytes:
-    return _encode(
-        [ENCODING_VERSION, r.gross_exposure, r.net_exposure, r.realized_pnl, r.open_order_notional, r.fees]
-    )
+    return (
+        f"{_V}{_i(r.gross_exposure)},{_i(r.net_exposure)},{_i(r.realized_pnl)},"
+        f"{_i(r.open_order_notional)},{_i(r.fees)}]"
+    ).encode()
 
 
 def decode_risk(key: bytes, value: bytes) -> Risk:
@@ -184,7 +193,9 @@ def decode_risk(key: bytes, value: bytes) -> Risk:
 
 
 def encode_anomaly(a: Anomaly) -> bytes:
-    return _encode([ENCODING_VERSION, a.partition, a.offset, a.event_id, a.event_type, a.kind, a.detail])
+    return (
+        f"{_V}{_i(a.partition)},{_i(a.offset)},{_s(a.event_id)},{_s(a.event_type)},{_s(a.kind)},{_s(a.detail)}]"
+    ).encode()
 
 
 def decode_anomaly(key: bytes, value: bytes) -> Anomaly:
@@ -195,9 +206,10 @@ def decode_anomaly(key: bytes, value: bytes) -> Anomaly:
 
 
 def encode_config(c: ConfigEntry) -> bytes:
-    return _encode(
-        [ENCODING_VERSION, c.value_type, c.value, c.version, c.changed_by, c.occurred_at, c.offset]
-    )
+    return (
+        f"{_V}{_s(c.value_type)},{_scalar(c.value)},{_i(c.version)},{_s(c.changed_by)},"
+        f"{_i(c.occurred_at)},{_i(c.offset)}]"
+    ).encode()
 
 
 def decode_config(key: bytes, value: bytes) -> ConfigEntry:

@@ -119,9 +119,59 @@ def test_foreign_bytes_are_refused(table: str, value: bytes) -> None:
         encoding.decode_record(table, b"ACC1\x00USD" if table == "balances" else b"ACC1", value)
 
 
-def test_the_encoder_refuses_floats_that_are_not_finite() -> None:
-    with pytest.raises(ValueError):
-        encoding.encode_balance(Balance("a", "USD", float("nan")))  # type: ignore[arg-type]
+@pytest.mark.parametrize("amount", [1.5, float("nan"), True, None])
+def test_the_encoder_refuses_anything_but_exact_ints(amount: object) -> None:
+    with pytest.raises(TypeError, match="exact ints"):
+        encoding.encode_balance(Balance("a", "USD", amount))  # type: ignore[arg-type]
+
+
+@given(st.lists(st.one_of(st.text(), st.integers(-(10**30), 10**30), st.none()), max_size=6))
+def test_direct_formatting_matches_json_dumps(fields: list[str | int | None]) -> None:
+    """The hand-written formatting is byte-identical to the standard library's compact JSON."""
+    text = "".join(f for f in fields if isinstance(f, str))
+    anomaly = Anomaly(1, 2, text, "Fill", "OVERFILL", text[::-1])
+    assert (
+        encoding.encode_anomaly(anomaly)
+        == json.dumps([1, 1, 2, text, "Fill", "OVERFILL", text[::-1]], separators=(",", ":")).encode()
+    )
+    numbers = [f for f in fields if isinstance(f, int)][:1] or [0]
+    order = Order(
+        "o",
+        text or "a",
+        "s",
+        "BUY",
+        "LIMIT",
+        "DAY",
+        None,
+        numbers[0],
+        0,
+        -numbers[0],
+        "NEW",
+        text,
+        1,
+        2,
+        None,
+        3,
+    )
+    expected = [
+        1,
+        order.account_id,
+        "s",
+        "BUY",
+        "LIMIT",
+        "DAY",
+        None,
+        numbers[0],
+        0,
+        -numbers[0],
+        "NEW",
+        text,
+        1,
+        2,
+        None,
+        3,
+    ]
+    assert encoding.encode_order(order) == json.dumps(expected, separators=(",", ":")).encode()
 
 
 def _sample_state() -> MemoryState:
