@@ -88,6 +88,7 @@ class OffsetSampler:
                 "queued.min.messages": 1,
                 "fetch.message.max.bytes": 32_768,
                 "fetch.wait.max.ms": 10,
+                "fetch.queue.backoff.ms": 10,
             }
         )
 
@@ -149,7 +150,9 @@ class OffsetSampler:
         A partition is absent from the result when no record could be read from its position before
         ``timeout``: the end of the log was reached (only transaction markers were left), or the
         position was deleted meanwhile. ``queued.min.messages=1`` stops fetching a partition once a
-        record is queued, so about one batch per partition is fetched.
+        record is queued, so about one batch per partition is fetched; a short
+        ``fetch.queue.backoff.ms`` keeps librdkafka's default 1 s back-off for such full partitions
+        from also delaying the partitions still waiting for their first record.
         """
         if not positions:
             return {}

@@ -6,8 +6,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from rewind.lag import LagMonitor, LagReport, PartitionLag
 from rewind.lag_status import Status
@@ -15,6 +15,8 @@ from tests.kafka_helpers import create_topic
 from tests.lag_helpers import OLD_SECONDS, ScriptedConsumer, make_stopped_group, produce_old
 
 WIDE_WINDOW = 30
+EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -205,17 +207,14 @@ def test_figures_equal_the_admin_clients(bootstrap: str, unique_name: str, monit
 
 def kafka_figures(admin: AdminClient, group: str, topic: str, partitions: int) -> dict[int, tuple[int, ...]]:
     """(log start, log end, committed, lag) per partition, straight from AdminClient calls."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-    from confluent_kafka.admin import OffsetSpec
-
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result()
     offsets = {tp.partition: tp.offset for tp in committed.topic_partitions}
-    figures = {}
+    figures: dict[int, tuple[int, ...]] = {}
     for p in range(partitions):
         tp = TopicPartition(topic, p)
-        start = admin.list_offsets({tp: OffsetSpec.earliest()})[tp].result().offset
-        end = admin.list_offsets({tp: OffsetSpec.latest()})[tp].result().offset
+        start = int(admin.list_offsets({tp: EARLIEST})[tp].result().offset)
+        end = int(admin.list_offsets({tp: LATEST})[tp].result().offset)
         figures[p] = (start, end, offsets[p], max(0, end - offsets[p]))
     return figures
 
