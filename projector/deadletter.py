@@ -30,6 +30,7 @@ class DeadLetters:
     client_config: ClientConfig
     topic: str
     sent: int = 0
+    failed: int = 0
     _producer: Producer | None = None
     _failures: list[str] = field(default_factory=list)
 
@@ -55,6 +56,7 @@ class DeadLetters:
 
     def _delivered(self, error: object, _message: Message) -> None:
         if error is not None:
+            self.failed += 1
             self._failures.append(str(error))
         else:
             self.sent += 1

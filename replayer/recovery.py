@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 
 from projector.crashpoints import crashpoint
 from projector.digest import state_digest
+from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Progress, Projector
 from projector.state_directory import StateDirectory, combined_digest
 from projector.store import CONFIG_DIR_NAME, partition_dir_name
@@ -75,8 +76,11 @@ def recover(
     tracker: RecoveryTracker | None = None,
     partitions: list[int] | None = None,
     reason: str = "recovery requested",
+    metrics: ProjectorMetrics | None = None,
 ) -> RecoveryReport:
-    """Rebuild the live state from snapshots and the log; see the module docstring for guarantees."""
+    """Rebuild the live state from snapshots and the log; see the module docstring for guarantees.
+
+    ``metrics``, when given, counts the replayed events like the projector's own."""
     tracker = tracker or RecoveryTracker()
     started = time.monotonic()
     live_root = settings.state_dir
@@ -98,7 +102,7 @@ def recover(
 
             tracker.start_step("replay")
             replay_started = time.monotonic()
-            _replay(settings, staging, keys, stores, tracker)
+            _replay(settings, staging, keys, stores, tracker, metrics)
             replay_seconds = time.monotonic() - replay_started
             tracker.finish_step("replay")
 
@@ -146,10 +150,12 @@ def _replay(
     keys: list[int],
     stores: dict[str, StoreRecovery],
     tracker: RecoveryTracker,
+    metrics: ProjectorMetrics | None,
 ) -> None:
     projector = Projector(
         settings,
-        [k for k in keys if k != CONFIG_PARTITION],
+        metrics=metrics,
+        partitions=[k for k in keys if k != CONFIG_PARTITION],
         state_dir=staging,
         include_config=CONFIG_PARTITION in keys,
         commit_group=False,

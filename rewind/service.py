@@ -39,6 +39,8 @@ from rewind.config import Settings
 from rewind.errors import RewindError
 from rewind.http_api import HttpServer, create_app, serve_http
 from rewind.lag import LagMonitor, LagReport
+from rewind.lag_metrics import LagMetrics
+from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import snapshot_row, snapshot_rows
 from rewind.topics import events_partition_count
 from snapshotter.retention import RetentionPolicy, prune
@@ -48,6 +50,8 @@ log = logging.getLogger("rewind.service")
 
 CLEAN_SHUTDOWN_MARKER = "CLEAN_SHUTDOWN"
 LAG_INTERVAL_SECONDS = 2.0
+METRICS_INTERVAL_SECONDS = 1.0
+SNAPSHOT_SCAN_EVERY = 10  # metrics ticks between scans of the snapshot directory
 
 
 class Service:
@@ -57,6 +61,8 @@ class Service:
         self._settings = settings
         self.registry = CollectorRegistry()
         self.projector_metrics = ProjectorMetrics(self.registry)
+        self.service_metrics = ServiceMetrics(self.registry)
+        self.lag_metrics = LagMetrics(self.registry)
         self.tracker = RecoveryTracker()
         self._stop = threading.Event()
         self._rebuild = threading.Event()
@@ -109,8 +115,14 @@ class Service:
         rows = []
         with self._snapshot_lock:
             for name in directory.store_names():
-                taken = take_snapshot(directory.store(name), self._settings.snapshot_dir, name)
+                started = time.monotonic()
+                try:
+                    taken = take_snapshot(directory.store(name), self._settings.snapshot_dir, name)
+                except Exception:
+                    self.service_metrics.snapshot_failed(name)
+                    raise
                 if taken is not None:
+                    self.service_metrics.observe_snapshot(taken.manifest, time.monotonic() - started)
                     rows.append(snapshot_row(name, taken))
             prune(self._settings.snapshot_dir, RetentionPolicy.from_settings(self._settings))
             self._events_at_last_snapshot = self._applied()
@@ -139,6 +151,7 @@ class Service:
         self._install_signal_handlers()
         threading.Thread(target=self._snapshot_loop, name="snapshotter", daemon=True).start()
         threading.Thread(target=self._lag_loop, name="lag", daemon=True).start()
+        threading.Thread(target=self._metrics_loop, name="metrics", daemon=True).start()
         try:
             while not self._stop.is_set():
                 if not self._recover():
@@ -171,7 +184,7 @@ class Service:
             reason = "rebuild requested through the API"
         marker.unlink(missing_ok=True)
         try:
-            report = recover(self._settings, self.tracker, reason=reason)
+            report = recover(self._settings, self.tracker, reason=reason, metrics=self.projector_metrics)
         except Exception as exc:
             log.error("recovery failed: %s", exc)
             print(f"error: recovery failed: {exc}", flush=True)
@@ -237,6 +250,21 @@ class Service:
             except Exception as exc:
                 log.error("scheduled snapshot failed: %s", exc)
 
+    def _metrics_loop(self) -> None:
+        """Push what is not measured on the hot path: recovery progress, snapshots on disk, the
+        dead-letter producer's counts."""
+        tick = 0
+        while not self._stop.is_set():
+            self.service_metrics.observe_recovery(self.tracker.status())
+            if tick % SNAPSHOT_SCAN_EVERY == 0:
+                self.service_metrics.observe_snapshots_on_disk(snapshot_rows(self._settings.snapshot_dir))
+            projector = self._projector
+            if projector is not None:
+                letters = projector.dead_letters
+                self.service_metrics.observe_producer_counts(letters.sent, letters.failed, "deadletter")
+            tick += 1
+            self._stop.wait(METRICS_INTERVAL_SECONDS)
+
     def _lag_loop(self) -> None:
         settings = self._settings
         with LagMonitor.from_settings(settings) as monitor:
@@ -246,9 +274,11 @@ class Service:
                     continue
                 offsets, commit_times = projector_offsets(settings, projector.progress)
                 try:
-                    self._lag_report = monitor.evaluate_offsets(
+                    report = monitor.evaluate_offsets(
                         offsets, name=str(settings["projector.group"]), commit_times=commit_times or None
                     )
+                    self._lag_report = report
+                    self.lag_metrics.update(report)
                 except Exception as exc:
                     log.warning("lag evaluation failed: %s", exc)
 

@@ -8,6 +8,7 @@ An existing topic whose partition count or configuration differs is reported, no
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -93,9 +94,18 @@ def _compare(admin: AdminClient, spec: TopicSpec, metadata: object, timeout: flo
     return TopicOutcome(spec.name, "differs" if differences else "exists", differences)
 
 
-def events_partition_count(admin: AdminClient, topic: str) -> int:
-    """How many partitions the events topic has; a clear error when it does not exist."""
-    topics = admin.list_topics(timeout=30).topics
-    if topic not in topics or topics[topic].error is not None:
-        raise RewindError(f"topic {topic} does not exist", "create the topics with `rewind topics create`")
-    return len(topics[topic].partitions)
+def events_partition_count(admin: AdminClient, topic: str, wait_seconds: float = 10.0) -> int:
+    """How many partitions the events topic has; a clear error when it does not exist.
+
+    Waits briefly for the topic to appear: metadata of a just-created topic can lag behind.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        topics = admin.list_topics(timeout=30).topics
+        if topic in topics and topics[topic].error is None and topics[topic].partitions:
+            return len(topics[topic].partitions)
+        if time.monotonic() >= deadline:
+            raise RewindError(
+                f"topic {topic} does not exist", "create the topics with `rewind topics create`"
+            )
+        time.sleep(0.25)
