@@ -194,7 +194,7 @@ def _key(message: Message) -> PartitionKey | None:
 
 def _record(message: Message) -> FirstUnconsumed:
     kind, millis = message.timestamp()
-    timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE else millis / 1000.0
+    timestamp = None if kind == TIMESTAMP_NOT_AVAILABLE or millis < 0 else millis / 1000.0
     return FirstUnconsumed(offset=int(message.offset() or 0), timestamp=timestamp)
 
 

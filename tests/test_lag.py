@@ -239,3 +239,23 @@ def test_an_offsets_mapping_is_judged_with_the_callers_commit_times(
 
     again = monitor.evaluate_offsets(offsets, name=f"{unique_name}-lmdb")
     assert by_partition(again)[2].status is Status.STALLED  # re-stored 6 while record 6 waited
+
+
+def test_without_the_commit_log_commits_are_inferred_from_samples(bootstrap: str, unique_name: str) -> None:
+    """The documented fallback: a moving consumer is seen moving, a re-committing one as STOPPED."""
+    topic, group = unique_name, f"{unique_name}-g"
+    create_topic(bootstrap, topic, partitions=2)
+    produce_old(bootstrap, topic, {0: 10, 1: 10})
+    consumer = ScriptedConsumer(bootstrap, group)
+    config = {"bootstrap.servers": bootstrap}
+    with LagMonitor(config, window_seconds=WIDE_WINDOW, read_commit_log=False) as monitor:
+        consumer.commit(topic, 0, 2)
+        consumer.commit(topic, 1, 5)
+        first = monitor.evaluate_group(group, topic)
+        consumer.commit(topic, 0, 6)
+        consumer.commit(topic, 1, 5)
+        second = monitor.evaluate_group(group, topic)
+    consumer.close()
+    assert first.commit_timestamps.startswith("inferred from samples")
+    assert [p.status for p in second.partitions] == [Status.OK, Status.STOPPED]
+    assert second.partitions[0].last_commit_at == second.evaluated_at
