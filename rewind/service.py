@@ -19,8 +19,12 @@ process).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -44,10 +48,11 @@ from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import snapshot_row, snapshot_rows
 from rewind.topics import events_partition_count
 from snapshotter.retention import RetentionPolicy, prune
-from snapshotter.snapshot import take_snapshot
+from snapshotter.snapshot import load_snapshot
 
 log = logging.getLogger("rewind.service")
 
+REWIND = str(Path(sys.executable).with_name("rewind"))
 CLEAN_SHUTDOWN_MARKER = "CLEAN_SHUTDOWN"
 LAG_INTERVAL_SECONDS = 2.0
 METRICS_INTERVAL_SECONDS = 1.0
@@ -111,23 +116,44 @@ class Service:
         return self.registry
 
     def take_snapshot(self) -> list[dict[str, Any]]:
-        directory = self.state_directory()
-        rows = []
+        """Snapshot every store in a child process (``rewind snapshot``), so the copy and its digest
+        never compete with the projector for this process's GIL; LMDB lets both processes in at once."""
+        self.state_directory()
+        rows: list[dict[str, Any]] = []
         with self._snapshot_lock:
-            for name in directory.store_names():
-                started = time.monotonic()
-                try:
-                    taken = take_snapshot(directory.store(name), self._settings.snapshot_dir, name)
-                except Exception:
+            started = time.monotonic()
+            taken = subprocess.run(
+                [REWIND, "snapshot", "--json", "--state", str(self._settings.state_dir)],
+                capture_output=True,
+                text=True,
+                env=self._child_env(),
+            )
+            seconds = time.monotonic() - started
+            if taken.returncode != 0:
+                for name in self.state_directory().store_names():
                     self.service_metrics.snapshot_failed(name)
-                    raise
-                if taken is not None:
-                    self.service_metrics.observe_snapshot(taken.manifest, time.monotonic() - started)
-                    rows.append(snapshot_row(name, taken))
+                raise RewindError(f"snapshot failed: {taken.stderr.strip()}", "see the service log")
+            for row in json.loads(taken.stdout):
+                snapshot = load_snapshot(Path(row["path"]))
+                self.service_metrics.observe_snapshot(snapshot.manifest, seconds)
+                rows.append(snapshot_row(row["store"], snapshot))
             prune(self._settings.snapshot_dir, RetentionPolicy.from_settings(self._settings))
             self._events_at_last_snapshot = self._applied()
             self._last_snapshot_at = time.monotonic()
         return rows
+
+    def _child_env(self) -> dict[str, str]:
+        """The environment for a child ``rewind`` command: this service's effective configuration."""
+        env = dict(os.environ)
+        for key, value in self._settings.values.items():
+            env["REWIND_" + key.replace(".", "_").upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+        env["REWIND_BOOTSTRAP"] = self._settings.bootstrap
+        for name, value in self._settings.kafka_properties.items():
+            env["REWIND_KAFKA_" + name.replace(".", "_").upper()] = value
+        env.pop("REWIND_CONFIG", None)
+        return env
 
     def request_rebuild(self) -> dict[str, Any]:
         if self._rebuild.is_set() or not self._readable.is_set():

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -189,13 +190,29 @@ def test_make_run_serves_ready_and_ctrl_c_leaves_no_process(tmp_path: Path) -> N
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    lines: list[str] = []
+    banner = threading.Event()
+
+    def read_output() -> None:
+        assert runner.stdout is not None
+        for raw in runner.stdout:
+            lines.append(raw.decode(errors="replace"))
+            if "rewind is running" in lines[-1]:
+                banner.set()
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", runner, limit=120)
+        assert banner.wait(120), "make run did not print its URLs:\n" + "".join(lines)
+        status, positions = _get(f"http://127.0.0.1:{port}/ready")
+        assert status == 200
         status, positions = _get(f"http://127.0.0.1:{port}/state/positions")
         assert status == 200 and "positions" in positions
     finally:
         runner.send_signal(signal.SIGINT)
-        output = runner.communicate(timeout=90)[0].decode()
+        runner.wait(90)
+        reader.join(30)
+    output = "".join(lines)
     assert runner.returncode == 0, output
-    assert "rewind is running" in output and "stopped: nothing left running" in output
+    assert "stopped: nothing left running" in output
     assert _processes_with_home(home) == [], "make run left processes behind"

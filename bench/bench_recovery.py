@@ -1,0 +1,264 @@
+"""Recovery, time travel and snapshot-interference benchmarks, each beside its baseline in one run.
+
+(a) recover vs cold replay: a state of about 1M orders (plus positions) and a 100k-event tail after
+    the newest snapshots: ``recover`` (restore + replay the tail + validate) beside a cold full
+    replay of the same log into an empty directory.
+(b) time travel: build the state at random points (``--to P:K``) from the nearest snapshot, with
+    snapshots taken at the service's default cadence while the log was projected.
+(c) snapshot interference: projector batch latency p50/p99 while snapshots are taken continuously
+    in the service's way, beside the same projection without them.
+
+    .venv/bin/python -m bench.bench_recovery --events 3500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from producers.event_producer import EventProducer
+from producers.simulator import SimulationParams, run_simulation
+from projector import queries
+from projector.runner import CONFIG_PARTITION, Projector
+from projector.state_directory import StateDirectory
+from replayer.recovery import recover, store_name
+from replayer.timetravel import build_state_at
+from rewind.config import Settings, load_settings
+from rewind.kafka_local import LocalKafka
+from rewind.topics import desired_topics, ensure_topics
+from snapshotter.snapshot import take_snapshot
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def produce(settings: Settings, events: int, seed: int, accounts: int) -> int:
+    producer = EventProducer(
+        settings.client_config(), events_topic=settings.events_topic, config_topic=settings.config_topic
+    )
+    with producer:
+        summary = run_simulation(SimulationParams(events=events, accounts=accounts, seed=seed), producer)
+    print(f"  produced {summary.events:,} events in {summary.seconds:.1f} s", flush=True)
+    return summary.events
+
+
+def project_with_snapshots(settings: Settings, state: Path, partitions: int, every: int) -> float:
+    """Project everything, snapshotting every store each ``every`` events (the service's cadence)."""
+    started = time.perf_counter()
+    projector = Projector(settings, range(partitions), state_dir=state)
+    done = {"since": 0}
+
+    def on_batch(progress: object) -> None:
+        applied = projector.progress.applied
+        if applied - done["since"] >= every:
+            done["since"] = applied
+            for name in projector.directory.store_names():
+                take_snapshot(projector.directory.store(name), settings.snapshot_dir, name)
+
+    try:
+        projector.run(until_caught_up=True, on_batch=on_batch)
+        for name in projector.directory.store_names():
+            take_snapshot(projector.directory.store(name), settings.snapshot_dir, name)
+    finally:
+        projector.close()
+    return time.perf_counter() - started
+
+
+def cold_replay(settings: Settings, state: Path, partitions: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    projector = Projector(settings, range(partitions), state_dir=state, commit_group=False)
+    try:
+        progress = projector.run(until_caught_up=True)
+    finally:
+        projector.close()
+    return time.perf_counter() - started, progress.applied
+
+
+def batch_latencies(
+    settings: Settings, state: Path, partitions: int, snapshot_root: Path | None
+) -> list[float]:
+    """Per-batch apply latency of a full projection, optionally with a snapshotter running beside it."""
+    latencies: list[float] = []
+    projector = Projector(settings, range(partitions), state_dir=state, commit_group=False)
+    stop = threading.Event()
+    original = projector.apply_batch
+
+    def timed(messages: list, consumer: object = None) -> None:  # type: ignore[type-arg]
+        started = time.perf_counter()
+        original(messages, consumer)  # type: ignore[arg-type]
+        latencies.append(time.perf_counter() - started)
+
+    projector.apply_batch = timed  # type: ignore[method-assign]
+
+    def snapshotter() -> None:
+        assert snapshot_root is not None
+        while not stop.is_set():
+            for name in projector.directory.store_names():
+                if stop.is_set():
+                    break
+                take_snapshot(projector.directory.store(name), snapshot_root, name)
+
+    thread = None
+    try:
+        for p in range(partitions):
+            projector.directory.partition(p)
+        projector.directory.config()
+        if snapshot_root is not None:
+            thread = threading.Thread(target=snapshotter, daemon=True)
+            thread.start()
+        projector.run(until_caught_up=True)
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join()
+        projector.close()
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bootstrap")
+    parser.add_argument(
+        "--events", type=int, default=3_500_000, help="events before the snapshot (~1M orders)"
+    )
+    parser.add_argument("--tail", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--snapshot-every", type=int, default=100_000)
+    parser.add_argument("--travels", type=int, default=5)
+    parser.add_argument("--interference-events", type=int, default=300_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rewind-bench-recovery-") as scratch:
+        broker = None
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            broker = LocalKafka(Path(scratch) / "home")
+            bootstrap = str(broker.start().address)
+        try:
+            run(args, bootstrap, Path(scratch))
+        finally:
+            if broker is not None:
+                broker.stop()
+
+
+def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
+    prefix = f"bench-rec-{uuid.uuid4().hex[:6]}"
+    env = {
+        "REWIND_BOOTSTRAP": bootstrap,
+        "REWIND_HOME": str(scratch / "home"),
+        "REWIND_TOPICS_EVENTS": f"{prefix}.events",
+        "REWIND_TOPICS_CONFIG": f"{prefix}.config",
+        "REWIND_TOPICS_DEADLETTER": f"{prefix}.dlq",
+        "REWIND_TOPICS_PARTITIONS": str(args.partitions),
+    }
+    settings = load_settings(environ=env)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    ensure_topics(admin, desired_topics(settings))
+    result: dict[str, object] = {"events": args.events, "tail": args.tail, "partitions": args.partitions}
+    try:
+        print(f"(a) {args.events:,} events, then snapshots, then a {args.tail:,}-event tail", flush=True)
+        produce(settings, args.events, seed=1, accounts=args.accounts)
+        seconds = project_with_snapshots(settings, settings.state_dir, args.partitions, args.snapshot_every)
+        with StateDirectory.open_readonly(settings.state_dir) as directory:
+            orders = len(queries.orders(directory))
+            positions = len(queries.positions(directory))
+        print(
+            f"  projected with snapshots every {args.snapshot_every:,} events in {seconds:.1f} s: "
+            f"{orders:,} orders, {positions:,} positions",
+            flush=True,
+        )
+        produce(settings, args.tail, seed=2, accounts=args.accounts)
+        report = recover(settings)
+        timings = report.as_dict()["timings_seconds"]
+        replay_seconds, replayed = cold_replay(settings, scratch / "cold", args.partitions)
+        print(f"  recover: {timings}", flush=True)
+        print(
+            f"  cold full replay: {replayed:,} events in {replay_seconds:.2f} s "
+            f"-> recovery is {replay_seconds / report.total_seconds:.1f}x faster",
+            flush=True,
+        )
+        result["a"] = {
+            "orders": orders,
+            "positions": positions,
+            "recover_seconds": timings,
+            "cold_replay_seconds": round(replay_seconds, 3),
+            "cold_replay_events": replayed,
+            "speedup": round(replay_seconds / report.total_seconds, 1),
+        }
+
+        print(f"(b) time travel to {args.travels} random points", flush=True)
+        chooser = random.Random(5)
+        travels = []
+        with StateDirectory.open_readonly(settings.state_dir) as directory:
+            ends = {p: directory.partition(p).offset() + 1 for p in range(args.partitions)}
+        for trial in range(args.travels):
+            partition = chooser.randrange(args.partitions)
+            k = chooser.randrange(1, ends[partition] + 1)
+            started = time.perf_counter()
+            stores = build_state_at(settings, scratch / f"travel-{trial}", {partition: k})
+            seconds = time.perf_counter() - started
+            base = stores[0].snapshot_offset
+            travels.append(
+                {"partition": partition, "k": k, "snapshot_offset": base, "seconds": round(seconds, 3)}
+            )
+            print(
+                f"  {store_name(partition)} first {k:,} events from snapshot @{base}: {seconds:.2f} s",
+                flush=True,
+            )
+        travels_at = []
+        for trial in range(2):
+            points = {p: chooser.randrange(1, ends[p] + 1) for p in range(args.partitions)}
+            points[CONFIG_PARTITION] = 0
+            started = time.perf_counter()
+            build_state_at(settings, scratch / f"travel-all-{trial}", points)
+            seconds = time.perf_counter() - started
+            travels_at.append(round(seconds, 3))
+            print(f"  all {args.partitions} partitions at random points: {seconds:.2f} s", flush=True)
+        result["b"] = {"single_partition": travels, "all_partitions_seconds": travels_at}
+
+        print(
+            f"(c) batch latency with and without snapshots ({args.interference_events:,} events)", flush=True
+        )
+        settings_c = load_settings(
+            environ=env
+            | {"REWIND_TOPICS_EVENTS": f"{prefix}.c.events", "REWIND_TOPICS_CONFIG": f"{prefix}.c.config"}
+        )
+        ensure_topics(admin, desired_topics(settings_c))
+        produce(settings_c, args.interference_events, seed=3, accounts=args.accounts)
+        without = batch_latencies(settings_c, scratch / "c-without", args.partitions, None)
+        with_snapshots = batch_latencies(settings_c, scratch / "c-with", args.partitions, scratch / "c-snaps")
+        rows = {}
+        for label, values in (("without", without), ("with snapshots", with_snapshots)):
+            rows[label] = {
+                "batches": len(values),
+                "p50_ms": round(statistics.median(values) * 1000, 2),
+                "p99_ms": round(pct(values, 0.99) * 1000, 2),
+            }
+            print(f"  {label:<15} {rows[label]}", flush=True)
+        result["c"] = rows
+        admin.delete_topics([settings_c.events_topic, settings_c.config_topic])
+    finally:
+        admin.delete_topics([settings.events_topic, settings.config_topic, settings.deadletter_topic])
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"recovery-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
