@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from rewind.errors import RewindError
 FORMAT_VERSION = 1
 OFFSET_KEY = b"offset"
 EVENTS_KEY = b"events_applied"
+COMMITTED_AT_KEY = b"committed_at"
 INITIAL_MAP_SIZE = 64 << 20
 MAX_DBS = 16
 NO_OFFSET = -1
@@ -86,7 +88,11 @@ def read_layout(state_dir: Path) -> Layout:
             "point --state at a directory written by `rewind project`, `rewind recover` or `rewind replay`",
         ) from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise RewindError(f"{path} is damaged: {exc}", "rebuild the state with `rewind recover`") from exc
+        raise RewindError(
+            f"{path} is damaged: {exc}",
+            f"move the state directory aside (mv {state_dir} {state_dir}.damaged), then rebuild it with "
+            "`rewind recover`",
+        ) from exc
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -157,6 +163,12 @@ class PartitionStore:
             raw = txn.get(EVENTS_KEY)
         return 0 if raw is None else int(raw)
 
+    def committed_at(self) -> float | None:
+        """Wall-clock time of the last commit (bookkeeping for lag status; not part of the state)."""
+        with self.env.begin(db=self._dbs["meta"]) as txn:
+            raw = txn.get(COMMITTED_AT_KEY)
+        return None if raw is None else float(raw)
+
     def get(self, table: str, key: bytes) -> bytes | None:
         with self.env.begin(db=self._dbs[table]) as txn:
             value = txn.get(key)
@@ -198,14 +210,15 @@ class PartitionStore:
             applied = txn.get(EVENTS_KEY, db=meta)
             txn.put(EVENTS_KEY, b"%d" % ((0 if applied is None else int(applied)) + events), db=meta)
             txn.put(OFFSET_KEY, b"%d" % last_offset, db=meta)
+            txn.put(COMMITTED_AT_KEY, b"%.6f" % time.time(), db=meta)
             crashpoint("lmdb-commit")
         crashpoint("after-lmdb-commit")
 
     def records(self, txn: lmdb.Transaction | None = None) -> Iterator[tuple[str, bytes, bytes]]:
         """Every (table, key, value) in canonical order: tables as declared, keys sorted bytewise.
 
-        The last record is ``("meta", b"offset", ...)``; ``events_applied`` is bookkeeping, not state,
-        and is left out so a replayed state and a recovered one compare equal.
+        The last record is ``("meta", b"offset", ...)``; ``events_applied`` and ``committed_at`` are
+        bookkeeping, not state, and are left out so a replayed state and a recovered one compare equal.
         """
         own = txn is None
         view = self.env.begin() if txn is None else txn

@@ -7,7 +7,10 @@ import time
 
 import click
 
+from projector.state_directory import StateDirectory
+from projector.store import CONFIG_DIR_NAME
 from rewind.commands.context import echo_json, json_option, settings_from
+from rewind.config import Settings
 from rewind.errors import RewindError
 from rewind.lag import LagMonitor, LagReport
 
@@ -52,6 +55,12 @@ _COLUMNS = (
     help="Seconds between samples with --watch.",
 )
 @click.option("--count", type=click.IntRange(min=1), metavar="N", help="With --watch: stop after N samples.")
+@click.option(
+    "--state",
+    "state_dir",
+    metavar="DIR",
+    help="Without --group: the projector's state directory, whose stored offsets are measured.",
+)
 @click.pass_context
 def lag(
     ctx: click.Context,
@@ -62,8 +71,12 @@ def lag(
     watch: bool,
     interval: float,
     count: int | None,
+    state_dir: str | None,
 ) -> None:
     """Show consumer lag per partition: offsets, lag in messages and seconds, and a status.
+
+    Without --group: the projector's own lag, from the offsets stored with its state (LMDB) and
+    the time of each commit; with --group: any consumer group's committed offsets.
 
     Statuses (worst last): OK, WARNING (falling behind), REWOUND (offset moved back), STALLED
     (committing without moving), STOPPED (not committing), DATA_LOSS (retention deleted unread
@@ -73,13 +86,22 @@ def lag(
     for name in ("interval", "count"):
         if not watch and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError(f"--{name} needs --watch")
-    settings = settings_from(ctx, **{"lag.window_seconds": window})
+    settings = settings_from(ctx, **{"lag.window_seconds": window, "state.dir": state_dir})
+    use_state = group is None and (settings.state_dir / "LAYOUT").is_file()
     if group is None:
         group = str(settings["projector.group"])
         topic = topic or settings.events_topic
     with LagMonitor.from_settings(settings) as monitor:
+
+        def evaluate() -> LagReport:
+            assert group is not None
+            if use_state:
+                offsets, commit_times = stored_offsets(settings, topic)
+                return monitor.evaluate_offsets(offsets, name=group, commit_times=commit_times)
+            return monitor.evaluate_group(group, topic)
+
         if not watch:
-            report = monitor.evaluate_group(group, topic)
+            report = evaluate()
             if not report.partitions:
                 raise _no_offsets(group, topic)
             if as_json:
@@ -91,7 +113,7 @@ def lag(
         while count is None or taken < count:
             if taken:
                 time.sleep(interval)
-            report = monitor.evaluate_group(group, topic)
+            report = evaluate()
             taken += 1
             if as_json:
                 click.echo(json.dumps(report.to_json(), sort_keys=True))
@@ -100,6 +122,29 @@ def lag(
                 click.echo(render_table(report))
                 if not report.partitions:
                     click.echo(f"(no committed offsets yet; sampling every {interval:g}s)")
+
+
+def stored_offsets(
+    settings: Settings, topic: str | None
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], float]]:
+    """The projector's next offsets and commit times, read from its state directory."""
+    offsets: dict[tuple[str, int], int] = {}
+    commit_times: dict[tuple[str, int], float] = {}
+    with StateDirectory.open_readonly(settings.state_dir) as directory:
+        for name in directory.store_names():
+            store = directory.store(name)
+            key = (
+                (settings.config_topic, 0)
+                if name == CONFIG_DIR_NAME
+                else (settings.events_topic, int(name.removeprefix("events-p")))
+            )
+            if topic is not None and key[0] != topic:
+                continue
+            offsets[key] = store.offset() + 1
+            committed = store.committed_at()
+            if committed is not None:
+                commit_times[key] = committed
+    return offsets, commit_times
 
 
 def _no_offsets(group: str, topic: str | None) -> RewindError:

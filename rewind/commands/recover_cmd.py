@@ -142,7 +142,9 @@ def replay(
     if as_json:
         echo_json({"out": out_dir, "stores": rows})
         return
-    for row in rows:
-        base = "log start" if row["snapshot_offset"] is None else f"snapshot @{row['snapshot_offset']}"
-        click.echo(f"{row['store']}: first {row['events']} events (from {base})")
+    for store in stores:
+        for reason in store.rejected_snapshots:
+            click.secho(f"  skipped corrupt snapshot: {reason}", fg="yellow", err=True)
+        base = "log start" if store.snapshot_offset is None else f"snapshot @{store.snapshot_offset}"
+        click.echo(f"{store.name}: first {store.events} events (from {base})")
     click.echo(f"state written to {out_dir}; read it with `rewind state positions --state {out_dir}`")
