@@ -19,21 +19,15 @@ import io
 import json
 import pstats
 import resource
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from producers.event_producer import EventProducer
-from producers.simulator import SimulationParams, run_simulation
+from bench.harness import bench_broker, bench_topics, produce
 from projector.runner import Projector
-from rewind.config import load_settings
-from rewind.kafka_local import LocalKafka
-from rewind.topics import desired_topics, ensure_topics
 from schemas.codec import default_codec
 
 RESULTS = Path(__file__).parent / "results"
@@ -99,52 +93,18 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the projector")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="rewind-bench-") as scratch:
-        broker = None
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            broker = LocalKafka(Path(scratch) / "home")
-            bootstrap = str(broker.start().address)
-        try:
-            run(args, bootstrap, Path(scratch))
-        finally:
-            if broker is not None:
-                broker.stop()
+    with bench_broker(args.bootstrap) as (bootstrap, scratch):
+        run(args, bootstrap, scratch)
 
 
 def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    env = {
-        "REWIND_BOOTSTRAP": bootstrap,
-        "REWIND_TOPICS_EVENTS": f"{prefix}.events",
-        "REWIND_TOPICS_CONFIG": f"{prefix}.config",
-        "REWIND_TOPICS_DEADLETTER": f"{prefix}.dlq",
-        "REWIND_TOPICS_PARTITIONS": str(args.partitions),
-        "REWIND_PROJECTOR_BATCH_EVENTS": str(args.batch_events),
-        "REWIND_HOME": str(scratch / "home"),
-    }
-    settings = load_settings(environ=env)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    ensure_topics(admin, desired_topics(settings))
-    try:
+    extra = {"REWIND_PROJECTOR_BATCH_EVENTS": str(args.batch_events)}
+    with bench_topics(bootstrap, scratch, args.partitions, **extra) as settings:
         print(f"producing {args.events:,} simulated events into {settings.events_topic} ...", flush=True)
-        producer = EventProducer(
-            {"bootstrap.servers": bootstrap},
-            events_topic=settings.events_topic,
-            config_topic=settings.config_topic,
-        )
-        with producer:
-            summary = run_simulation(
-                SimulationParams(events=args.events, accounts=args.accounts, seed=1), producer
-            )
-        total = sum(summary.last_offsets.get(settings.events_topic, {}).values()) + len(
-            summary.last_offsets.get(settings.events_topic, {})
-        )
+        summary = produce(settings, args.events, seed=1, accounts=args.accounts)
+        last = summary.last_offsets.get(settings.events_topic, {})
+        total = sum(last.values()) + len(last)
         everything = summary.events
-        print(
-            f"  {summary.events:,} events ({total:,} on the events topic) in {summary.seconds:.1f} s",
-            flush=True,
-        )
 
         rows = [
             measure(
@@ -196,8 +156,6 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
         path = RESULTS / f"projector-{time.strftime('%Y%m%dT%H%M%S')}.json"
         path.write_text(json.dumps(result, indent=2))
         print(f"wrote {path}")
-    finally:
-        admin.delete_topics([settings.events_topic, settings.config_topic, settings.deadletter_topic])
 
 
 if __name__ == "__main__":

@@ -15,39 +15,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
-import tempfile
+import subprocess
+import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
-
-from producers.event_producer import EventProducer
-from producers.simulator import SimulationParams, run_simulation
+from bench.harness import bench_broker, bench_topics, produce
 from projector import queries
 from projector.runner import CONFIG_PARTITION, Projector
 from projector.state_directory import StateDirectory
 from replayer.recovery import recover, store_name
 from replayer.timetravel import build_state_at
-from rewind.config import Settings, load_settings
-from rewind.kafka_local import LocalKafka
-from rewind.topics import desired_topics, ensure_topics
+from rewind.config import Settings
 from snapshotter.snapshot import take_snapshot
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def produce(settings: Settings, events: int, seed: int, accounts: int) -> int:
-    producer = EventProducer(
-        settings.client_config(), events_topic=settings.events_topic, config_topic=settings.config_topic
-    )
-    with producer:
-        summary = run_simulation(SimulationParams(events=events, accounts=accounts, seed=seed), producer)
-    print(f"  produced {summary.events:,} events in {summary.seconds:.1f} s", flush=True)
-    return summary.events
+REWIND = str(Path(sys.executable).with_name("rewind"))
 
 
 def project_with_snapshots(settings: Settings, state: Path, partitions: int, every: int) -> float:
@@ -82,10 +69,9 @@ def cold_replay(settings: Settings, state: Path, partitions: int) -> tuple[float
     return time.perf_counter() - started, progress.applied
 
 
-def batch_latencies(
-    settings: Settings, state: Path, partitions: int, snapshot_root: Path | None
-) -> list[float]:
-    """Per-batch apply latency of a full projection, optionally with a snapshotter running beside it."""
+def batch_latencies(settings: Settings, state: Path, partitions: int, snapshots: bool) -> list[float]:
+    """Per-batch apply latency of a full projection; with ``snapshots``, `rewind snapshot` child
+    processes run back to back beside it, as the service takes them."""
     latencies: list[float] = []
     projector = Projector(settings, range(partitions), state_dir=state, commit_group=False)
     stop = threading.Event()
@@ -97,27 +83,23 @@ def batch_latencies(
         latencies.append(time.perf_counter() - started)
 
     projector.apply_batch = timed  # type: ignore[method-assign]
+    env = dict(os.environ) | settings.as_environ()
 
     def snapshotter() -> None:
-        assert snapshot_root is not None
         while not stop.is_set():
-            for name in projector.directory.store_names():
-                if stop.is_set():
-                    break
-                take_snapshot(projector.directory.store(name), snapshot_root, name)
+            subprocess.run([REWIND, "snapshot", "--state", str(state)], env=env, capture_output=True)
 
-    thread = None
+    thread = threading.Thread(target=snapshotter, daemon=True)
     try:
         for p in range(partitions):
             projector.directory.partition(p)
         projector.directory.config()
-        if snapshot_root is not None:
-            thread = threading.Thread(target=snapshotter, daemon=True)
+        if snapshots:
             thread.start()
         projector.run(until_caught_up=True)
     finally:
         stop.set()
-        if thread is not None:
+        if snapshots:
             thread.join()
         projector.close()
     return latencies
@@ -143,121 +125,107 @@ def main() -> None:
     parser.add_argument("--travels", type=int, default=5)
     parser.add_argument("--interference-events", type=int, default=300_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rewind-bench-recovery-") as scratch:
-        broker = None
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            broker = LocalKafka(Path(scratch) / "home")
-            bootstrap = str(broker.start().address)
-        try:
-            run(args, bootstrap, Path(scratch))
-        finally:
-            if broker is not None:
-                broker.stop()
+    with bench_broker(args.bootstrap) as (bootstrap, scratch):
+        run(args, bootstrap, scratch)
 
 
 def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
-    prefix = f"bench-rec-{uuid.uuid4().hex[:6]}"
-    env = {
-        "REWIND_BOOTSTRAP": bootstrap,
-        "REWIND_HOME": str(scratch / "home"),
-        "REWIND_TOPICS_EVENTS": f"{prefix}.events",
-        "REWIND_TOPICS_CONFIG": f"{prefix}.config",
-        "REWIND_TOPICS_DEADLETTER": f"{prefix}.dlq",
-        "REWIND_TOPICS_PARTITIONS": str(args.partitions),
-    }
-    settings = load_settings(environ=env)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    ensure_topics(admin, desired_topics(settings))
+    with (
+        bench_topics(bootstrap, scratch, args.partitions) as settings,
+        bench_topics(bootstrap, scratch, args.partitions) as settings_c,
+    ):
+        measure(args, settings, settings_c, scratch)
+
+
+def measure(args: argparse.Namespace, settings: Settings, settings_c: Settings, scratch: Path) -> None:
     result: dict[str, object] = {"events": args.events, "tail": args.tail, "partitions": args.partitions}
-    try:
-        print(f"(a) {args.events:,} events, then snapshots, then a {args.tail:,}-event tail", flush=True)
-        produce(settings, args.events, seed=1, accounts=args.accounts)
-        seconds = project_with_snapshots(settings, settings.state_dir, args.partitions, args.snapshot_every)
-        with StateDirectory.open_readonly(settings.state_dir) as directory:
-            orders = len(queries.orders(directory))
-            positions = len(queries.positions(directory))
-        print(
-            f"  projected with snapshots every {args.snapshot_every:,} events in {seconds:.1f} s: "
-            f"{orders:,} orders, {positions:,} positions",
-            flush=True,
-        )
-        produce(settings, args.tail, seed=2, accounts=args.accounts)
-        report = recover(settings)
-        timings = report.as_dict()["timings_seconds"]
-        replay_seconds, replayed = cold_replay(settings, scratch / "cold", args.partitions)
-        print(f"  recover: {timings}", flush=True)
-        print(
-            f"  cold full replay: {replayed:,} events in {replay_seconds:.2f} s "
-            f"-> recovery is {replay_seconds / report.total_seconds:.1f}x faster",
-            flush=True,
-        )
-        result["a"] = {
-            "orders": orders,
-            "positions": positions,
-            "recover_seconds": timings,
-            "cold_replay_seconds": round(replay_seconds, 3),
-            "cold_replay_events": replayed,
-            "speedup": round(replay_seconds / report.total_seconds, 1),
-        }
-
-        print(f"(b) time travel to {args.travels} random points", flush=True)
-        chooser = random.Random(5)
-        travels = []
-        with StateDirectory.open_readonly(settings.state_dir) as directory:
-            ends = {p: directory.partition(p).offset() + 1 for p in range(args.partitions)}
-        for trial in range(args.travels):
-            partition = chooser.randrange(args.partitions)
-            k = chooser.randrange(1, ends[partition] + 1)
-            started = time.perf_counter()
-            stores = build_state_at(settings, scratch / f"travel-{trial}", {partition: k})
-            seconds = time.perf_counter() - started
-            base = stores[0].snapshot_offset
-            travels.append(
-                {"partition": partition, "k": k, "snapshot_offset": base, "seconds": round(seconds, 3)}
-            )
-            print(
-                f"  {store_name(partition)} first {k:,} events from snapshot @{base}: {seconds:.2f} s",
-                flush=True,
-            )
-        travels_at = []
-        for trial in range(2):
-            points = {p: chooser.randrange(1, ends[p] + 1) for p in range(args.partitions)}
-            points[CONFIG_PARTITION] = 0
-            started = time.perf_counter()
-            build_state_at(settings, scratch / f"travel-all-{trial}", points)
-            seconds = time.perf_counter() - started
-            travels_at.append(round(seconds, 3))
-            print(f"  all {args.partitions} partitions at random points: {seconds:.2f} s", flush=True)
-        result["b"] = {"single_partition": travels, "all_partitions_seconds": travels_at}
-
-        print(
-            f"(c) batch latency with and without snapshots ({args.interference_events:,} events)", flush=True
-        )
-        settings_c = load_settings(
-            environ=env
-            | {"REWIND_TOPICS_EVENTS": f"{prefix}.c.events", "REWIND_TOPICS_CONFIG": f"{prefix}.c.config"}
-        )
-        ensure_topics(admin, desired_topics(settings_c))
-        produce(settings_c, args.interference_events, seed=3, accounts=args.accounts)
-        without = batch_latencies(settings_c, scratch / "c-without", args.partitions, None)
-        with_snapshots = batch_latencies(settings_c, scratch / "c-with", args.partitions, scratch / "c-snaps")
-        rows = {}
-        for label, values in (("without", without), ("with snapshots", with_snapshots)):
-            rows[label] = {
-                "batches": len(values),
-                "p50_ms": round(statistics.median(values) * 1000, 2),
-                "p99_ms": round(pct(values, 0.99) * 1000, 2),
-            }
-            print(f"  {label:<15} {rows[label]}", flush=True)
-        result["c"] = rows
-        admin.delete_topics([settings_c.events_topic, settings_c.config_topic])
-    finally:
-        admin.delete_topics([settings.events_topic, settings.config_topic, settings.deadletter_topic])
+    result["a"] = measure_recovery(args, settings, scratch)
+    result["b"] = measure_time_travel(args, settings, scratch)
+    result["c"] = measure_interference(args, settings_c, scratch)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"recovery-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
+
+
+def measure_recovery(args: argparse.Namespace, settings: Settings, scratch: Path) -> dict[str, object]:
+    print(f"(a) {args.events:,} events, then snapshots, then a {args.tail:,}-event tail", flush=True)
+    produce(settings, args.events, seed=1, accounts=args.accounts)
+    seconds = project_with_snapshots(settings, settings.state_dir, args.partitions, args.snapshot_every)
+    with StateDirectory.open_readonly(settings.state_dir) as directory:
+        orders = len(queries.orders(directory))
+        positions = len(queries.positions(directory))
+    print(
+        f"  projected with snapshots every {args.snapshot_every:,} events in {seconds:.1f} s: "
+        f"{orders:,} orders, {positions:,} positions",
+        flush=True,
+    )
+    produce(settings, args.tail, seed=2, accounts=args.accounts)
+    report = recover(settings)
+    timings = report.as_dict()["timings_seconds"]
+    replay_seconds, replayed = cold_replay(settings, scratch / "cold", args.partitions)
+    print(f"  recover: {timings}", flush=True)
+    print(
+        f"  cold full replay: {replayed:,} events in {replay_seconds:.2f} s "
+        f"-> recovery is {replay_seconds / report.total_seconds:.1f}x faster",
+        flush=True,
+    )
+    return {
+        "orders": orders,
+        "positions": positions,
+        "recover_seconds": timings,
+        "cold_replay_seconds": round(replay_seconds, 3),
+        "cold_replay_events": replayed,
+        "speedup": round(replay_seconds / report.total_seconds, 1),
+    }
+
+
+def measure_time_travel(args: argparse.Namespace, settings: Settings, scratch: Path) -> dict[str, object]:
+    print(f"(b) time travel to {args.travels} random points", flush=True)
+    chooser = random.Random(5)
+    travels = []
+    with StateDirectory.open_readonly(settings.state_dir) as directory:
+        ends = {p: directory.partition(p).offset() + 1 for p in range(args.partitions)}
+    for trial in range(args.travels):
+        partition = chooser.randrange(args.partitions)
+        k = chooser.randrange(1, ends[partition] + 1)
+        started = time.perf_counter()
+        stores = build_state_at(settings, scratch / f"travel-{trial}", {partition: k})
+        seconds = time.perf_counter() - started
+        base = stores[0].snapshot_offset
+        travels.append(
+            {"partition": partition, "k": k, "snapshot_offset": base, "seconds": round(seconds, 3)}
+        )
+        print(
+            f"  {store_name(partition)} first {k:,} events from snapshot @{base}: {seconds:.2f} s", flush=True
+        )
+    travels_at = []
+    for trial in range(2):
+        points = {p: chooser.randrange(1, ends[p] + 1) for p in range(args.partitions)}
+        points[CONFIG_PARTITION] = 0
+        started = time.perf_counter()
+        build_state_at(settings, scratch / f"travel-all-{trial}", points)
+        seconds = time.perf_counter() - started
+        travels_at.append(round(seconds, 3))
+        print(f"  all {args.partitions} partitions at random points: {seconds:.2f} s", flush=True)
+    return {"single_partition": travels, "all_partitions_seconds": travels_at}
+
+
+def measure_interference(args: argparse.Namespace, settings: Settings, scratch: Path) -> dict[str, object]:
+    print(f"(c) batch latency with and without snapshots ({args.interference_events:,} events)", flush=True)
+    produce(settings, args.interference_events, seed=3, accounts=args.accounts)
+    without = batch_latencies(settings, scratch / "c-without", args.partitions, snapshots=False)
+    with_snapshots = batch_latencies(settings, scratch / "c-with", args.partitions, snapshots=True)
+    rows: dict[str, object] = {}
+    for label, values in (("without", without), ("with snapshots", with_snapshots)):
+        row = {
+            "batches": len(values),
+            "p50_ms": round(statistics.median(values) * 1000, 2),
+            "p99_ms": round(pct(values, 0.99) * 1000, 2),
+        }
+        rows[label] = row
+        print(f"  {label:<15} {row}", flush=True)
+    return rows
 
 
 if __name__ == "__main__":

@@ -186,6 +186,20 @@ class Settings:
         config.update(overrides)
         return config
 
+    def as_environ(self) -> dict[str, str]:
+        """These settings as REWIND_* variables: what a child ``rewind`` command needs to see the
+        same configuration (secrets included, so pass it only to children)."""
+        env = {
+            setting.env: str(self.values[setting.key]).lower()
+            if isinstance(self.values[setting.key], bool)
+            else str(self.values[setting.key])
+            for setting in SETTINGS
+        }
+        env["REWIND_BOOTSTRAP"] = self.bootstrap
+        for name, value in self.kafka_properties.items():
+            env["REWIND_KAFKA_" + name.replace(".", "_").upper()] = value
+        return env
+
     def masked(self) -> dict[str, object]:
         """Every effective value with its source, secrets masked: for `rewind config show`."""
         shown: dict[str, object] = {}

@@ -126,7 +126,8 @@ class Service:
                 [REWIND, "snapshot", "--json", "--state", str(self._settings.state_dir)],
                 capture_output=True,
                 text=True,
-                env=self._child_env(),
+                env={k: v for k, v in os.environ.items() if k != "REWIND_CONFIG"}
+                | self._settings.as_environ(),
             )
             seconds = time.monotonic() - started
             if taken.returncode != 0:
@@ -141,19 +142,6 @@ class Service:
             self._events_at_last_snapshot = self._applied()
             self._last_snapshot_at = time.monotonic()
         return rows
-
-    def _child_env(self) -> dict[str, str]:
-        """The environment for a child ``rewind`` command: this service's effective configuration."""
-        env = dict(os.environ)
-        for key, value in self._settings.values.items():
-            env["REWIND_" + key.replace(".", "_").upper()] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
-        env["REWIND_BOOTSTRAP"] = self._settings.bootstrap
-        for name, value in self._settings.kafka_properties.items():
-            env["REWIND_KAFKA_" + name.replace(".", "_").upper()] = value
-        env.pop("REWIND_CONFIG", None)
-        return env
 
     def request_rebuild(self) -> dict[str, Any]:
         if self._rebuild.is_set() or not self._readable.is_set():
