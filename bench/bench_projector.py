@@ -27,6 +27,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.harness import bench_broker, bench_topics, produce
+from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import Projector
 from schemas.codec import default_codec
 
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--batch-events", type=int, default=5000)
     parser.add_argument("--profile", action="store_true", help="also print a cProfile of the projector")
     args = parser.parse_args()
+    tune_gc_for_projection()
 
     with bench_broker(args.bootstrap) as (bootstrap, scratch):
         run(args, bootstrap, scratch)

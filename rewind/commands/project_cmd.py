@@ -9,6 +9,7 @@ from types import FrameType
 import click
 from confluent_kafka.admin import AdminClient
 
+from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import Progress, Projector, parse_partitions
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.topics import events_partition_count
@@ -49,6 +50,7 @@ def project(
         },
     )
     count = events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
+    tune_gc_for_projection()
     projector = Projector(settings, parse_partitions(partitions, count))
     stop = threading.Event()
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import Progress, parse_partitions
 from replayer.progress import RecoveryTracker
 from replayer.recovery import RecoveryReport, recover
@@ -41,6 +42,7 @@ def recover_cmd(
         chosen = parse_partitions(
             partitions, events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
         )
+    tune_gc_for_projection()
     tracker = RecoveryTracker()
     outcome: dict[str, object] = {}
 

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from projector.gc_tuning import tune_gc_for_projection
 from rewind.commands.context import settings_from
 from rewind.service import Service
 
@@ -25,5 +26,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None, state_dir: str
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    tune_gc_for_projection()
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     ctx.exit(Service(settings).run())
