@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from producers.fixed_point import INT64_MAX, FixedInput, to_fixed
+from producers.fixed_point import INT64_MAX, INT64_MIN, FixedInput, to_fixed
 
 Event = dict[str, Any]
 
@@ -501,3 +501,247 @@ def validate_event(event: Mapping[str, Any]) -> Event:
         if name not in fields:
             raise ValueError(f"{type_name}.{name} is required")
     return BUILDERS[type_name](**fields)
+
+
+# Exact acceptance, for the producer's fused check-and-encode (schemas.codec.Codec.compiled_encoder).
+# Each function takes an event's field values in schema order, already of their exact Avro types (the
+# generated encoder checks str/int/None, the 64-bit range and the enum symbols, which are the tuples
+# above), and returns True only if the type's builder would return the event unchanged. False means
+# "ask the builder": it raises the precise error, or normalizes (a decimal string, say).
+def _ids(names: int) -> Callable[[str], re.Match[str] | None]:
+    """One regex call for an event_id and ``names`` space-joined names (non-empty, no whitespace)."""
+    return re.compile(_UUID.pattern + r"(?: \S+)" * names).fullmatch
+
+
+_IDS2, _IDS3, _IDS4, _IDS5 = (_ids(n) for n in range(2, 6))
+
+
+def _plain_text(value: str) -> bool:
+    return value != "" and value == value.strip()
+
+
+# Venue and currency codes are a small set: remember the ones that matched (at most 4096).
+_KNOWN_MICS: set[str] = set()
+_KNOWN_CURRENCIES: set[str] = set()
+
+
+def _matches(pattern: re.Pattern[str], known: set[str], value: str) -> bool:
+    if pattern.match(value) is None:
+        return False
+    if len(known) < 4096:
+        known.add(value)
+    return True
+
+
+def _accept_order_submitted(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    order_id: str,
+    client_order_id: str,
+    symbol: str,
+    side: str,
+    order_type: str,
+    limit_price: int | None,
+    quantity: int,
+    time_in_force: str,
+) -> bool:
+    return (
+        event_type == "OrderSubmitted"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS5(f"{event_id} {account_id} {source} {order_id} {client_order_id} {symbol}") is not None
+        and (limit_price is None if order_type == "MARKET" else limit_price is not None and limit_price > 0)
+        and quantity > 0
+    )
+
+
+def _accept_order_accepted(
+    event_id: str, event_type: str, occurred_at: int, account_id: str, source: str, order_id: str
+) -> bool:
+    return (
+        event_type == "OrderAccepted"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
+    )
+
+
+def _accept_order_rejected(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    order_id: str,
+    reason: str,
+    reject_code: str | None,
+) -> bool:
+    return (
+        event_type == "OrderRejected"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
+        and _plain_text(reason)
+        and (reject_code is None or _plain_text(reject_code))
+    )
+
+
+def _accept_order_replaced(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    order_id: str,
+    new_limit_price: int | None,
+    new_quantity: int | None,
+) -> bool:
+    return (
+        event_type == "OrderReplaced"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
+        and (new_limit_price is not None or new_quantity is not None)
+        and (new_limit_price is None or new_limit_price > 0)
+        and (new_quantity is None or new_quantity > 0)
+    )
+
+
+def _accept_order_canceled(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    order_id: str,
+    reason: str | None,
+) -> bool:
+    return (
+        event_type == "OrderCanceled"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
+        and (reason is None or _plain_text(reason))
+    )
+
+
+def _accept_order_expired(
+    event_id: str, event_type: str, occurred_at: int, account_id: str, source: str, order_id: str
+) -> bool:
+    return (
+        event_type == "OrderExpired"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
+    )
+
+
+def _accept_fill(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    exec_id: str,
+    order_id: str,
+    quantity: int,
+    price: int,
+    fee: int,
+    liquidity: str,
+    venue: str | None,
+) -> bool:
+    return (
+        event_type == "Fill"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS4(f"{event_id} {account_id} {source} {exec_id} {order_id}") is not None
+        and quantity > 0
+        and price > 0
+        and fee >= 0
+        and (venue is None or venue in _KNOWN_MICS or _matches(_MIC, _KNOWN_MICS, venue))
+    )
+
+
+def _accept_position_adjusted(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    symbol: str,
+    mode: str,
+    quantity: int,
+    price: int,
+    reason: str,
+) -> bool:
+    return (
+        event_type == "PositionAdjusted"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS3(f"{event_id} {account_id} {source} {symbol}") is not None
+        and (quantity != 0 or mode != "DELTA")
+        and price > 0
+    )
+
+
+def _accept_balance_changed(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    currency: str,
+    amount: int,
+    reason: str,
+) -> bool:
+    return (
+        event_type == "BalanceChanged"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+        and _IDS2(f"{event_id} {account_id} {source}") is not None
+        and (currency in _KNOWN_CURRENCIES or _matches(_CURRENCY, _KNOWN_CURRENCIES, currency))
+        and amount != 0
+    )
+
+
+def _accept_config_changed(
+    event_id: str,
+    event_type: str,
+    occurred_at: int,
+    account_id: str,
+    source: str,
+    key: str,
+    value_type: str,
+    value: bool | int | str,
+    version: int,
+    changed_by: str,
+) -> bool:
+    return (
+        event_type == "ConfigChanged"
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id == DESK_WIDE
+        and _IDS3(f"{event_id} {source} {key} {changed_by}") is not None
+        and version > 0
+        and type(value) is _CONFIG_TYPES[value_type]
+        and (value_type != "INTEGER" or value != INT64_MIN)
+    )
+
+
+_CONFIG_TYPES: Final[Mapping[str, type]] = {"BOOLEAN": bool, "INTEGER": int, "DECIMAL": int, "STRING": str}
+
+ACCEPT: Final[Mapping[str, Callable[..., bool]]] = {
+    "OrderSubmitted": _accept_order_submitted,
+    "OrderAccepted": _accept_order_accepted,
+    "OrderRejected": _accept_order_rejected,
+    "OrderReplaced": _accept_order_replaced,
+    "OrderCanceled": _accept_order_canceled,
+    "OrderExpired": _accept_order_expired,
+    "Fill": _accept_fill,
+    "PositionAdjusted": _accept_position_adjusted,
+    "BalanceChanged": _accept_balance_changed,
+    "ConfigChanged": _accept_config_changed,
+}
+"""Per type: True only if the builder accepts these exactly-typed field values unchanged (see above)."""

@@ -1,11 +1,15 @@
 """Putting events on Kafka: validated, encoded, routed, and never silently lost.
 
 :class:`EventProducer` wraps one idempotent ``confluent_kafka.Producer`` (``enable.idempotence=true``,
-``acks=all``; a caller property contradicting either is refused). Every event is re-validated by its
-type's builder and encoded with the current schema *before* it is handed to librdkafka, so nothing
-invalid can reach a topic. Routing follows ``docs/events.md``: ``ConfigChanged`` to the config topic
-keyed by the config key, everything else to the events topic keyed by ``account_id``; every record
-carries the header ``event_type``.
+``acks=all``; a caller property contradicting either is refused). Every event is validated against its
+type's builder rules and encoded with the current schema *before* it is handed to librdkafka, so
+nothing invalid can reach a topic. The usual case, an event already in the builders' normalized form,
+takes one generated pass that checks each field once and writes its bytes
+(:meth:`schemas.codec.Codec.compiled_encoder` with :data:`producers.builders.ACCEPT`); any other
+event goes through :func:`producers.builders.validate_event` (which normalizes it or raises the
+precise error) and :meth:`schemas.codec.Codec.encode`. Routing follows ``docs/events.md``:
+``ConfigChanged`` to the config topic keyed by the config key, everything else to the events topic
+keyed by ``account_id``; every record carries the header ``event_type``.
 
 Two ways to send:
 
@@ -30,9 +34,9 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.builders import validate_event
+from producers.builders import ACCEPT, validate_event
 from rewind.errors import RewindError
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec, Encoder, default_codec
 
 CONFIG_EVENT: Final = "ConfigChanged"
 REQUIRED_PROPERTIES: Final[Mapping[str, str]] = {"enable.idempotence": "true", "acks": "all"}
@@ -40,6 +44,7 @@ _ACKS_ALL = frozenset({"all", "-1"})
 POLL_EVERY: Final = 64  # emit_async serves delivery reports every this many records
 
 ClientConfig = Mapping[str, str | int | float | bool]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class ProduceError(RewindError):
@@ -129,9 +134,16 @@ class EventProducer:
         self._failures: list[DeliveryFailure] = []
         self._fatal: KafkaError | None = None
         self._known_topics: set[str] = set()
-        self._headers: dict[str, list[tuple[str, str | bytes | None]]] = {
-            name: [("event_type", name.encode())] for name in self.codec.catalog.type_names()
-        }
+        # Per type, built once: (topic, key field, headers); librdkafka copies the header list per record.
+        self._routes: dict[str, tuple[str, str, Headers]] = {}
+        for name in self.codec.catalog.type_names():
+            topic, key_field = (config_topic, "key") if name == CONFIG_EVENT else (events_topic, "account_id")
+            self._routes[name] = (topic, key_field, [("event_type", name.encode())])
+        self._encoders: dict[str, Encoder] = {}
+        for name, accept in ACCEPT.items():
+            encoder = self.codec.compiled_encoder(name, accept)
+            if encoder is not None:
+                self._encoders[name] = encoder
         config: dict[str, Any] = producer_config(client_config)
         config["error_cb"] = self._on_error
         self._producer = Producer(config)
@@ -159,10 +171,16 @@ class EventProducer:
         outcome: list[Message | KafkaError] = []
 
         def delivered(err: KafkaError | None, message: Message) -> None:
-            self._record(err, message)
+            if err is None:
+                self._delivered_async(err, message)
+            else:
+                self.failed += 1  # raised by emit, not collected for flush
             outcome.append(err if err is not None else message)
 
-        topic, event_id, event_type = self._produce(event, delivered)
+        self._raise_if_fatal()
+        topic, value, key, event_type, headers = self._prepare(event)
+        self._send(topic, value, key, headers, delivered)
+        event_id = event["event_id"]
         deadline = time.monotonic() + timeout
         while not outcome:
             remaining = deadline - time.monotonic()
@@ -190,7 +208,28 @@ class EventProducer:
         Raises ``ValueError`` for an invalid event (nothing is queued). Blocks only while librdkafka's
         local queue is full (back-pressure).
         """
-        self._produce(event, self._on_async_delivery)
+        # The hot path of the producer, so _prepare and _send are written out here.
+        if self._fatal is not None:
+            self._raise_if_fatal()
+        try:
+            event_type = event["event_type"]
+            value = self._encoders[event_type](event)
+        except Exception:  # not a normalized event of a known type: validate_event decides below
+            value = None
+        if value is None:
+            topic, value, key, event_type, headers = self._prepare(event)
+        else:
+            topic, key_field, headers = self._routes[event_type]
+            key = event[key_field]
+            if topic not in self._known_topics:
+                self._check_topic(topic)
+        try:
+            self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_async_delivery)
+        except BufferError:
+            self._send(topic, value, key, headers, self._on_async_delivery, count=False)
+        self.queued += 1
+        if not self.queued % POLL_EVERY:
+            self._producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every queued record is acknowledged or failed.
@@ -234,37 +273,48 @@ class EventProducer:
             return self.config_topic, str(event["key"])
         return self.events_topic, str(event["account_id"])
 
-    def _produce(
-        self, event: Mapping[str, Any], on_delivery: Callable[[KafkaError | None, Message], None]
-    ) -> tuple[str, str, str]:
-        self._raise_if_fatal()
-        checked = validate_event(event)
-        value = self.codec.encode(checked)
-        topic, key = self.route(checked)
+    def _prepare(self, event: Mapping[str, Any]) -> tuple[str, bytes, str, str, Headers]:
+        """(topic, value, key, event_type, headers) of a valid event; ``ValueError`` for an invalid one."""
+        try:
+            event_type = event["event_type"]
+            value = self._encoders[event_type](event)
+        except Exception:  # not a normalized event of a known type: validate_event decides below
+            value = None
+        if value is None:
+            checked = validate_event(event)
+            value = self.codec.encode(checked)
+            event, event_type = checked, checked["event_type"]
+        topic, key_field, headers = self._routes[event_type]
         if topic not in self._known_topics:
             self._check_topic(topic)
-        event_type = checked["event_type"]
+        return topic, value, event[key_field], event_type, headers
+
+    def _send(
+        self,
+        topic: str,
+        value: bytes,
+        key: str,
+        headers: Headers,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+        *,
+        count: bool = True,
+    ) -> None:
+        """Hand one record to librdkafka, serving delivery reports while its queue is full."""
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key.encode(), headers=self._headers[event_type], on_delivery=on_delivery
-                )
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 self._producer.poll(0.05)
-        self.queued += 1
-        if not self.queued % POLL_EVERY:
-            self._producer.poll(0)
-        return topic, checked["event_id"], event_type
+        if count:
+            self.queued += 1
+            if not self.queued % POLL_EVERY:
+                self._producer.poll(0)
 
     def _delivered_async(self, err: KafkaError | None, message: Message) -> None:
-        self._record(err, message)
-        if err is not None:
-            self._failures.append(self._failure(err, message))
-
-    def _record(self, err: KafkaError | None, message: Message) -> None:
         if err is not None:
             self.failed += 1
+            self._failures.append(self._failure(err, message))
             return
         latency = message.latency() or 0.0
         self.acked += 1
@@ -272,7 +322,8 @@ class EventProducer:
         self.latency_sum_s += latency
         if latency > self.latency_max_s:
             self.latency_max_s = latency
-        self.last_offsets[(str(message.topic()), int(message.partition() or 0))] = int(message.offset() or 0)
+        # topic, partition and offset are set on every delivered record
+        self.last_offsets[(message.topic(), message.partition())] = message.offset()  # type: ignore[index,assignment]
         if self.latency_observer is not None:
             self.latency_observer(latency)
 

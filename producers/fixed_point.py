@@ -8,8 +8,10 @@ error, not a rounding.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final
+
+from projector.fixed import format_fixed, parse_fixed
 
 SCALE: Final = 8
 ONE: Final = 10**SCALE
@@ -25,34 +27,28 @@ def parse_decimal(text: str | Decimal, *, field: str) -> int:
     Accepts an optional sign, digits, an optional fractional part and ``_`` separators
     (``"-1_000.5"``). Raises ``ValueError`` naming ``field`` for anything else, for more than 8
     fractional digits, and for values outside the signed 64-bit range of an Avro ``long``.
+    The exact parsing itself is :func:`projector.fixed.parse_fixed`, shared with the read side.
     """
+    shown = str(text)
     if isinstance(text, Decimal):
-        number = text
-        shown = str(text)
+        if not text.is_finite():
+            raise ValueError(f"{field} must be a finite decimal number, got {shown!r}")
+        cleaned = format(text, "f")
     else:
-        shown = text
         cleaned = text.strip().replace("_", "")
-        if not cleaned or any(c not in "+-.0123456789" for c in cleaned):
-            raise ValueError(f"{field} must be a decimal number like 12.50, got {text!r}")
-        try:
-            number = Decimal(cleaned)
-        except InvalidOperation:
-            raise ValueError(f"{field} must be a decimal number like 12.50, got {text!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"{field} must be a finite decimal number, got {shown!r}")
-    sign, digits, exponent = number.as_tuple()
-    assert isinstance(exponent, int)
-    coefficient = int("".join(map(str, digits)) or "0")
-    shift = exponent + SCALE
-    if coefficient and len(digits) + shift > 20:
-        raise ValueError(f"{field} is out of range for a scale-{SCALE} 64-bit integer: {shown!r}")
-    if shift >= 0:
-        value = coefficient * int(10**shift)
-    else:
-        value, rest = divmod(coefficient, int(10**-shift))
-        if rest:
-            raise ValueError(f"{field} has more than {SCALE} decimal places: {shown!r}")
-    value = -value if sign else value
+    whole, dot, fraction = cleaned.partition(".")
+    if len(fraction) > SCALE and fraction[SCALE:].strip("0") == "":
+        cleaned = whole + dot + fraction[:SCALE]  # trailing zeros past the scale are exact, not rounding
+    try:
+        value = parse_fixed(cleaned, SCALE)
+    except ValueError:
+        if (
+            "." in cleaned
+            and len(cleaned.partition(".")[2]) > SCALE
+            and cleaned.replace(".", "", 1).lstrip("+-").isdigit()
+        ):
+            raise ValueError(f"{field} has more than {SCALE} decimal places: {shown!r}") from None
+        raise ValueError(f"{field} must be a decimal number like 12.50, got {shown!r}") from None
     if not INT64_MIN <= value <= INT64_MAX:
         raise ValueError(f"{field} is out of range for a scale-{SCALE} 64-bit integer: {shown!r}")
     return value
@@ -83,7 +79,4 @@ def to_fixed(value: object, *, field: str) -> int:
 
 def format_decimal(value: int) -> str:
     """The exact human text of a scale-8 integer, trailing zeros trimmed: ``1_250_000_000`` -> ``12.5``."""
-    sign = "-" if value < 0 else ""
-    whole, fraction = divmod(abs(value), ONE)
-    digits = str(fraction).rjust(SCALE, "0").rstrip("0")
-    return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
+    return format_fixed(value, SCALE)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from producers import builders
 from producers.fixed_point import format_decimal, parse_decimal, to_fixed
-from schemas.codec import decode, encode
+from producers.simulator import SimulationParams, simulate
+from schemas.codec import decode, default_codec, encode
 
 T0 = 1_767_225_600_000_000
 VALID: dict[str, tuple[Callable[..., dict[str, Any]], dict[str, Any]]] = {
@@ -225,3 +227,183 @@ def test_parse_decimal_refuses(text: str | Decimal, message: str) -> None:
 def test_format_and_parse_are_inverse(value: int) -> None:
     assert parse_decimal(format_decimal(value), field="x") == value
     assert to_fixed(value, field="x") == value
+
+
+# The producer's fused path: builders.ACCEPT inside the codec's generated encoder (Codec.compiled_encoder)
+# must only ever accept events the builders return unchanged, and must encode them as encode() does.
+CODEC = default_codec()
+CHECKED = {name: CODEC.compiled_encoder(name, accept) for name, accept in builders.ACCEPT.items()}
+SYMBOLS = {
+    ("OrderSubmitted", "side"): builders.SIDES,
+    ("OrderSubmitted", "order_type"): builders.ORDER_TYPES,
+    ("OrderSubmitted", "time_in_force"): builders.TIMES_IN_FORCE,
+    ("Fill", "liquidity"): builders.LIQUIDITY,
+    ("PositionAdjusted", "mode"): builders.ADJUST_MODES,
+    ("PositionAdjusted", "reason"): builders.ADJUST_REASONS,
+    ("BalanceChanged", "reason"): builders.BALANCE_REASONS,
+    ("ConfigChanged", "value_type"): builders.CONFIG_VALUE_TYPES,
+}
+
+
+def _typed(event: dict[str, Any]) -> list[tuple[str, type, Any]]:
+    return sorted((name, type(value), value) for name, value in event.items())
+
+
+def test_accept_covers_every_type_field_and_builder_parameter() -> None:
+    assert set(builders.ACCEPT) == set(builders.BUILDERS) == set(CODEC.catalog.type_names())
+    for name, accept in builders.ACCEPT.items():
+        fields = CODEC.catalog.current(name).field_names()
+        assert tuple(inspect.signature(accept).parameters) == fields
+        assert set(inspect.signature(builders.BUILDERS[name]).parameters) == set(fields) - {"event_type"}
+        assert CHECKED[name] is not None
+
+
+def test_builder_symbols_are_the_schema_enums() -> None:
+    """The checked encoder leaves enum fields to the schema: its symbols must be the builders'."""
+    enums = {
+        (version.type_name, field["name"]): tuple(field["type"]["symbols"])
+        for version in CODEC.catalog
+        for field in version.schema["fields"]
+        if isinstance(field["type"], dict) and field["type"]["type"] == "enum"
+    }
+    assert enums == SYMBOLS
+
+
+def test_every_simulated_event_takes_the_checked_path() -> None:
+    for event in simulate(SimulationParams(events=5000, seed=3, anomaly_rate=0.05)):
+        encoder = CHECKED[event["event_type"]]
+        assert encoder is not None
+        assert encoder(event) == encode(event), event
+
+
+class _Text(str):
+    pass
+
+
+class _Number(int):
+    pass
+
+
+TRICKY_VALUES: list[Any] = [
+    "",
+    " ",
+    "a b",
+    "a\tb",
+    "x\n",
+    "\u00a0x",
+    "x\u2028",
+    "\x1cx",
+    "x\x00",
+    "*",
+    "ACC-1",
+    "O 1",
+    "XNAS",
+    "XNAS\n",
+    "xnas",
+    "XNA",
+    "USD",
+    "usd",
+    "US",
+    "USD\n",
+    "12.5",
+    "0",
+    "reason ",
+    "1C0F0A52-34B6-4D8E-9A51-0C3F4F6B7A01",
+    "1c0f0a52-34b6-4d8e-9a51-0c3f4f6b7a01",
+    "1c0f0a52-34b6-4d8e-9a51-0c3f4f6b7a011",
+    "1c0f0a5234b64d8e9a510c3f4f6b7a01",
+    0,
+    1,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**63,
+    builders.MIN_OCCURRED_AT - 1,
+    builders.MIN_OCCURRED_AT,
+    builders.MAX_OCCURRED_AT - 1,
+    builders.MAX_OCCURRED_AT,
+    T0,
+    True,
+    False,
+    None,
+    1.5,
+    Decimal("1"),
+    "MAKER",
+    "TAKER",
+    "LIMIT",
+    "MARKET",
+    "DELTA",
+    "SET",
+    "BOOLEAN",
+    "INTEGER",
+    "DECIMAL",
+    "STRING",
+    "Fill",
+    "OrderSubmitted",
+    "ConfigChanged",
+    _Text("x"),
+    _Number(5),
+]
+TRICKY = st.one_of(st.sampled_from(TRICKY_VALUES), st.text(max_size=6), st.integers(-(2**64), 2**64))
+
+
+def _base_events() -> list[dict[str, Any]]:
+    built = [build(**kwargs) for build, kwargs in VALID.values()]
+    simulated = list(simulate(SimulationParams(events=400, seed=5, anomaly_rate=0.1)))
+    build, kwargs = VALID["OrderSubmitted"]
+    market = build(**(kwargs | {"order_type": "MARKET", "limit_price": None}))
+    return [*built, *simulated, market]
+
+
+BASE_EVENTS = _base_events()
+
+
+@st.composite
+def _near_valid(draw: st.DrawFn) -> dict[str, Any]:
+    event = dict(draw(st.sampled_from(BASE_EVENTS)))
+    names = list(event)
+    for name in draw(st.lists(st.sampled_from(names), max_size=3)):
+        event[name] = draw(TRICKY)
+    if draw(st.integers(0, 9)) == 0:
+        event.pop(draw(st.sampled_from(names)))
+    if draw(st.integers(0, 9)) == 0:
+        event[draw(st.sampled_from(["extra", "venue", "reject_code", "limit_price"]))] = draw(TRICKY)
+    return event
+
+
+def _check_against_builder(event: dict[str, Any]) -> None:
+    try:
+        encoder = CHECKED[event["event_type"]]
+    except (KeyError, TypeError):
+        return  # EventProducer sends such an event to validate_event, which refuses it
+    assert encoder is not None
+    try:
+        value = encoder(event)
+    except UnicodeEncodeError:
+        value = None
+    try:
+        checked = builders.validate_event(event)
+    except ValueError:
+        assert value is None, event
+        return
+    if value is not None:
+        assert _typed(checked) == _typed(event | {k: None for k in set(checked) - set(event)})
+        assert value == encode(checked)
+
+
+def test_the_checked_path_accepts_only_what_the_builder_returns_unchanged() -> None:
+    """Every field of one event per type (both kinds of order), set to every tricky value in turn."""
+    bases = [build(**kwargs) for build, kwargs in VALID.values()]
+    build, kwargs = VALID["OrderSubmitted"]
+    bases.append(build(**(kwargs | {"order_type": "MARKET", "limit_price": None})))
+    for base in bases:
+        for name in base:
+            for value in TRICKY_VALUES:
+                _check_against_builder(base | {name: value})
+            _check_against_builder({k: v for k, v in base.items() if k != name})
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_near_valid())
+def test_the_checked_path_with_several_odd_fields(event: dict[str, Any]) -> None:
+    _check_against_builder(event)
