@@ -516,6 +516,15 @@ def _ids(names: int) -> Callable[[str], re.Match[str] | None]:
 _IDS2, _IDS3, _IDS4, _IDS5 = (_ids(n) for n in range(2, 6))
 
 
+def _account_event(expected: str, event_type: str, occurred_at: int, account_id: str) -> bool:
+    """The envelope rules of every account's event: its type, a plausible time, not desk-wide."""
+    return (
+        event_type == expected
+        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
+        and account_id != DESK_WIDE
+    )
+
+
 def _plain_text(value: str) -> bool:
     return value != "" and value == value.strip()
 
@@ -549,9 +558,7 @@ def _accept_order_submitted(
     time_in_force: str,
 ) -> bool:
     return (
-        event_type == "OrderSubmitted"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("OrderSubmitted", event_type, occurred_at, account_id)
         and _IDS5(f"{event_id} {account_id} {source} {order_id} {client_order_id} {symbol}") is not None
         and (limit_price is None if order_type == "MARKET" else limit_price is not None and limit_price > 0)
         and quantity > 0
@@ -562,9 +569,7 @@ def _accept_order_accepted(
     event_id: str, event_type: str, occurred_at: int, account_id: str, source: str, order_id: str
 ) -> bool:
     return (
-        event_type == "OrderAccepted"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("OrderAccepted", event_type, occurred_at, account_id)
         and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
     )
 
@@ -580,9 +585,7 @@ def _accept_order_rejected(
     reject_code: str | None,
 ) -> bool:
     return (
-        event_type == "OrderRejected"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("OrderRejected", event_type, occurred_at, account_id)
         and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
         and _plain_text(reason)
         and (reject_code is None or _plain_text(reject_code))
@@ -600,9 +603,7 @@ def _accept_order_replaced(
     new_quantity: int | None,
 ) -> bool:
     return (
-        event_type == "OrderReplaced"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("OrderReplaced", event_type, occurred_at, account_id)
         and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
         and (new_limit_price is not None or new_quantity is not None)
         and (new_limit_price is None or new_limit_price > 0)
@@ -620,9 +621,7 @@ def _accept_order_canceled(
     reason: str | None,
 ) -> bool:
     return (
-        event_type == "OrderCanceled"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("OrderCanceled", event_type, occurred_at, account_id)
         and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
         and (reason is None or _plain_text(reason))
     )
@@ -632,9 +631,7 @@ def _accept_order_expired(
     event_id: str, event_type: str, occurred_at: int, account_id: str, source: str, order_id: str
 ) -> bool:
     return (
-        event_type == "OrderExpired"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("OrderExpired", event_type, occurred_at, account_id)
         and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
     )
 
@@ -654,9 +651,7 @@ def _accept_fill(
     venue: str | None,
 ) -> bool:
     return (
-        event_type == "Fill"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("Fill", event_type, occurred_at, account_id)
         and _IDS4(f"{event_id} {account_id} {source} {exec_id} {order_id}") is not None
         and quantity > 0
         and price > 0
@@ -678,9 +673,7 @@ def _accept_position_adjusted(
     reason: str,
 ) -> bool:
     return (
-        event_type == "PositionAdjusted"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("PositionAdjusted", event_type, occurred_at, account_id)
         and _IDS3(f"{event_id} {account_id} {source} {symbol}") is not None
         and (quantity != 0 or mode != "DELTA")
         and price > 0
@@ -698,9 +691,7 @@ def _accept_balance_changed(
     reason: str,
 ) -> bool:
     return (
-        event_type == "BalanceChanged"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
+        _account_event("BalanceChanged", event_type, occurred_at, account_id)
         and _IDS2(f"{event_id} {account_id} {source}") is not None
         and (currency in _KNOWN_CURRENCIES or _matches(_CURRENCY, _KNOWN_CURRENCIES, currency))
         and amount != 0

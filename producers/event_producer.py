@@ -208,21 +208,9 @@ class EventProducer:
         Raises ``ValueError`` for an invalid event (nothing is queued). Blocks only while librdkafka's
         local queue is full (back-pressure).
         """
-        # The hot path of the producer, so _prepare and _send are written out here.
         if self._fatal is not None:
             self._raise_if_fatal()
-        try:
-            event_type = event["event_type"]
-            value = self._encoders[event_type](event)
-        except Exception:  # not a normalized event of a known type: validate_event decides below
-            value = None
-        if value is None:
-            topic, value, key, event_type, headers = self._prepare(event)
-        else:
-            topic, key_field, headers = self._routes[event_type]
-            key = event[key_field]
-            if topic not in self._known_topics:
-                self._check_topic(topic)
+        topic, value, key, _, headers = self._prepare(event)
         try:
             self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_async_delivery)
         except BufferError:
