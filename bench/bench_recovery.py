@@ -14,12 +14,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,10 +29,10 @@ from projector.state_directory import StateDirectory
 from replayer.recovery import recover, store_name
 from replayer.timetravel import build_state_at
 from rewind.config import Settings
+from rewind.service import snapshot_in_child
 from snapshotter.snapshot import take_snapshot
 
 RESULTS = Path(__file__).parent / "results"
-REWIND = str(Path(sys.executable).with_name("rewind"))
 
 
 def project_with_snapshots(settings: Settings, state: Path, partitions: int, every: int) -> float:
@@ -83,11 +81,11 @@ def batch_latencies(settings: Settings, state: Path, partitions: int, snapshots:
         latencies.append(time.perf_counter() - started)
 
     projector.apply_batch = timed  # type: ignore[method-assign]
-    env = dict(os.environ) | settings.as_environ()
+    in_state = dataclasses.replace(settings, values={**settings.values, "state.dir": str(state)})
 
     def snapshotter() -> None:
         while not stop.is_set():
-            subprocess.run([REWIND, "snapshot", "--state", str(state)], env=env, capture_output=True)
+            snapshot_in_child(in_state)
 
     thread = threading.Thread(target=snapshotter, daemon=True)
     try:
@@ -124,6 +122,7 @@ def main() -> None:
     parser.add_argument("--snapshot-every", type=int, default=100_000)
     parser.add_argument("--travels", type=int, default=5)
     parser.add_argument("--interference-events", type=int, default=300_000)
+    parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'c' (default: abc)")
     args = parser.parse_args()
     with bench_broker(args.bootstrap) as (bootstrap, scratch):
         run(args, bootstrap, scratch)
@@ -139,9 +138,12 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
 
 def measure(args: argparse.Namespace, settings: Settings, settings_c: Settings, scratch: Path) -> None:
     result: dict[str, object] = {"events": args.events, "tail": args.tail, "partitions": args.partitions}
-    result["a"] = measure_recovery(args, settings, scratch)
-    result["b"] = measure_time_travel(args, settings, scratch)
-    result["c"] = measure_interference(args, settings_c, scratch)
+    if "a" in args.only or "b" in args.only:
+        result["a"] = measure_recovery(args, settings, scratch)
+    if "b" in args.only:
+        result["b"] = measure_time_travel(args, settings, scratch)
+    if "c" in args.only:
+        result["c"] = measure_interference(args, settings_c, scratch)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"recovery-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
