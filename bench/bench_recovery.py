@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import random
+import shutil
 import statistics
 import threading
 import time
@@ -33,6 +34,7 @@ from rewind.service import snapshot_in_child
 from snapshotter.snapshot import take_snapshot
 
 RESULTS = Path(__file__).parent / "results"
+SNAPSHOTS_TAKEN: list[int] = []  # stores snapshotted per `rewind snapshot` run in (c)
 
 
 def project_with_snapshots(settings: Settings, state: Path, partitions: int, every: int) -> float:
@@ -81,11 +83,17 @@ def batch_latencies(settings: Settings, state: Path, partitions: int, snapshots:
         latencies.append(time.perf_counter() - started)
 
     projector.apply_batch = timed  # type: ignore[method-assign]
-    in_state = dataclasses.replace(settings, values={**settings.values, "state.dir": str(state)})
+    own_snapshots = state.with_name(state.name + "-snapshots")  # an earlier run's would be reused
+    in_state = dataclasses.replace(
+        settings, values={**settings.values, "state.dir": str(state), "snapshots.dir": str(own_snapshots)}
+    )
 
     def snapshotter() -> None:
         while not stop.is_set():
-            snapshot_in_child(in_state)
+            taken = snapshot_in_child(in_state)
+            if taken.returncode != 0:
+                raise SystemExit(f"rewind snapshot failed: {taken.stderr}")
+            SNAPSHOTS_TAKEN.append(len(json.loads(taken.stdout)))
 
     thread = threading.Thread(target=snapshotter, daemon=True)
     try:
@@ -122,6 +130,9 @@ def main() -> None:
     parser.add_argument("--snapshot-every", type=int, default=100_000)
     parser.add_argument("--travels", type=int, default=5)
     parser.add_argument("--interference-events", type=int, default=300_000)
+    parser.add_argument(
+        "--interference-rounds", type=int, default=2, help="(c): runs of each side, ABBA-ordered, pooled"
+    )
     parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'c' (default: abc)")
     args = parser.parse_args()
     with bench_broker(args.bootstrap) as (bootstrap, scratch):
@@ -216,8 +227,15 @@ def measure_time_travel(args: argparse.Namespace, settings: Settings, scratch: P
 def measure_interference(args: argparse.Namespace, settings: Settings, scratch: Path) -> dict[str, object]:
     print(f"(c) batch latency with and without snapshots ({args.interference_events:,} events)", flush=True)
     produce(settings, args.interference_events, seed=3, accounts=args.accounts)
-    without = batch_latencies(settings, scratch / "c-without", args.partitions, snapshots=False)
-    with_snapshots = batch_latencies(settings, scratch / "c-with", args.partitions, snapshots=True)
+    # ABBA order, so neither side always runs first (a cold broker cache or a warm-up favours one).
+    pooled: dict[bool, list[float]] = {False: [], True: []}
+    order = [False, True, True, False] * (args.interference_rounds // 2) or [False, True]
+    for run, snapshots in enumerate(order):
+        state = scratch / f"c-{run}-{'with' if snapshots else 'without'}"
+        pooled[snapshots].extend(batch_latencies(settings, state, args.partitions, snapshots=snapshots))
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(state.with_name(state.name + "-snapshots"), ignore_errors=True)
+    without, with_snapshots = pooled[False], pooled[True]
     rows: dict[str, object] = {}
     for label, values in (("without", without), ("with snapshots", with_snapshots)):
         row = {
@@ -227,6 +245,10 @@ def measure_interference(args: argparse.Namespace, settings: Settings, scratch: 
         }
         rows[label] = row
         print(f"  {label:<15} {row}", flush=True)
+    rows["snapshot_runs"] = len(SNAPSHOTS_TAKEN)
+    rows["store_snapshots"] = sum(SNAPSHOTS_TAKEN)
+    runs, stores = len(SNAPSHOTS_TAKEN), sum(SNAPSHOTS_TAKEN)
+    print(f"  {runs} `rewind snapshot` runs: {stores} store snapshots", flush=True)
     return rows
 
 
