@@ -57,7 +57,8 @@ REWIND = str(Path(sys.executable).with_name("rewind"))
 SNAPSHOT_NICENESS = 10
 """Snapshots are background work: the kernel gives the projector's CPU time precedence over them."""
 CLEAN_SHUTDOWN_MARKER = "CLEAN_SHUTDOWN"
-LAG_INTERVAL_SECONDS = 2.0
+LAG_INTERVAL_SECONDS = 5.0
+"""Prometheus scrapes every 5 s (deploy/prometheus): evaluating lag more often only costs CPU."""
 METRICS_INTERVAL_SECONDS = 1.0
 SNAPSHOT_SCAN_EVERY = 10  # metrics ticks between scans of the snapshot directory
 
