@@ -184,11 +184,10 @@ def order_submitted(
     return event
 
 
-def order_accepted(
-    *, account_id: str, order_id: str, occurred_at: int, source: str, event_id: str | None = None
+def _order_only(
+    o: str, account_id: str, order_id: str, occurred_at: int, source: str, event_id: str | None
 ) -> Event:
-    """The venue acknowledged the order."""
-    o = "OrderAccepted"
+    """An order event that carries nothing but the order it refers to."""
     event = _common(
         o,
         event_id=event_id,
@@ -199,6 +198,13 @@ def order_accepted(
     )
     event["order_id"] = _name(o, "order_id", order_id)
     return event
+
+
+def order_accepted(
+    *, account_id: str, order_id: str, occurred_at: int, source: str, event_id: str | None = None
+) -> Event:
+    """The venue acknowledged the order."""
+    return _order_only("OrderAccepted", account_id, order_id, occurred_at, source, event_id)
 
 
 def order_rejected(
@@ -286,17 +292,7 @@ def order_expired(
     *, account_id: str, order_id: str, occurred_at: int, source: str, event_id: str | None = None
 ) -> Event:
     """The order expired (terminal)."""
-    o = "OrderExpired"
-    event = _common(
-        o,
-        event_id=event_id,
-        occurred_at=occurred_at,
-        account_id=_account(o, account_id),
-        source=source,
-        default_now=False,
-    )
-    event["order_id"] = _name(o, "order_id", order_id)
-    return event
+    return _order_only("OrderExpired", account_id, order_id, occurred_at, source, event_id)
 
 
 def fill(
