@@ -3,18 +3,30 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NATIVE := $(VENV)/.native
+# What the native build reads (a superset: mypyc rewrites only the C files that changed).
+NATIVE_DEPS := setup.py $(wildcard projector/*.py) $(wildcard schemas/*.py) $(wildcard schemas/*/*.avsc)
 
-.PHONY: setup test lint typecheck unit run kafka-start kafka-stop bench clean
+.PHONY: setup build test lint typecheck unit run kafka-start kafka-stop bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NATIVE)
 	@$(BIN)/rewind kafka fetch --quiet
+
+# The hot-path modules compiled in place with mypyc (docs/native.md); REWIND_NATIVE=0 skips it.
+build: $(NATIVE)
+
+$(NATIVE): $(STAMP) $(NATIVE_DEPS)
+	@echo "compiling the native modules (mypyc) ..."
+	@$(BIN)/python setup.py build_ext --inplace > $(VENV)/native-build.log 2>&1 \
+		|| (cat $(VENV)/native-build.log; echo "native build failed; REWIND_NATIVE=0 builds pure Python"; exit 1)
+	@touch $@
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rewind needs Python 3.11+ (found %s)" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	REWIND_NATIVE=0 $(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 lint: $(STAMP)
@@ -43,4 +55,5 @@ bench: setup
 
 clean:
 	-$(BIN)/rewind kafka stop
-	rm -rf $(VENV) .rewind .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .rewind .pytest_cache .mypy_cache .ruff_cache .hypothesis build
+	find projector schemas -name '*.so' -delete; rm -f *__mypyc*.so schemas/native_codecs.py

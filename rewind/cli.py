@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from projector.native import check_native_build
 from rewind.commands import (
     diff_cmd,
     events_cmd,
@@ -80,6 +81,7 @@ topics_cmd.config.add_command(events_cmd.config_set)
 def main() -> None:
     """Entry point of the ``rewind`` console script."""
     try:
+        check_native_build()
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

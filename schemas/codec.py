@@ -21,6 +21,8 @@ and word the error. ``tests/test_codegen.py`` proves both give the same bytes an
 from __future__ import annotations
 
 import functools
+import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
@@ -78,6 +80,8 @@ class Codec:
         self._encoders: dict[str, Encoder] = {}
         self._readers: dict[bytes, _Reader] = {}
         self._decoders: dict[bytes, Callable[[bytes], Event]] = {}
+        sources: dict[bytes, codegen.Source] = {}
+        labels: dict[bytes, str] = {}
         for type_name in catalog.type_names():
             current = catalog.current(type_name)
             current_physical = physical_schema(current.schema)
@@ -98,13 +102,24 @@ class Codec:
                 self._readers[version.fingerprint] = _Reader(
                     version, writer.schema, None if is_current else current_parsed
                 )
-                generated = codegen.compile_decoder(
-                    physical, current_physical, start=HEADER_SIZE, label=f"{version.label} decoder"
+                source = codegen.decoder_source(
+                    physical, current_physical, start=HEADER_SIZE, tag=version.fingerprint_hex
                 )
-                self._decoders[header] = generated or self.reference_decode
+                if source is not None:
+                    sources[header] = source
+                    labels[header] = f"{version.label} decoder"
+                self._decoders[header] = self.reference_decode
             self._current[type_name] = writer = self._writers[(type_name, current.version)]
             if writer.generated is not None:
                 self._encoders[type_name] = writer.generated
+        self.native_module_text, digest = codegen.native_module(sources)
+        native = _native_decoders(digest)
+        self.native_decoders = native is not None
+        for header, source in sources.items():
+            if native is not None:
+                self._decoders[header] = native[header]
+            else:
+                self._decoders[header] = source.compile(f"decode_{source.tag}", labels[header])
 
     def encode(self, event: Mapping[str, Any], *, version: int | None = None) -> bytes:
         """Single-object encoding of ``event`` with the current schema of ``event["event_type"]``.
@@ -231,6 +246,26 @@ class Codec:
                 offset=len(value),
             )
         raise UnknownFingerprintError(value[2:HEADER_SIZE].hex(), offset=2)
+
+
+NATIVE_MODULE = "schemas.native_codecs"
+"""The build's mypyc-compiled decoders (``setup.py`` writes the module from
+:attr:`Codec.native_module_text` and compiles it)."""
+
+
+def _native_decoders(digest: str) -> Mapping[bytes, Callable[[bytes], Event]] | None:
+    """The compiled decoders, if the build's module was generated from exactly these schemas by this
+    generator (its ``SOURCE_SHA256`` is ``digest``); None otherwise, or under ``REWIND_PURE_PYTHON``."""
+    if os.environ.get("REWIND_PURE_PYTHON"):
+        return None
+    try:
+        module = importlib.import_module(NATIVE_MODULE)
+    except ImportError:
+        return None
+    if getattr(module, "SOURCE_SHA256", None) != digest:
+        return None
+    decoders: Mapping[bytes, Callable[[bytes], Event]] = module.DECODERS
+    return decoders
 
 
 @functools.cache

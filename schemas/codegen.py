@@ -26,6 +26,7 @@ lookup tables for one-byte lengths, enum and union indexes.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping
 from operator import itemgetter
@@ -101,6 +102,15 @@ def _length(value: bytes, pos: int) -> tuple[int, int]:
     return number, pos
 
 
+_SHARED: dict[str, Any] = {
+    "_ZIGZAG": _ZIGZAG,
+    "_LENGTH": _LENGTH,
+    "_length": _length,
+    "_InvalidBody": InvalidBody,
+}
+"""The helpers every generated decoder may call, by the names it calls them."""
+
+
 def _latin1(text: str) -> str:
     """UTF-8 bytes of ``text`` as latin-1 characters (for the f-string that builds a record)."""
     return text.encode().decode("latin-1")
@@ -146,10 +156,17 @@ def _fields(schema: Mapping[str, Any]) -> list[tuple[str, str, Any, Mapping[str,
     return found
 
 
-class _Source:
-    def __init__(self) -> None:
+class Source:
+    """One generated function: its lines, and the named constants they refer to.
+
+    Constants are named ``_<prefix><n>_<tag>`` so the functions of several sources can share one module
+    (see :func:`native_module`); the helpers in :data:`_SHARED` keep their own names.
+    """
+
+    def __init__(self, tag: str = "") -> None:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {}
+        self.tag = tag
         self._depth = 0
 
     def line(self, text: str) -> None:
@@ -159,13 +176,16 @@ class _Source:
         self._depth += by
 
     def constant(self, prefix: str, value: object) -> str:
-        name = f"_{prefix}{len(self.names)}"
+        name = f"_{prefix}{len(self.names)}_{self.tag}"
         self.names[name] = value
         return name
 
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
     def compile(self, function: str, label: str) -> Callable[..., Any]:
-        namespace = dict(self.names)
-        exec(compile("\n".join(self.lines) + "\n", f"<generated {label}>", "exec"), namespace)
+        namespace = {"Any": Any, **self.names}
+        exec(compile(self.text(), f"<generated {label}>", "exec"), namespace)
         generated: Callable[..., Any] = namespace[function]
         return generated
 
@@ -194,7 +214,7 @@ def _literal(text: str) -> str:
     return "".join(out)
 
 
-def _emit_varint(src: _Source, number: str, target: str, bits: int) -> None:
+def _emit_varint(src: Source, number: str, target: str, bits: int) -> None:
     """Lines setting ``target`` to the latin-1 varint of the zig-zag of the int ``number``.
 
     The zig-zag of an int outside ``bits`` (32 or 64) is at least ``2**bits``, and then the encoder
@@ -238,7 +258,7 @@ def compile_encoder(
         raise ValueError(f"{label}: the parameters of {accept.__name__} are not the schema's fields {names}")
     if any("default" in f and not isinstance(f["default"], _PLAIN_DEFAULTS) for _, _, _, f in fields):
         return None
-    src = _Source()
+    src = Source()
     src.names.update(
         _END=_END, _MORE=_MORE, _varint=_varint, _latin1=_latin1, _ABSENT=_ABSENT, _accept=accept
     )
@@ -329,7 +349,7 @@ def compile_encoder(
     return encoder
 
 
-def _emit_varint_read(src: _Source, size: int, target: str) -> None:
+def _emit_varint_read(src: Source, size: int, target: str) -> None:
     """Lines reading a zig-zag varint of at most ``size`` bytes (5: int, 10: long), unrolled.
 
     The last byte may only carry the bits the type has left (4 for an int, 1 for a long), so the
@@ -355,35 +375,48 @@ def _emit_varint_read(src: _Source, size: int, target: str) -> None:
     src.indent(-1)
 
 
-def _emit_read(src: _Source, kind: str, detail: Any, target: str | None) -> None:
-    """Lines reading one value of ``kind`` at ``p`` into ``target`` (``None``: skip it)."""
+_PYTHON_TYPE = {
+    "null": "None",
+    "boolean": "bool",
+    "int": "int",
+    "long": "int",
+    "string": "str",
+    "enum": "str",
+}
+
+
+def _python_type(kind: str, detail: Any) -> str:
+    """The annotation of a decoded value of ``kind`` (what mypyc specialises the generated code on)."""
+    if kind == "union":
+        return " | ".join(_PYTHON_TYPE[branch] for branch in detail)
+    return _PYTHON_TYPE[kind]
+
+
+def _emit_read(src: Source, kind: str, detail: Any, target: str, keep: bool) -> None:
+    """Lines reading one value of ``kind`` at ``p`` into ``target`` (a string only if ``keep``)."""
     if kind == "null":
-        if target:
-            src.line(f"{target} = None")
+        src.line(f"{target} = None")
     elif kind == "boolean":
-        src.line(f"{target or '_'} = (False, True)[v[p]]; p += 1")
+        src.line(f"{target} = (False, True)[v[p]]; p += 1")
     elif kind in ("int", "long"):
-        _emit_varint_read(src, 5 if kind == "int" else 10, target or "_")
+        _emit_varint_read(src, 5 if kind == "int" else 10, target)
     elif kind == "string":
         src.line("n = _LENGTH[v[p]]")
         src.line("if n < 0: n, p = _length(v, p)")
         src.line("else: p += 1")
-        if target:
+        if keep:
             src.line(f"q = p + n; {target} = v[p:q].decode(); p = q")
         else:
             src.line("p += n")
     elif kind == "enum":
         table = src.constant("E", {index << 1: symbol for index, symbol in enumerate(detail)})
-        src.line(f"{target or '_'} = {table}[v[p]]; p += 1")
+        src.line(f"{target} = {table}[v[p]]; p += 1")
     elif kind == "union":
         src.line("b = v[p]; p += 1")
         for j, branch in enumerate(detail):
             src.line(f"{'if' if j == 0 else 'elif'} b == {j << 1}:")
             src.indent()
-            if branch == "null":
-                src.line(f"{target or '_'} = None")
-            else:
-                _emit_read(src, branch, None, target)
+            _emit_read(src, branch, None, target, keep)
             src.indent(-1)
         src.line("else: raise _InvalidBody('union index')")
     else:  # pragma: no cover - _kind admits nothing else
@@ -399,16 +432,13 @@ def _shape(schema: Any) -> Any:
     return schema
 
 
-def compile_decoder(
-    writer: Mapping[str, Any], reader: Mapping[str, Any], *, start: int, label: str = "decoder"
-) -> Decoder | None:
-    """``decode(value) -> event`` for bodies written with ``writer``, resolved into ``reader``.
+def decoder_source(
+    writer: Mapping[str, Any], reader: Mapping[str, Any], *, start: int, tag: str = ""
+) -> Source | None:
+    """The source of ``decode_<tag>(value) -> event`` (see :func:`compile_decoder`), or None.
 
-    The body starts at byte ``start`` of ``value`` and must end exactly at its end. Fields the reader
-    does not have are read past; reader fields the writer lacks get their default, which must be a
-    plain value (null, boolean, number, string, enum symbol). Every field the two share must have the
-    same type; anything else (promotions, changed enums, renamed fields) returns ``None`` here, and the
-    caller uses fastavro's general resolution. Both schemas are physical (no ``logicalType``).
+    The function is fully annotated (``v: bytes``, every local typed), so it type-checks under
+    ``mypy --strict`` and mypyc can compile it to native code (:func:`native_module`).
     """
     try:
         written = _fields(writer)
@@ -416,8 +446,8 @@ def compile_decoder(
     except Unsupported:
         return None
     reader_fields = {name: field for name, _, _, field in wanted}
-    src = _Source()
-    src.names.update(_ZIGZAG=_ZIGZAG, _LENGTH=_LENGTH, _length=_length, _InvalidBody=InvalidBody)
+    src = Source(tag)
+    src.names.update(_SHARED)
     outputs = []  # as fastavro orders them: the writer's fields, then the reader's additions
     for i, (name, _, _, field) in enumerate(written):
         if name in reader_fields:
@@ -430,12 +460,71 @@ def compile_decoder(
             if "default" not in field or not isinstance(field["default"], _PLAIN_DEFAULTS):
                 return None
             outputs.append(f"{name!r}: {src.constant('D', field['default'])}")
-    src.line("def decode(v):")
+    src.line(f"def decode_{tag}(v: bytes) -> dict[str, Any]:")
     src.indent()
+    src.line("p: int; n: int; q: int; b: int; x: int")
+    for i, (_, kind, detail, _) in enumerate(written):
+        src.line(f"x{i}: {_python_type(kind, detail)}")
     src.line(f"p = {start}")
     for i, (name, kind, detail, _) in enumerate(written):
-        _emit_read(src, kind, detail, f"x{i}" if name in reader_fields else None)
+        _emit_read(src, kind, detail, f"x{i}", name in reader_fields)
     src.line("if p != len(v): raise _InvalidBody('length')")
     src.line("return {" + ", ".join(outputs) + "}")
-    decoder: Decoder = src.compile("decode", label)
+    return src
+
+
+def compile_decoder(
+    writer: Mapping[str, Any], reader: Mapping[str, Any], *, start: int, label: str = "decoder"
+) -> Decoder | None:
+    """``decode(value) -> event`` for bodies written with ``writer``, resolved into ``reader``.
+
+    The body starts at byte ``start`` of ``value`` and must end exactly at its end. Fields the reader
+    does not have are read past; reader fields the writer lacks get their default, which must be a
+    plain value (null, boolean, number, string, enum symbol). Every field the two share must have the
+    same type; anything else (promotions, changed enums, renamed fields) returns ``None`` here, and the
+    caller uses fastavro's general resolution. Both schemas are physical (no ``logicalType``).
+    """
+    src = decoder_source(writer, reader, start=start)
+    if src is None:
+        return None
+    decoder: Decoder = src.compile("decode_", label)
     return decoder
+
+
+def native_module(decoders: Mapping[bytes, Source]) -> tuple[str, str]:
+    """One Python module holding the given decoder sources, for mypyc to compile; and its digest.
+
+    ``decoders`` maps each record's single-object header to its :func:`decoder_source` (distinct
+    tags). The module defines ``DECODERS`` (header -> function) and ``SOURCE_SHA256``, the digest
+    returned here. It is a build product
+    (``setup.py`` writes and compiles it); :class:`schemas.codec.Codec` uses it only when its text is
+    exactly what this function returns for the schemas in hand, so a stale build is never used.
+    """
+    lines = [
+        '"""Generated by schemas.codegen.native_module at build time from schemas/; do not edit."""',
+        "",
+        "from collections.abc import Callable",
+        "from typing import Any, Final",
+        "",
+        "from schemas.codegen import _LENGTH, _ZIGZAG, InvalidBody as _InvalidBody, _length",
+        "",
+    ]
+    for src in decoders.values():
+        for name, value in src.names.items():
+            if name in _SHARED:
+                continue
+            if isinstance(value, dict):
+                lines.append(f"{name}: Final[dict[int, str]] = {value!r}")
+            else:
+                lines.append(f"{name}: Final = {value!r}")
+        lines.append("")
+        lines.append("")
+        lines.extend(src.lines)
+        lines.append("")
+    lines.append("")
+    lines.append("DECODERS: Final[dict[bytes, Callable[[bytes], dict[str, Any]]]] = {")
+    lines.extend(f"    {header!r}: decode_{src.tag}," for header, src in decoders.items())
+    lines.append("}")
+    body = "\n".join(lines) + "\n"
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return body + f'SOURCE_SHA256: Final = "{digest}"\n', digest

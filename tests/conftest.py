@@ -13,7 +13,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from projector.native import check_native_build
 from tests.broker import session_broker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Stop before any test if a compiled module is older than its source (it would test old code)."""
+    check_native_build()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from projector.digest import state_digest
 from projector.fixed import div_half_even, format_fixed, parse_fixed
 from projector.fold import EventContractError, InvariantError, apply_config, apply_event
-from projector.model import AnomalyKind, Order, Position, Risk
+from projector.model import AnomalyKind, Position, Risk
 from projector.state import MemoryConfigState, MemoryState
 from projector.views import average_cost, average_fill_price, leaves_quantity, unrealized_pnl
 from tests.fold_events import (
@@ -381,7 +382,7 @@ def test_a_broken_position_invariant_stops_loudly_and_stores_nothing() -> None:
 def test_a_broken_order_invariant_stops_loudly_and_stores_nothing() -> None:
     state = fold([submitted("o", "10", "5")])
     corrupt = state.orders["o"]
-    state.put_order(Order(**{f: getattr(corrupt, f) for f in Order.__slots__} | {"filled": p8("10")}))
+    state.put_order(dataclasses.replace(corrupt, filled=p8("10")))
     before = snapshot(state)
     with pytest.raises(InvariantError, match="order o"):
         apply_event(state, canceled("o"), 0, 9)

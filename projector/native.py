@@ -1,0 +1,96 @@
+"""Which modules the build compiles to native code with mypyc, and the checks around that.
+
+The hot path (decode -> fold -> row encoding) is plain, fully typed Python; ``setup.py`` compiles the
+modules below with mypyc so the same source runs several times faster. The compiled and interpreted
+forms compute the same state byte for byte (``tests/test_native.py``). Two things can go wrong, and
+both are caught here rather than left to chance:
+
+- **A stale build.** An extension module sits beside its ``.py`` and wins the import; if the source
+  was edited after the build, the old code would run. :func:`stale_native_modules` finds such
+  modules; the CLI and the test session refuse to start with them (``make build`` rebuilds).
+- **Debugging.** ``REWIND_PURE_PYTHON=1`` imports the ``.py`` sources instead (and the codec's
+  interpreted decoders), e.g. to step through the fold in a debugger.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from rewind.errors import RewindError
+
+NATIVE_MODULES: tuple[str, ...] = (
+    "projector.fixed",
+    "projector.model",
+    "projector.state",
+    "projector.fold",
+    "projector.encoding",
+    "projector.lmdb_state",
+    "projector.digest",
+)
+"""Compiled by ``setup.py`` (with the generated ``schemas.native_codecs``, which checks itself)."""
+
+PURE_PYTHON_ENV = "REWIND_PURE_PYTHON"
+
+_ROOT = Path(__file__).resolve().parent.parent
+EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
+"""What the build names a compiled module (``fold.cpython-311-x86_64-linux-gnu.so``)."""
+
+
+def native_sources() -> list[str]:
+    """The source files of :data:`NATIVE_MODULES`, relative to the project root."""
+    return [name.replace(".", "/") + ".py" for name in NATIVE_MODULES]
+
+
+def is_native(module: ModuleType) -> bool:
+    """True if ``module`` was loaded from a compiled extension rather than its ``.py``."""
+    origin = getattr(module, "__file__", None) or ""
+    return any(origin.endswith(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES)
+
+
+def stale_native_modules(names: Sequence[str] = NATIVE_MODULES, root: Path = _ROOT) -> list[str]:
+    """The modules whose compiled extension is older than their source (empty if none, or pure)."""
+    stale = []
+    for name in names:
+        source = root / (name.replace(".", "/") + ".py")
+        compiled = source.with_name(source.stem + EXTENSION_SUFFIX)
+        if compiled.exists() and compiled.stat().st_mtime < source.stat().st_mtime:
+            stale.append(name)
+    return stale
+
+
+def check_native_build() -> None:
+    """Refuse to run compiled modules older than their source: they would run the old code."""
+    if os.environ.get(PURE_PYTHON_ENV):
+        return
+    stale = stale_native_modules()
+    if stale:
+        raise RewindError(
+            f"compiled modules are older than their source: {', '.join(stale)}",
+            f"rebuild them with `make build`, or set {PURE_PYTHON_ENV}=1 to run the .py sources",
+        )
+
+
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Finds :data:`NATIVE_MODULES` as their ``.py`` files, so the compiled extensions are bypassed."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in NATIVE_MODULES:
+            return None
+        source = _ROOT / (fullname.replace(".", "/") + ".py")
+        loader = importlib.machinery.SourceFileLoader(fullname, str(source))
+        return importlib.util.spec_from_file_location(fullname, source, loader=loader)
+
+
+def use_pure_python_if_asked() -> None:
+    """Under ``REWIND_PURE_PYTHON``, import the ``.py`` sources of the native modules (call first)."""
+    if os.environ.get(PURE_PYTHON_ENV) and not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SourceFirst())

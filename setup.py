@@ -1,0 +1,38 @@
+"""Build of rewind: the packages (configured in pyproject.toml) plus their native modules.
+
+The hot-path modules listed in :data:`projector.native.NATIVE_MODULES` and the Avro decoders generated
+from ``schemas/`` (written here to ``schemas/native_codecs.py``) are compiled with mypyc; see
+docs/native.md. ``REWIND_NATIVE=0`` builds pure Python only (slower, same results).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+NATIVE_CODECS = "schemas/native_codecs.py"
+
+
+def native_extensions() -> list[Any]:
+    if os.environ.get("REWIND_NATIVE", "1") == "0":
+        return []
+    sys.path.insert(0, str(ROOT))
+    from mypyc.build import mypycify
+
+    from projector.native import native_sources
+    from schemas.catalog import default_catalog
+    from schemas.codec import Codec
+
+    text = Codec(default_catalog()).native_module_text
+    target = ROOT / NATIVE_CODECS
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return mypycify([*native_sources(), NATIVE_CODECS], opt_level="3")
+
+
+setup(ext_modules=native_extensions())
