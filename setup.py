@@ -32,7 +32,9 @@ def native_extensions() -> list[Any]:
     target = ROOT / NATIVE_CODECS
     if not target.exists() or target.read_text() != text:
         target.write_text(text)
-    return mypycify([*native_sources(), NATIVE_CODECS], opt_level="3")
+    # The runtime library shared by the compiled modules lives inside a package, so it imports from
+    # anywhere (an editable install maps packages, not the project root).
+    return mypycify([*native_sources(), NATIVE_CODECS], opt_level="3", group_name="projector.native_runtime")
 
 
 setup(ext_modules=native_extensions())

@@ -116,3 +116,16 @@ def test_the_check_names_the_modules_and_the_fix(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RewindError) as caught:
         native.check_native_build()
     assert "projector.fold" in str(caught.value) and "make build" in str(caught.value)
+
+
+@native_build
+def test_the_compiled_modules_import_from_any_directory(tmp_path: Path) -> None:
+    """The installed `rewind` runs anywhere: the compiled runtime must not depend on the working
+    directory (it once lived at the project root, which only the project's own directory sees)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", native.PURE_PYTHON_ENV)}
+    script = "import projector.fold as f; from projector import native; print(native.is_native(f))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
