@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 NATIVE_CODECS = "schemas/native_codecs.py"
@@ -37,4 +38,16 @@ def native_extensions() -> list[Any]:
     return mypycify([*native_sources(), NATIVE_CODECS], opt_level="3", group_name="projector.native_runtime")
 
 
-setup(ext_modules=native_extensions())
+class BuildExtensions(build_ext):
+    """build_ext that marks every extension as built now: mypyc leaves an extension untouched when
+    its C code did not change (an edited comment), and it would then look older than its source."""
+
+    def run(self) -> None:
+        super().run()
+        for extension in self.extensions:
+            built = Path(self.get_ext_fullpath(extension.name))
+            if built.exists():
+                os.utime(built)
+
+
+setup(ext_modules=native_extensions(), cmdclass={"build_ext": BuildExtensions})

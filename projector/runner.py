@@ -95,10 +95,13 @@ class Projector:
         until: Mapping[int, int] | None = None,
         include_config: bool = True,
         commit_group: bool = True,
+        durable: bool | None = None,
     ) -> None:
         """``until`` maps a partition (or :data:`CONFIG_PARTITION`) to the last offset to apply; the run
         then stops there instead of at the log end. ``state_dir`` overrides the configured one (replay
-        and recovery build elsewhere); ``commit_group`` is off for them, as they are not the projector."""
+        and recovery build elsewhere); ``commit_group`` is off for them, as they are not the projector.
+        ``durable`` overrides ``projector.durable``: recovery builds a staging copy it syncs once at
+        the end, so it does not need every commit on disk."""
         self.settings = settings
         self.partitions = list(partitions)
         self.until = dict(until or {})
@@ -111,7 +114,9 @@ class Projector:
         self.events_topic = settings.events_topic
         self.config_topic = settings.config_topic
         self.directory = StateDirectory.open(
-            state_dir or settings.state_dir, settings, durable=bool(settings["projector.durable"])
+            state_dir or settings.state_dir,
+            settings,
+            durable=bool(settings["projector.durable"]) if durable is None else durable,
         )
         self.dead_letters = DeadLetters(settings.client_config(), settings.deadletter_topic)
         self.progress = Progress()

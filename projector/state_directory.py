@@ -14,7 +14,6 @@ from pathlib import Path
 import xxhash
 
 from projector import encoding
-from projector.digest import state_digest
 from projector.store import (
     CONFIG_DIR_NAME,
     Layout,
@@ -105,7 +104,7 @@ class StateDirectory:
 
     def digests(self) -> dict[str, str]:
         """The canonical digest of every store present."""
-        return {name: state_digest(self.store(name).records()) for name in self.store_names()}
+        return {name: self.store(name).digest() for name in self.store_names()}
 
     def digest(self) -> str:
         digests = self.digests()

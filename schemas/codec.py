@@ -80,46 +80,60 @@ class Codec:
         self._encoders: dict[str, Encoder] = {}
         self._readers: dict[bytes, _Reader] = {}
         self._decoders: dict[bytes, Callable[[bytes], Event]] = {}
-        sources: dict[bytes, codegen.Source] = {}
-        labels: dict[bytes, str] = {}
+        self._raw_encoders: dict[bytes, codegen.RawEncoder] = {}
+        decoders: dict[bytes, codegen.Source] = {}
+        encoders: dict[bytes, codegen.Source] = {}
+        versions: dict[bytes, tuple[SchemaVersion, Any]] = {}
+        for type_name in catalog.type_names():
+            current_physical = physical_schema(catalog.current(type_name).schema)
+            for version in catalog.versions(type_name):
+                header = MAGIC + version.fingerprint
+                physical = physical_schema(version.schema)
+                versions[header] = (version, physical)
+                tag = version.fingerprint_hex
+                decoder = codegen.decoder_source(physical, current_physical, start=HEADER_SIZE, tag=tag)
+                if decoder is not None:
+                    decoders[header] = decoder
+                encoder = codegen.encoder_source(physical, header, tag=tag)
+                if encoder is not None:
+                    encoders[header] = encoder
+        self.native_module_text, digest = codegen.native_module(decoders, encoders)
+        native = _native_module(digest)
+        self.native_codecs = native is not None
+        for header, source in decoders.items():
+            label = f"{versions[header][0].label} decoder"
+            self._decoders[header] = (
+                native.DECODERS[header] if native else source.compile(source.function, label)
+            )
+        for header, source in encoders.items():
+            label = f"{versions[header][0].label} encoder"
+            self._raw_encoders[header] = (
+                native.ENCODERS[header] if native else source.compile(source.function, label)
+            )
         for type_name in catalog.type_names():
             current = catalog.current(type_name)
-            current_physical = physical_schema(current.schema)
-            current_parsed = parse_schema(current_physical)
+            current_parsed = parse_schema(physical_schema(current.schema))
             for version in catalog.versions(type_name):
-                physical = physical_schema(version.schema)
                 header = MAGIC + version.fingerprint
+                physical = versions[header][1]
+                raw = self._raw_encoders.get(header)
                 writer = _Writer(
                     version,
                     header,
                     parse_schema(physical),
                     record_checker(version.schema),
                     physical,
-                    codegen.compile_encoder(physical, header, label=f"{version.label} encoder"),
+                    None if raw is None else functools.partial(raw, None),
                 )
                 self._writers[(type_name, version.version)] = writer
                 is_current = version.fingerprint == current.fingerprint
                 self._readers[version.fingerprint] = _Reader(
                     version, writer.schema, None if is_current else current_parsed
                 )
-                source = codegen.decoder_source(
-                    physical, current_physical, start=HEADER_SIZE, tag=version.fingerprint_hex
-                )
-                if source is not None:
-                    sources[header] = source
-                    labels[header] = f"{version.label} decoder"
-                self._decoders[header] = self.reference_decode
+                self._decoders.setdefault(header, self.reference_decode)
             self._current[type_name] = writer = self._writers[(type_name, current.version)]
             if writer.generated is not None:
                 self._encoders[type_name] = writer.generated
-        self.native_module_text, digest = codegen.native_module(sources)
-        native = _native_decoders(digest)
-        self.native_decoders = native is not None
-        for header, source in sources.items():
-            if native is not None:
-                self._decoders[header] = native[header]
-            else:
-                self._decoders[header] = source.compile(f"decode_{source.tag}", labels[header])
 
     def encode(self, event: Mapping[str, Any], *, version: int | None = None) -> bytes:
         """Single-object encoding of ``event`` with the current schema of ``event["event_type"]``.
@@ -151,9 +165,11 @@ class Codec:
         outside what :mod:`schemas.codegen` generates.
         """
         writer = self._current[type_name]
-        return codegen.compile_encoder(
-            writer.physical, writer.header, accept=accept, label=f"{writer.version.label} checked encoder"
-        )
+        raw = self._raw_encoders.get(writer.header)
+        if raw is None:
+            return None
+        codegen.check_accept(writer.physical, accept, f"{writer.version.label} checked encoder")
+        return functools.partial(raw, accept)
 
     def _encode(self, event: Mapping[str, Any], version: int | None, *, generated: bool) -> bytes:
         type_name = event.get("event_type")
@@ -253,8 +269,8 @@ NATIVE_MODULE = "schemas.native_codecs"
 :attr:`Codec.native_module_text` and compiles it)."""
 
 
-def _native_decoders(digest: str) -> Mapping[bytes, Callable[[bytes], Event]] | None:
-    """The compiled decoders, if the build's module was generated from exactly these schemas by this
+def _native_module(digest: str) -> Any:
+    """The build's compiled codecs, if its module was generated from exactly these schemas by this
     generator (its ``SOURCE_SHA256`` is ``digest``); None otherwise, or under ``REWIND_PURE_PYTHON``."""
     if os.environ.get("REWIND_PURE_PYTHON"):
         return None
@@ -262,10 +278,7 @@ def _native_decoders(digest: str) -> Mapping[bytes, Callable[[bytes], Event]] | 
         module = importlib.import_module(NATIVE_MODULE)
     except ImportError:
         return None
-    if getattr(module, "SOURCE_SHA256", None) != digest:
-        return None
-    decoders: Mapping[bytes, Callable[[bytes], Event]] = module.DECODERS
-    return decoders
+    return module if getattr(module, "SOURCE_SHA256", None) == digest else None
 
 
 @functools.cache

@@ -26,6 +26,7 @@ lookup tables for one-byte lengths, enum and union indexes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -33,6 +34,8 @@ from operator import itemgetter
 from typing import Any
 
 Encoder = Callable[[Mapping[str, Any]], bytes | None]
+RawEncoder = Callable[[Callable[..., bool] | None, object], bytes | None]
+"""A generated encoder before its ``accept`` condition is bound (see :func:`encoder_source`)."""
 Decoder = Callable[[bytes], dict[str, Any]]
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "string"})
@@ -102,18 +105,23 @@ def _length(value: bytes, pos: int) -> tuple[int, int]:
     return number, pos
 
 
+def _latin1(text: str) -> str:
+    """UTF-8 bytes of ``text`` as latin-1 characters (for the f-string that builds a record)."""
+    return text.encode().decode("latin-1")
+
+
 _SHARED: dict[str, Any] = {
     "_ZIGZAG": _ZIGZAG,
     "_LENGTH": _LENGTH,
     "_length": _length,
-    "_InvalidBody": InvalidBody,
+    "InvalidBody": InvalidBody,
+    "_END": _END,
+    "_MORE": _MORE,
+    "_varint": _varint,
+    "_ABSENT": _ABSENT,
+    "_latin1": _latin1,
 }
-"""The helpers every generated decoder may call, by the names it calls them."""
-
-
-def _latin1(text: str) -> str:
-    """UTF-8 bytes of ``text`` as latin-1 characters (for the f-string that builds a record)."""
-    return text.encode().decode("latin-1")
+"""The helpers generated code may call, by the names it calls them."""
 
 
 def _kind(schema: Any) -> tuple[str, Any]:
@@ -159,13 +167,15 @@ def _fields(schema: Mapping[str, Any]) -> list[tuple[str, str, Any, Mapping[str,
 class Source:
     """One generated function: its lines, and the named constants they refer to.
 
-    Constants are named ``_<prefix><n>_<tag>`` so the functions of several sources can share one module
-    (see :func:`native_module`); the helpers in :data:`_SHARED` keep their own names.
+    Constants are named ``_<kind><prefix><n>_<tag>`` so the functions of several sources can share one
+    module (see :func:`native_module`); the helpers in :data:`_SHARED` keep their own names.
     """
 
-    def __init__(self, tag: str = "") -> None:
+    def __init__(self, kind: str, tag: str = "") -> None:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {}
+        self.expressions: dict[str, str] = {}
+        self.kind = kind
         self.tag = tag
         self._depth = 0
 
@@ -175,16 +185,23 @@ class Source:
     def indent(self, by: int = 1) -> None:
         self._depth += by
 
-    def constant(self, prefix: str, value: object) -> str:
-        name = f"_{prefix}{len(self.names)}_{self.tag}"
+    def constant(self, prefix: str, value: object, expression: str | None = None) -> str:
+        """A name for ``value``; ``expression`` recreates it in a module (default: its ``repr``)."""
+        name = f"_{self.kind}{prefix}{len(self.names)}_{self.tag}"
         self.names[name] = value
+        self.expressions[name] = repr(value) if expression is None else expression
         return name
+
+    @property
+    def function(self) -> str:
+        """The name of the generated function (``decode_<tag>`` or ``encode_<tag>``)."""
+        return self.lines[0].split("(", 1)[0].removeprefix("def ")
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
 
     def compile(self, function: str, label: str) -> Callable[..., Any]:
-        namespace = {"Any": Any, **self.names}
+        namespace = {"Any": Any, "Callable": Callable, **self.names}
         exec(compile(self.text(), f"<generated {label}>", "exec"), namespace)
         generated: Callable[..., Any] = namespace[function]
         return generated
@@ -233,41 +250,28 @@ def _emit_varint(src: Source, number: str, target: str, bits: int) -> None:
     src.line("else: return None")
 
 
-def compile_encoder(
-    schema: Mapping[str, Any],
-    header: bytes,
-    *,
-    accept: Callable[..., bool] | None = None,
-    label: str = "encoder",
-) -> Encoder | None:
-    """``encode(event) -> header + body``, or ``None`` from it when ``event`` does not fit exactly.
+def encoder_source(schema: Mapping[str, Any], header: bytes, *, tag: str = "") -> Source | None:
+    """The source of ``encode_<tag>(accept, event) -> bytes | None`` (see :func:`compile_encoder`).
 
-    ``schema`` is the physical schema (no ``logicalType``); ``event`` must be a ``dict`` (anything
-    else gets ``None``). ``accept``, if given, is called with the field values as positional
-    arguments in schema order, once every value passed the exact type checks, and must return True
-    for the event to be encoded; its parameters must be named after the fields (checked here), so a
-    schema change cannot silently shift them. Returns ``None`` (no encoder) for a schema outside the
-    supported subset.
+    ``accept`` is None or the extra condition on the field values. The function is annotated so it
+    type-checks under ``mypy --strict`` and mypyc can compile it (:func:`native_module`).
     """
     try:
         fields = _fields(schema)
     except Unsupported:
         return None
     names = tuple(name for name, _, _, _ in fields)
-    if accept is not None and tuple(inspect.signature(accept).parameters) != names:
-        raise ValueError(f"{label}: the parameters of {accept.__name__} are not the schema's fields {names}")
     if any("default" in f and not isinstance(f["default"], _PLAIN_DEFAULTS) for _, _, _, f in fields):
         return None
-    src = Source()
-    src.names.update(
-        _END=_END, _MORE=_MORE, _varint=_varint, _latin1=_latin1, _ABSENT=_ABSENT, _accept=accept
-    )
+    src = Source("encode", tag)
+    src.names.update(_SHARED)
     required = [i for i, (_, _, _, field) in enumerate(fields) if "default" not in field]
-    src.line("def encode(e):")
+    src.line(f"def encode_{tag}(_accept: Callable[..., bool] | None, e: object) -> bytes | None:")
     src.indent()
     src.line("if type(e) is not dict: return None")
     if required:
-        getter = src.constant("GET", itemgetter(*(names[i] for i in required)))
+        wanted = ", ".join(repr(names[i]) for i in required)
+        getter = src.constant("GET", itemgetter(*(names[i] for i in required)), f"itemgetter({wanted})")
         targets = ", ".join(f"f{i}" for i in required)
         value = f"({getter}(e),)" if len(required) == 1 else f"{getter}(e)"
         src.line(f"try: {targets}{',' if len(required) == 1 else ''} = {value}")
@@ -301,8 +305,8 @@ def compile_encoder(
             for j, branch in enumerate(detail):
                 src.line(f"{'if' if j == 0 else 'elif'} {_type_test(branch, f'f{i}')}: k{i} = {j}")
             src.line("else: return None")
-    if accept is not None:
-        src.line(f"if not _accept({', '.join(f'f{i}' for i in range(len(fields)))}): return None")
+    arguments = ", ".join(f"f{i}" for i in range(len(fields)))
+    src.line(f"if _accept is not None and not _accept({arguments}): return None")
     texts = [i for i, (_, kind, _, _) in enumerate(fields) if kind == "string"]
     optional = [i for i, (_, kind, detail, _) in enumerate(fields) if kind == "union" and "string" in detail]
     if texts or optional:
@@ -340,13 +344,43 @@ def compile_encoder(
                     _emit_varint(src, f"f{i}", f"s{i}", 32 if branch == "int" else 64)
                     src.line(f"s{i} = {mark!r} + s{i}")
                 src.indent(-1)
+            src.line("else: return None")
             pieces.append(f"{{s{i}}}")
     # A string of 8192 bytes or more has a 3-byte length: _END raises IndexError, the caller falls back.
     src.line("try:")
     src.line('    return f"' + "".join(pieces) + '".encode("latin-1")')
     src.line("except IndexError: return None")
-    encoder: Encoder = src.compile("encode", label)
-    return encoder
+    return src
+
+
+def compile_encoder(
+    schema: Mapping[str, Any],
+    header: bytes,
+    *,
+    accept: Callable[..., bool] | None = None,
+    label: str = "encoder",
+) -> Encoder | None:
+    """``encode(event) -> header + body``, or ``None`` from it when ``event`` does not fit exactly.
+
+    ``schema`` is the physical schema (no ``logicalType``); ``event`` must be a ``dict`` (anything
+    else gets ``None``). ``accept``, if given, is called with the field values as positional
+    arguments in schema order, once every value passed the exact type checks, and must return True
+    for the event to be encoded; its parameters must be named after the fields (checked here), so a
+    schema change cannot silently shift them. Returns ``None`` (no encoder) for a schema outside the
+    supported subset.
+    """
+    src = encoder_source(schema, header)
+    if src is None:
+        return None
+    check_accept(schema, accept, label)
+    return functools.partial(src.compile(src.function, label), accept)
+
+
+def check_accept(schema: Mapping[str, Any], accept: Callable[..., bool] | None, label: str) -> None:
+    """Raise ``ValueError`` unless ``accept``'s parameters are exactly the schema's field names."""
+    names = tuple(str(field["name"]) for field in schema["fields"])
+    if accept is not None and tuple(inspect.signature(accept).parameters) != names:
+        raise ValueError(f"{label}: the parameters of {accept.__name__} are not the schema's fields {names}")
 
 
 def _emit_varint_read(src: Source, size: int, target: str) -> None:
@@ -367,7 +401,7 @@ def _emit_varint_read(src: Source, size: int, target: str) -> None:
         src.line("else:")
         src.indent()
         if k == size - 1:
-            src.line("raise _InvalidBody('varint too long')")
+            src.line("raise InvalidBody('varint too long')")
         else:
             src.line(f"x |= (b & 127) << {7 * k}")
     src.indent(-(size - 1))
@@ -418,7 +452,7 @@ def _emit_read(src: Source, kind: str, detail: Any, target: str, keep: bool) -> 
             src.indent()
             _emit_read(src, branch, None, target, keep)
             src.indent(-1)
-        src.line("else: raise _InvalidBody('union index')")
+        src.line("else: raise InvalidBody('union index')")
     else:  # pragma: no cover - _kind admits nothing else
         raise Unsupported(kind)
 
@@ -446,7 +480,7 @@ def decoder_source(
     except Unsupported:
         return None
     reader_fields = {name: field for name, _, _, field in wanted}
-    src = Source(tag)
+    src = Source("decode", tag)
     src.names.update(_SHARED)
     outputs = []  # as fastavro orders them: the writer's fields, then the reader's additions
     for i, (name, _, _, field) in enumerate(written):
@@ -468,7 +502,7 @@ def decoder_source(
     src.line(f"p = {start}")
     for i, (name, kind, detail, _) in enumerate(written):
         _emit_read(src, kind, detail, f"x{i}", name in reader_fields)
-    src.line("if p != len(v): raise _InvalidBody('length')")
+    src.line("if p != len(v): raise InvalidBody('length')")
     src.line("return {" + ", ".join(outputs) + "}")
     return src
 
@@ -487,36 +521,41 @@ def compile_decoder(
     src = decoder_source(writer, reader, start=start)
     if src is None:
         return None
-    decoder: Decoder = src.compile("decode_", label)
+    decoder: Decoder = src.compile(src.function, label)
     return decoder
 
 
-def native_module(decoders: Mapping[bytes, Source]) -> tuple[str, str]:
-    """One Python module holding the given decoder sources, for mypyc to compile; and its digest.
+def native_module(decoders: Mapping[bytes, Source], encoders: Mapping[bytes, Source]) -> tuple[str, str]:
+    """One Python module holding the given sources, for mypyc to compile; and its digest.
 
-    ``decoders`` maps each record's single-object header to its :func:`decoder_source` (distinct
-    tags). The module defines ``DECODERS`` (header -> function) and ``SOURCE_SHA256``, the digest
-    returned here. It is a build product
-    (``setup.py`` writes and compiles it); :class:`schemas.codec.Codec` uses it only when its text is
-    exactly what this function returns for the schemas in hand, so a stale build is never used.
+    Both map a record version's single-object header to its :func:`decoder_source` or
+    :func:`encoder_source` (distinct tags). The module defines ``DECODERS`` and ``ENCODERS`` (header
+    -> function) and ``SOURCE_SHA256``, the digest returned here. It is a build product (``setup.py``
+    writes and compiles it); :class:`schemas.codec.Codec` uses it only when the digest is what this
+    function returns for the schemas in hand, so a stale build is never used.
     """
     lines = [
         '"""Generated by schemas.codegen.native_module at build time from schemas/; do not edit."""',
         "",
         "from collections.abc import Callable",
+        "from operator import itemgetter",
         "from typing import Any, Final",
         "",
-        "from schemas.codegen import _LENGTH, _ZIGZAG, InvalidBody as _InvalidBody, _length",
+        f"from schemas.codegen import {', '.join(sorted(_SHARED))}",
         "",
     ]
-    for src in decoders.values():
+    for src in [*decoders.values(), *encoders.values()]:
         for name, value in src.names.items():
             if name in _SHARED:
                 continue
+            expression = src.expressions[name]
             if isinstance(value, dict):
-                lines.append(f"{name}: Final[dict[int, str]] = {value!r}")
+                key, item = next(iter(value.items()))
+                lines.append(
+                    f"{name}: Final[dict[{type(key).__name__}, {type(item).__name__}]] = {expression}"
+                )
             else:
-                lines.append(f"{name}: Final = {value!r}")
+                lines.append(f"{name}: Final = {expression}")
         lines.append("")
         lines.append("")
         lines.extend(src.lines)
@@ -524,6 +563,11 @@ def native_module(decoders: Mapping[bytes, Source]) -> tuple[str, str]:
     lines.append("")
     lines.append("DECODERS: Final[dict[bytes, Callable[[bytes], dict[str, Any]]]] = {")
     lines.extend(f"    {header!r}: decode_{src.tag}," for header, src in decoders.items())
+    lines.append("}")
+    lines.append(
+        "ENCODERS: Final[dict[bytes, Callable[[Callable[..., bool] | None, object], bytes | None]]] = {"
+    )
+    lines.extend(f"    {header!r}: encode_{src.tag}," for header, src in encoders.items())
     lines.append("}")
     body = "\n".join(lines) + "\n"
     digest = hashlib.sha256(body.encode()).hexdigest()

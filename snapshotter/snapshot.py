@@ -22,7 +22,6 @@ import lmdb
 import xxhash
 
 from projector.crashpoints import crashpoint
-from projector.digest import state_digest
 from projector.state_directory import tables_for
 from projector.store import FORMAT_VERSION, OFFSET_KEY, PartitionStore
 from schemas.catalog import default_catalog
@@ -168,7 +167,7 @@ def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot
             if (existing / MANIFEST).is_file():
                 return load_snapshot(existing)
             data_xxh3 = _write_compact_copy(store, txn, staging / DATA_FILE)
-            digest = state_digest(store.records(txn))
+            digest = store.digest(txn)
             events = txn.get(b"events_applied", db=store.db("meta"))
         data = staging / DATA_FILE
         crashpoint("snapshot-copied")
@@ -251,7 +250,7 @@ def verify(path: Path, deep: bool = True) -> Snapshot:
     if deep:
         with PartitionStore(path, tables_for(manifest.partition), readonly=True, shared=False) as copy:
             offset = copy.offset()
-            digest = state_digest(copy.records())
+            digest = copy.digest()
         if offset != manifest.offset or digest != manifest.state_digest:
             raise SnapshotInvalid(
                 f"{path}: content (offset {offset}, digest {digest}) differs from its manifest"
@@ -275,11 +274,18 @@ def newest_valid(
     return None, rejected
 
 
-def restore(snapshot: Snapshot, store_dir: Path) -> None:
-    """Copy a verified snapshot's data file into an empty store directory, durably."""
+def restore(snapshot: Snapshot, store_dir: Path, durable: bool = True) -> None:
+    """Copy a verified snapshot's data file into an empty store directory; durably unless the caller
+    syncs the store itself later (recovery syncs each staging store once, after its replay)."""
     store_dir.mkdir(parents=True, exist_ok=True)
     target = store_dir / DATA_FILE
     assert not target.exists(), f"{store_dir} already holds state"
     shutil.copyfile(snapshot.path / DATA_FILE, target)
-    _fsync_file(target)
+    if durable:
+        sync_store_files(store_dir)
+
+
+def sync_store_files(store_dir: Path) -> None:
+    """fsync a store's data file and directory: everything written to it so far is on disk."""
+    _fsync_file(store_dir / DATA_FILE)
     _fsync_dir(store_dir)

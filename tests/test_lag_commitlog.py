@@ -80,7 +80,7 @@ def test_the_broker_writes_key_v1_value_v4_and_the_parser_reads_them(
     for record, (_, _, stamp) in zip(parsed, raw, strict=True):
         assert record is not None and record.group == group
         assert before - 1 <= record.committed_at <= after + 1
-        assert record.committed_at == stamp / 1000  # the broker stamps both with the same clock
+        assert abs(record.committed_at - stamp / 1000) < 0.1  # the broker stamps both, moments apart
 
 
 def test_the_reader_returns_only_new_commits_of_its_group(bootstrap: str, unique_name: str) -> None:

@@ -50,7 +50,7 @@ _FOLD_SCRIPT = textwrap.dedent(
     print(json.dumps({
         "digests": digests,
         "native_fold": native.is_native(projector.fold),
-        "native_decoders": codec.native_decoders,
+        "native_codecs": codec.native_codecs,
     }))
     """
 )
@@ -79,22 +79,22 @@ def test_the_hot_path_runs_compiled() -> None:
     for name in native.NATIVE_MODULES:
         module = sys.modules.get(name) or __import__(name, fromlist=["_"])
         assert native.is_native(module), f"{name} runs interpreted: {module.__file__}"
-    assert default_codec().native_decoders, "the codec uses its interpreted decoders"
+    assert default_codec().native_codecs, "the codec uses its interpreted encoders and decoders"
 
 
 @native_build
 def test_compiled_and_interpreted_code_build_byte_identical_state() -> None:
     compiled = _fold_in_subprocess(pure=False)
     interpreted = _fold_in_subprocess(pure=True)
-    assert compiled["native_fold"] and compiled["native_decoders"]
-    assert not interpreted["native_fold"] and not interpreted["native_decoders"]
+    assert compiled["native_fold"] and compiled["native_codecs"]
+    assert not interpreted["native_fold"] and not interpreted["native_codecs"]
     assert compiled["digests"] == interpreted["digests"]
     assert len(compiled["digests"]) == 4  # type: ignore[arg-type]
 
 
 def test_pure_python_switch_imports_the_sources() -> None:
     result = _fold_in_subprocess(pure=True)
-    assert result["native_fold"] is False and result["native_decoders"] is False
+    assert result["native_fold"] is False and result["native_codecs"] is False
 
 
 def test_a_compiled_module_older_than_its_source_is_refused(tmp_path: Path) -> None:

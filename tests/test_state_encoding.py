@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from projector import encoding
-from projector.digest import RecordOrderError, state_digest
+from projector.digest import RecordOrderError, digest_rows, new_hasher, state_digest
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 from projector.state import MemoryConfigState, MemoryState
+from projector.store import PartitionStore
 from tests.fold_events import adjusted, apply_all, balance, fill, submitted
 
 ids = st.text(
@@ -251,3 +253,24 @@ def test_config_state_records_round_trip() -> None:
     ]
     assert json.loads(records[0][2]) == [1, "BOOLEAN", True, 1, "bob", 1, 3]
     assert list(MemoryConfigState.from_records(records).records()) == records
+
+
+def test_a_stores_cursor_digest_equals_its_record_digest(tmp_path: Path) -> None:
+    """`PartitionStore.digest` (the fast path: cursors, buffered hashing) is the canonical digest, over
+    several MiB of rows so the buffer is flushed mid-table, with an empty table among them."""
+    rows = {f"ORD{i:07d}".encode(): b"[1," + b"x" * (i % 300) + b"]" for i in range(40_000)}
+    changes: dict[str, dict[bytes, bytes | None]] = {
+        encoding.ORDERS: dict(rows),
+        encoding.POSITIONS: {b"ACC1\x00SYM": b"[1,2]"},
+    }
+    with PartitionStore(tmp_path / "events-p0000", encoding.EVENTS_TABLES) as store:
+        store.commit(changes, 41, 42)
+        records = list(store.records())
+        assert sum(len(v) for _, _, v in records) > 3 * 2**20
+        assert store.digest() == state_digest(records)
+        assert [t for t, _, _ in records].count(encoding.FILLS) == 0
+
+
+def test_digest_rows_refuses_keys_out_of_order() -> None:
+    with pytest.raises(RecordOrderError, match="does not follow"):
+        digest_rows(new_hasher(), "orders", [(b"b", b""), (b"a", b"")])

@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from projector import queries, views
-from projector.digest import state_digest
 from projector.risk_view import risk_rows
 from projector.state_directory import StateDirectory
 from rewind.commands.context import echo_json, json_option, settings_from
@@ -166,7 +165,7 @@ def digest(ctx: click.Context, partition: int | None, state_dir: str | None, as_
         if partition is not None:
             store = directory.partition(partition)
             document: dict[str, Any] = {
-                "digest": state_digest(store.records()),
+                "digest": store.digest(),
                 "partition": partition,
                 "offset": store.offset(),
                 "events_applied": store.events_applied(),
