@@ -98,28 +98,32 @@ def recover(
             _remove_leftovers(live_root, staging)
             tracker.finish_step("detect", detail=reason)
 
-            tracker.start_step("restore", total=len(keys))
-            restore_started = time.monotonic()
-            stores = _restore(settings, staging, keys, tracker)
-            restore_seconds = time.monotonic() - restore_started
-            tracker.finish_step("restore")
+            # One pool for the I/O that can overlap the CPU work: restoring stores side by side, and
+            # syncing them to disk while replay and validation run (they were written without fsync;
+            # the staging copy is thrown away if this run dies, and nothing is swapped in before every
+            # sync has finished).
+            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io:
+                tracker.start_step("restore", total=len(keys))
+                restore_started = time.monotonic()
+                stores = _restore(settings, staging, keys, tracker, io)
+                restored = [name for name, store in stores.items() if store.snapshot_offset is not None]
+                syncs = [io.submit(sync_store_files, staging / name) for name in restored]
+                restore_seconds = time.monotonic() - restore_started
+                tracker.finish_step("restore")
 
-            tracker.start_step("replay")
-            replay_started = time.monotonic()
-            _replay(settings, staging, keys, stores, tracker, metrics)
-            replay_seconds = time.monotonic() - replay_started
-            tracker.finish_step("replay")
+                tracker.start_step("replay")
+                replay_started = time.monotonic()
+                _replay(settings, staging, keys, stores, tracker, metrics)
+                replay_seconds = time.monotonic() - replay_started
+                tracker.finish_step("replay")
 
-            tracker.start_step("validate", total=len(keys))
-            validate_started = time.monotonic()
-            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-sync") as syncs:
-                # Replay committed without fsync (the staging copy is thrown away if this run dies);
-                # the disk writes overlap validation, and nothing is swapped in before they finish.
-                synced = [syncs.submit(sync_store_files, staging / name) for name in stores]
+                tracker.start_step("validate", total=len(keys))
+                validate_started = time.monotonic()
+                syncs += [io.submit(sync_store_files, staging / name) for name in stores]
                 digest = _validate(staging, stores, tracker)
-                for done in synced:
-                    done.result()
-            validate_seconds = time.monotonic() - validate_started
+                for sync in syncs:
+                    sync.result()
+                validate_seconds = time.monotonic() - validate_started
             _swap_in(staging, live_root, stores)
             tracker.finish_step("validate")
         tracker.recovered()
@@ -140,16 +144,21 @@ def _remove_leftovers(live_root: Path, staging: Path) -> None:
 
 
 def _restore(
-    settings: Settings, staging: Path, keys: list[int], tracker: RecoveryTracker
+    settings: Settings, staging: Path, keys: list[int], tracker: RecoveryTracker, io: ThreadPoolExecutor
 ) -> dict[str, StoreRecovery]:
-    stores: dict[str, StoreRecovery] = {}
-    for done, key in enumerate(keys, start=1):
+    """Each store from its newest valid snapshot (checksum, then copy), several stores at a time."""
+
+    def restore_one(key: int) -> StoreRecovery:
         name = store_name(key)
         snapshot, rejected = newest_valid(settings.snapshot_dir, name)
-        stores[name] = StoreRecovery(name, None if snapshot is None else snapshot.offset, rejected)
         if snapshot is not None:
             restore(snapshot, staging / name, durable=False)
             crashpoint("recover-restored")
+        return StoreRecovery(name, None if snapshot is None else snapshot.offset, rejected)
+
+    stores: dict[str, StoreRecovery] = {}
+    for done, recovery in enumerate(io.map(restore_one, keys), start=1):
+        stores[recovery.name] = recovery
         tracker.advance("restore", done)
     return stores
 
