@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from producers.fixed_point import INT64_MAX, INT64_MIN, FixedInput, to_fixed
+from producers.fixed_point import INT64_MAX, FixedInput, to_fixed
 
 Event = dict[str, Any]
 
@@ -41,10 +41,10 @@ DESK_WIDE: Final = "*"
 # occurred_at plausibility: microseconds between 1973-03-03 and 2100-01-01 (catches s/ms mix-ups).
 MIN_OCCURRED_AT: Final = 10**14
 MAX_OCCURRED_AT: Final = 4_102_444_800 * 10**6
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
-_MIC = re.compile(r"^[A-Z0-9]{4}$")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+MIC_RE = re.compile(r"^[A-Z0-9]{4}$")
 _NAME = re.compile(r"\S+")
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def now_micros() -> int:
@@ -85,7 +85,7 @@ def _choice(owner: str, name: str, value: object, symbols: tuple[str, ...]) -> s
 def _event_id(owner: str, value: object) -> str:
     if value is None:
         return str(uuid.uuid4())
-    if type(value) is not str or not _UUID.fullmatch(value):
+    if type(value) is not str or not UUID_RE.fullmatch(value):
         raise ValueError(f"{owner}.event_id must be a lowercase canonical UUID string, got {value!r}")
     return value
 
@@ -319,7 +319,7 @@ def fill(
         source=source,
         default_now=False,
     )
-    if venue is not None and (not isinstance(venue, str) or not _MIC.match(venue)):
+    if venue is not None and (not isinstance(venue, str) or not MIC_RE.match(venue)):
         raise ValueError(f"{o}.venue must be an ISO 10383 MIC (4 characters A-Z, 0-9) or None, got {venue!r}")
     event.update(
         exec_id=_name(o, "exec_id", exec_id),
@@ -386,7 +386,7 @@ def balance_changed(
         source=source,
         default_now=True,
     )
-    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+    if not isinstance(currency, str) or not CURRENCY_RE.match(currency):
         raise ValueError(f"{o}.currency must be 3 upper-case letters (ISO 4217, e.g. USD), got {currency!r}")
     event.update(
         currency=currency,
@@ -497,238 +497,3 @@ def validate_event(event: Mapping[str, Any]) -> Event:
         if name not in fields:
             raise ValueError(f"{type_name}.{name} is required")
     return BUILDERS[type_name](**fields)
-
-
-# Exact acceptance, for the producer's fused check-and-encode (schemas.codec.Codec.compiled_encoder).
-# Each function takes an event's field values in schema order, already of their exact Avro types (the
-# generated encoder checks str/int/None, the 64-bit range and the enum symbols, which are the tuples
-# above), and returns True only if the type's builder would return the event unchanged. False means
-# "ask the builder": it raises the precise error, or normalizes (a decimal string, say).
-def _ids(names: int) -> Callable[[str], re.Match[str] | None]:
-    """One regex call for an event_id and ``names`` space-joined names (non-empty, no whitespace)."""
-    return re.compile(_UUID.pattern + r"(?: \S+)" * names).fullmatch
-
-
-_IDS2, _IDS3, _IDS4, _IDS5 = (_ids(n) for n in range(2, 6))
-
-
-def _account_event(expected: str, event_type: str, occurred_at: int, account_id: str) -> bool:
-    """The envelope rules of every account's event: its type, a plausible time, not desk-wide."""
-    return (
-        event_type == expected
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id != DESK_WIDE
-    )
-
-
-def _plain_text(value: str) -> bool:
-    return value != "" and value == value.strip()
-
-
-# Venue and currency codes are a small set: remember the ones that matched (at most 4096).
-_KNOWN_MICS: set[str] = set()
-_KNOWN_CURRENCIES: set[str] = set()
-
-
-def _matches(pattern: re.Pattern[str], known: set[str], value: str) -> bool:
-    if pattern.match(value) is None:
-        return False
-    if len(known) < 4096:
-        known.add(value)
-    return True
-
-
-def _accept_order_submitted(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    order_id: str,
-    client_order_id: str,
-    symbol: str,
-    side: str,
-    order_type: str,
-    limit_price: int | None,
-    quantity: int,
-    time_in_force: str,
-) -> bool:
-    return (
-        _account_event("OrderSubmitted", event_type, occurred_at, account_id)
-        and _IDS5(f"{event_id} {account_id} {source} {order_id} {client_order_id} {symbol}") is not None
-        and (limit_price is None if order_type == "MARKET" else limit_price is not None and limit_price > 0)
-        and quantity > 0
-    )
-
-
-def _accept_order_accepted(
-    event_id: str, event_type: str, occurred_at: int, account_id: str, source: str, order_id: str
-) -> bool:
-    return (
-        _account_event("OrderAccepted", event_type, occurred_at, account_id)
-        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
-    )
-
-
-def _accept_order_rejected(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    order_id: str,
-    reason: str,
-    reject_code: str | None,
-) -> bool:
-    return (
-        _account_event("OrderRejected", event_type, occurred_at, account_id)
-        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
-        and _plain_text(reason)
-        and (reject_code is None or _plain_text(reject_code))
-    )
-
-
-def _accept_order_replaced(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    order_id: str,
-    new_limit_price: int | None,
-    new_quantity: int | None,
-) -> bool:
-    return (
-        _account_event("OrderReplaced", event_type, occurred_at, account_id)
-        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
-        and (new_limit_price is not None or new_quantity is not None)
-        and (new_limit_price is None or new_limit_price > 0)
-        and (new_quantity is None or new_quantity > 0)
-    )
-
-
-def _accept_order_canceled(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    order_id: str,
-    reason: str | None,
-) -> bool:
-    return (
-        _account_event("OrderCanceled", event_type, occurred_at, account_id)
-        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
-        and (reason is None or _plain_text(reason))
-    )
-
-
-def _accept_order_expired(
-    event_id: str, event_type: str, occurred_at: int, account_id: str, source: str, order_id: str
-) -> bool:
-    return (
-        _account_event("OrderExpired", event_type, occurred_at, account_id)
-        and _IDS3(f"{event_id} {account_id} {source} {order_id}") is not None
-    )
-
-
-def _accept_fill(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    exec_id: str,
-    order_id: str,
-    quantity: int,
-    price: int,
-    fee: int,
-    liquidity: str,
-    venue: str | None,
-) -> bool:
-    return (
-        _account_event("Fill", event_type, occurred_at, account_id)
-        and _IDS4(f"{event_id} {account_id} {source} {exec_id} {order_id}") is not None
-        and quantity > 0
-        and price > 0
-        and fee >= 0
-        and (venue is None or venue in _KNOWN_MICS or _matches(_MIC, _KNOWN_MICS, venue))
-    )
-
-
-def _accept_position_adjusted(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    symbol: str,
-    mode: str,
-    quantity: int,
-    price: int,
-    reason: str,
-) -> bool:
-    return (
-        _account_event("PositionAdjusted", event_type, occurred_at, account_id)
-        and _IDS3(f"{event_id} {account_id} {source} {symbol}") is not None
-        and (quantity != 0 or mode != "DELTA")
-        and price > 0
-    )
-
-
-def _accept_balance_changed(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    currency: str,
-    amount: int,
-    reason: str,
-) -> bool:
-    return (
-        _account_event("BalanceChanged", event_type, occurred_at, account_id)
-        and _IDS2(f"{event_id} {account_id} {source}") is not None
-        and (currency in _KNOWN_CURRENCIES or _matches(_CURRENCY, _KNOWN_CURRENCIES, currency))
-        and amount != 0
-    )
-
-
-def _accept_config_changed(
-    event_id: str,
-    event_type: str,
-    occurred_at: int,
-    account_id: str,
-    source: str,
-    key: str,
-    value_type: str,
-    value: bool | int | str,
-    version: int,
-    changed_by: str,
-) -> bool:
-    return (
-        event_type == "ConfigChanged"
-        and MIN_OCCURRED_AT <= occurred_at < MAX_OCCURRED_AT
-        and account_id == DESK_WIDE
-        and _IDS3(f"{event_id} {source} {key} {changed_by}") is not None
-        and version > 0
-        and type(value) is _CONFIG_TYPES[value_type]
-        and (value_type != "INTEGER" or value != INT64_MIN)
-    )
-
-
-_CONFIG_TYPES: Final[Mapping[str, type]] = {"BOOLEAN": bool, "INTEGER": int, "DECIMAL": int, "STRING": str}
-
-ACCEPT: Final[Mapping[str, Callable[..., bool]]] = {
-    "OrderSubmitted": _accept_order_submitted,
-    "OrderAccepted": _accept_order_accepted,
-    "OrderRejected": _accept_order_rejected,
-    "OrderReplaced": _accept_order_replaced,
-    "OrderCanceled": _accept_order_canceled,
-    "OrderExpired": _accept_order_expired,
-    "Fill": _accept_fill,
-    "PositionAdjusted": _accept_position_adjusted,
-    "BalanceChanged": _accept_balance_changed,
-    "ConfigChanged": _accept_config_changed,
-}
-"""Per type: True only if the builder accepts these exactly-typed field values unchanged (see above)."""

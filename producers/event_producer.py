@@ -5,7 +5,7 @@
 type's builder rules and encoded with the current schema *before* it is handed to librdkafka, so
 nothing invalid can reach a topic. The usual case, an event already in the builders' normalized form,
 takes one generated pass that checks each field once and writes its bytes
-(:meth:`schemas.codec.Codec.compiled_encoder` with :data:`producers.builders.ACCEPT`); any other
+(:meth:`schemas.codec.Codec.compiled_encoder` with :data:`producers.acceptance.ACCEPT`); any other
 event goes through :func:`producers.builders.validate_event` (which normalizes it or raises the
 precise error) and :meth:`schemas.codec.Codec.encode`. Routing follows ``docs/events.md``:
 ``ConfigChanged`` to the config topic keyed by the config key, everything else to the events topic
@@ -34,7 +34,8 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from producers.builders import ACCEPT, validate_event
+from producers.acceptance import ACCEPT
+from producers.builders import validate_event
 from rewind.errors import RewindError
 from schemas.codec import Codec, Encoder, default_codec
 

@@ -33,6 +33,8 @@ NATIVE_MODULES: tuple[str, ...] = (
     "projector.encoding",
     "projector.lmdb_state",
     "projector.digest",
+    "producers.acceptance",
+    "producers.event_producer",
 )
 """Compiled by ``setup.py`` (with the generated ``schemas.native_codecs``, which checks itself)."""
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from producers import builders
+from producers.acceptance import ACCEPT
 from producers.fixed_point import format_decimal, parse_decimal, to_fixed
 from producers.simulator import SimulationParams, simulate
 from schemas.codec import decode, default_codec, encode
@@ -229,10 +230,10 @@ def test_format_and_parse_are_inverse(value: int) -> None:
     assert to_fixed(value, field="x") == value
 
 
-# The producer's fused path: builders.ACCEPT inside the codec's generated encoder (Codec.compiled_encoder)
+# The producer's fused path: ACCEPT inside the codec's generated encoder (Codec.compiled_encoder)
 # must only ever accept events the builders return unchanged, and must encode them as encode() does.
 CODEC = default_codec()
-CHECKED = {name: CODEC.compiled_encoder(name, accept) for name, accept in builders.ACCEPT.items()}
+CHECKED = {name: CODEC.compiled_encoder(name, accept) for name, accept in ACCEPT.items()}
 SYMBOLS = {
     ("OrderSubmitted", "side"): builders.SIDES,
     ("OrderSubmitted", "order_type"): builders.ORDER_TYPES,
@@ -250,8 +251,8 @@ def _typed(event: dict[str, Any]) -> list[tuple[str, type, Any]]:
 
 
 def test_accept_covers_every_type_field_and_builder_parameter() -> None:
-    assert set(builders.ACCEPT) == set(builders.BUILDERS) == set(CODEC.catalog.type_names())
-    for name, accept in builders.ACCEPT.items():
+    assert set(ACCEPT) == set(builders.BUILDERS) == set(CODEC.catalog.type_names())
+    for name, accept in ACCEPT.items():
         fields = CODEC.catalog.current(name).field_names()
         assert tuple(inspect.signature(accept).parameters) == fields
         assert set(inspect.signature(builders.BUILDERS[name]).parameters) == set(fields) - {"event_type"}
