@@ -23,8 +23,11 @@ import threading
 import time
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from bench.harness import bench_broker, bench_topics, produce
 from projector import queries
+from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Projector
 from projector.state_directory import StateDirectory
 from replayer.recovery import recover, store_name
@@ -72,17 +75,10 @@ def cold_replay(settings: Settings, state: Path, partitions: int) -> tuple[float
 def batch_latencies(settings: Settings, state: Path, partitions: int, snapshots: bool) -> list[float]:
     """Per-batch apply latency of a full projection; with ``snapshots``, `rewind snapshot` child
     processes run back to back beside it, as the service takes them."""
-    latencies: list[float] = []
-    projector = Projector(settings, range(partitions), state_dir=state, commit_group=False)
+    metrics = BatchTimes(CollectorRegistry())
+    latencies = metrics.batches
+    projector = Projector(settings, range(partitions), state_dir=state, commit_group=False, metrics=metrics)
     stop = threading.Event()
-    original = projector.apply_batch
-
-    def timed(messages: list, consumer: object = None) -> None:  # type: ignore[type-arg]
-        started = time.perf_counter()
-        original(messages, consumer)  # type: ignore[arg-type]
-        latencies.append(time.perf_counter() - started)
-
-    projector.apply_batch = timed  # type: ignore[method-assign]
     own_snapshots = state.with_name(state.name + "-snapshots")  # an earlier run's would be reused
     in_state = dataclasses.replace(
         settings, values={**settings.values, "state.dir": str(state), "snapshots.dir": str(own_snapshots)}
@@ -109,6 +105,18 @@ def batch_latencies(settings: Settings, state: Path, partitions: int, snapshots:
             thread.join()
         projector.close()
     return latencies
+
+
+class BatchTimes(ProjectorMetrics):
+    """The projector's own per-batch timing (apply + commit), kept as a list."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.batches: list[float] = []
+
+    def observe_batch(self, batch_seconds: float, commit_seconds: float) -> None:
+        super().observe_batch(batch_seconds, commit_seconds)
+        self.batches.append(batch_seconds)
 
 
 def pct(values: list[float], q: float) -> float:

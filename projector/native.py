@@ -33,6 +33,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "projector.encoding",
     "projector.lmdb_state",
     "projector.digest",
+    "projector.runner",
     "producers.acceptance",
     "producers.event_producer",
 )

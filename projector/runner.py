@@ -29,7 +29,7 @@ from projector.metrics import ProjectorMetrics
 from projector.state_directory import StateDirectory
 from rewind.config import ClientConfig, Settings
 from rewind.errors import RewindError
-from schemas.codec import decode
+from schemas.codec import default_codec
 from schemas.errors import EventDecodeError
 
 CONFIG_PARTITION = -1  # how the config topic's single partition is keyed among the stores
@@ -122,6 +122,7 @@ class Projector:
         self.progress = Progress()
         self._consumer: Consumer | None = None
         self._caches: dict[int, EntityCache] = {}
+        self._decode = default_codec().decode
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -274,6 +275,7 @@ class Projector:
         halt: AnomalyHalt | None = None
         halting = self.policy == "halt"
         limit = self.until.get(key)
+        decode = self._decode
         for message in batch:
             offset = message.offset()
             if limit is not None and offset is not None and offset > limit:

@@ -29,6 +29,7 @@ from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Progress, Projector
 from projector.state_directory import StateDirectory, combined_digest
 from projector.store import CONFIG_DIR_NAME, partition_dir_name
+from replayer.parallel_digest import store_digests
 from replayer.progress import RecoveryTracker
 from rewind.config import Settings
 from rewind.topics import events_partition_count
@@ -204,14 +205,10 @@ def _validate(staging: Path, stores: dict[str, StoreRecovery], tracker: Recovery
     Entity invariants (filled <= quantity, basis sign, ...) were asserted by the fold on every change
     that built this state, and the snapshot it started from was checksum-verified.
     """
-    with StateDirectory.open_readonly(staging) as directory:
-        for done, (name, recovery) in enumerate(sorted(stores.items()), start=1):
-            store = directory.store(name)
-            assert store.offset() == recovery.offset, (
-                f"{name}: stored offset {store.offset()} != {recovery.offset}"
-            )
-            recovery.digest = store.digest()
-            tracker.advance("validate", done)
+    found = store_digests(staging, sorted(stores), lambda done: tracker.advance("validate", done))
+    for name, recovery in stores.items():
+        offset, recovery.digest = found[name]
+        assert offset == recovery.offset, f"{name}: stored offset {offset} != {recovery.offset}"
     return combined_digest({name: s.digest for name, s in stores.items()})
 
 
