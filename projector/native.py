@@ -69,8 +69,12 @@ def stale_native_modules(names: Sequence[str] = NATIVE_MODULES, root: Path = _RO
 
 
 def check_native_build() -> None:
-    """Refuse to run compiled modules older than their source: they would run the old code."""
-    if os.environ.get(PURE_PYTHON_ENV):
+    """Refuse to run compiled modules older than their source: they would run the old code.
+
+    Only in a source checkout (where ``setup.py`` is): an installed package is built as one unit, and
+    the order in which an installer writes its files says nothing about staleness.
+    """
+    if os.environ.get(PURE_PYTHON_ENV) or not (_ROOT / "setup.py").exists():
         return
     stale = stale_native_modules()
     if stale:
