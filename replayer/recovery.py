@@ -100,15 +100,13 @@ def recover(
             tracker.finish_step("detect", detail=reason)
 
             # One pool for the I/O that can overlap the CPU work: restoring stores side by side, and
-            # syncing them to disk while replay and validation run (they were written without fsync;
-            # the staging copy is thrown away if this run dies, and nothing is swapped in before every
+            # syncing them to disk while validation reads (they were written without fsync; the
+            # staging copy is thrown away if this run dies, and nothing is swapped in before every
             # sync has finished).
             with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io:
                 tracker.start_step("restore", total=len(keys))
                 restore_started = time.monotonic()
                 stores = _restore(settings, staging, keys, tracker, io)
-                restored = [name for name, store in stores.items() if store.snapshot_offset is not None]
-                syncs = [io.submit(sync_store_files, staging / name) for name in restored]
                 restore_seconds = time.monotonic() - restore_started
                 tracker.finish_step("restore")
 
@@ -120,7 +118,8 @@ def recover(
 
                 tracker.start_step("validate", total=len(keys))
                 validate_started = time.monotonic()
-                syncs += [io.submit(sync_store_files, staging / name) for name in stores]
+                # Not earlier: LMDB's writes during replay would stall behind the writeback.
+                syncs = [io.submit(sync_store_files, staging / name) for name in stores]
                 digest = _validate(staging, stores, tracker)
                 for sync in syncs:
                     sync.result()
