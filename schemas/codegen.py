@@ -3,8 +3,9 @@
 fastavro interprets the parsed schema for every record and reads through a file object byte by byte,
 about 0.4 µs per field. rewind's events are flat records of primitives, enums and unions of
 primitives; for such a record a function written for that one schema does the same work in
-straight-line Python over the ``bytes`` object. This module writes those functions (``exec`` of
-generated source, once per schema version, when the codec is built).
+straight-line Python over the ``bytes`` object. This module writes those functions, fully annotated:
+the build compiles them with mypyc (:func:`native_module`, docs/native.md), and without a matching
+build they are ``exec``'d from the same source when the codec is built.
 
 What is guaranteed (``tests/test_codegen.py`` checks it against fastavro):
 
