@@ -118,7 +118,7 @@ def recover(
 
                 tracker.start_step("validate", total=len(keys))
                 validate_started = time.monotonic()
-                # Not earlier: LMDB's writes during replay would stall behind the writeback.
+                # After replay, so one sync per store covers the restored copy and every replayed commit.
                 syncs = [io.submit(sync_store_files, staging / name) for name in stores]
                 digest = _validate(staging, stores, tracker)
                 for sync in syncs:
