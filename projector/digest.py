@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from itertools import groupby
+from operator import itemgetter
 from typing import Final
 
 import xxhash
@@ -79,31 +81,12 @@ def digest_update(hasher: xxhash.xxh3_128, records: Iterable[tuple[str, bytes, b
     Raises :class:`RecordOrderError` when a table's keys are not strictly ascending or a table comes
     back after another one started, so an unsorted source cannot yield a plausible-looking digest.
     """
-    pack = _FRAME.pack
-    buffer = bytearray()
-    current: str | None = None
-    name = b""
-    last_key = b""
     finished: set[str] = set()
-    for table, key, value in records:
-        if table != current:
-            if table in finished:
-                raise RecordOrderError(f"table {table!r} appears twice in the record sequence")
-            if current is not None:
-                finished.add(current)
-            current = table
-            name = table.encode()
-        elif key <= last_key:
-            raise RecordOrderError(f"{table}: key {key!r} does not follow {last_key!r}")
-        last_key = key
-        buffer += pack(len(name), len(key), len(value))
-        buffer += name
-        buffer += key
-        buffer += value
-        if len(buffer) >= _FLUSH_BYTES:
-            hasher.update(buffer)
-            buffer.clear()
-    hasher.update(buffer)
+    for table, group in groupby(records, key=itemgetter(0)):
+        if table in finished:
+            raise RecordOrderError(f"table {table!r} appears twice in the record sequence")
+        finished.add(table)
+        digest_rows(hasher, table, ((key, value) for _, key, value in group))
 
 
 def state_digest(records: Iterable[tuple[str, bytes, bytes]]) -> str:
