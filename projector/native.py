@@ -46,9 +46,14 @@ EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 """What the build names a compiled module (``fold.cpython-311-x86_64-linux-gnu.so``)."""
 
 
+def _source(name: str) -> str:
+    """The source file of module ``name``, relative to the project root."""
+    return name.replace(".", "/") + ".py"
+
+
 def native_sources() -> list[str]:
     """The source files of :data:`NATIVE_MODULES`, relative to the project root."""
-    return [name.replace(".", "/") + ".py" for name in NATIVE_MODULES]
+    return [_source(name) for name in NATIVE_MODULES]
 
 
 def is_native(module: ModuleType) -> bool:
@@ -61,7 +66,7 @@ def stale_native_modules(names: Sequence[str] = NATIVE_MODULES, root: Path = _RO
     """The modules whose compiled extension is older than their source (empty if none, or pure)."""
     stale = []
     for name in names:
-        source = root / (name.replace(".", "/") + ".py")
+        source = root / _source(name)
         compiled = source.with_name(source.stem + EXTENSION_SUFFIX)
         if compiled.exists() and compiled.stat().st_mtime < source.stat().st_mtime:
             stale.append(name)
@@ -92,7 +97,7 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in NATIVE_MODULES:
             return None
-        source = _ROOT / (fullname.replace(".", "/") + ".py")
+        source = _ROOT / _source(fullname)
         loader = importlib.machinery.SourceFileLoader(fullname, str(source))
         return importlib.util.spec_from_file_location(fullname, source, loader=loader)
 

@@ -90,7 +90,7 @@ def _finish_helper(helper: subprocess.Popen[str], names: list[str]) -> dict[str,
         if set(found) != set(names):
             raise ValueError(f"digested {sorted(found)}, asked for {sorted(names)}")
         return found
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # a failed run, or output that is not {name: [offset, digest]}
         log.warning("digest helper failed (%s); digesting its %d stores here", exc, len(names))
         return {}
 

@@ -267,7 +267,7 @@ class Codec:
 
 
 NATIVE_MODULE = "schemas.native_codecs"
-"""The build's mypyc-compiled decoders (``setup.py`` writes the module from
+"""The build's mypyc-compiled encoders and decoders (``setup.py`` writes the module from
 :attr:`Codec.native_module_text` and compiles it)."""
 
 

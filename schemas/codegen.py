@@ -196,7 +196,7 @@ class Source:
     @property
     def function(self) -> str:
         """The name of the generated function (``decode_<tag>`` or ``encode_<tag>``)."""
-        return self.lines[0].split("(", 1)[0].removeprefix("def ")
+        return f"{self.kind}_{self.tag}"
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -267,7 +267,7 @@ def encoder_source(schema: Mapping[str, Any], header: bytes, *, tag: str = "") -
     src = Source("encode", tag)
     src.names.update(_SHARED)
     required = [i for i, (_, _, _, field) in enumerate(fields) if "default" not in field]
-    src.line(f"def encode_{tag}(_accept: Callable[..., bool] | None, e: object) -> bytes | None:")
+    src.line(f"def {src.function}(_accept: Callable[..., bool] | None, e: object) -> bytes | None:")
     src.indent()
     src.line("if type(e) is not dict: return None")
     if required:
@@ -495,7 +495,7 @@ def decoder_source(
             if "default" not in field or not isinstance(field["default"], _PLAIN_DEFAULTS):
                 return None
             outputs.append(f"{name!r}: {src.constant('D', field['default'])}")
-    src.line(f"def decode_{tag}(v: bytes) -> dict[str, Any]:")
+    src.line(f"def {src.function}(v: bytes) -> dict[str, Any]:")
     src.indent()
     src.line("p: int; n: int; q: int; b: int; x: int")
     for i, (_, kind, detail, _) in enumerate(written):
@@ -563,12 +563,12 @@ def native_module(decoders: Mapping[bytes, Source], encoders: Mapping[bytes, Sou
         lines.append("")
     lines.append("")
     lines.append("DECODERS: Final[dict[bytes, Callable[[bytes], dict[str, Any]]]] = {")
-    lines.extend(f"    {header!r}: decode_{src.tag}," for header, src in decoders.items())
+    lines.extend(f"    {header!r}: {src.function}," for header, src in decoders.items())
     lines.append("}")
     lines.append(
         "ENCODERS: Final[dict[bytes, Callable[[Callable[..., bool] | None, object], bytes | None]]] = {"
     )
-    lines.extend(f"    {header!r}: encode_{src.tag}," for header, src in encoders.items())
+    lines.extend(f"    {header!r}: {src.function}," for header, src in encoders.items())
     lines.append("}")
     body = "\n".join(lines) + "\n"
     digest = hashlib.sha256(body.encode()).hexdigest()
