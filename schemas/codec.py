@@ -81,43 +81,13 @@ class Codec:
         self._current: dict[str, _Writer] = {}
         self._encoders: dict[str, Encoder] = {}
         self._readers: dict[bytes, _Reader] = {}
-        self._decoders: dict[bytes, Callable[[bytes], Event]] = {}
-        self._raw_encoders: dict[bytes, codegen.RawEncoder] = {}
-        decoders: dict[bytes, codegen.Source] = {}
-        encoders: dict[bytes, codegen.Source] = {}
-        versions: dict[bytes, tuple[SchemaVersion, Any]] = {}
-        for type_name in catalog.type_names():
-            current_physical = physical_schema(catalog.current(type_name).schema)
-            for version in catalog.versions(type_name):
-                header = MAGIC + version.fingerprint
-                physical = physical_schema(version.schema)
-                versions[header] = (version, physical)
-                tag = version.fingerprint_hex
-                decoder = codegen.decoder_source(physical, current_physical, start=HEADER_SIZE, tag=tag)
-                if decoder is not None:
-                    decoders[header] = decoder
-                encoder = codegen.encoder_source(physical, header, tag=tag)
-                if encoder is not None:
-                    encoders[header] = encoder
-        self.native_module_text, digest = codegen.native_module(decoders, encoders)
-        native = _native_module(digest)
-        self.native_codecs = native is not None
-        for header, source in decoders.items():
-            label = f"{versions[header][0].label} decoder"
-            self._decoders[header] = (
-                native.DECODERS[header] if native else source.compile(source.function, label)
-            )
-        for header, source in encoders.items():
-            label = f"{versions[header][0].label} encoder"
-            self._raw_encoders[header] = (
-                native.ENCODERS[header] if native else source.compile(source.function, label)
-            )
+        self._decoders, self._raw_encoders = self._generate(catalog)
         for type_name in catalog.type_names():
             current = catalog.current(type_name)
             current_parsed = parse_schema(physical_schema(current.schema))
             for version in catalog.versions(type_name):
                 header = MAGIC + version.fingerprint
-                physical = versions[header][1]
+                physical = physical_schema(version.schema)
                 raw = self._raw_encoders.get(header)
                 writer = _Writer(
                     version,
@@ -136,6 +106,37 @@ class Codec:
             self._current[type_name] = writer = self._writers[(type_name, current.version)]
             if writer.generated is not None:
                 self._encoders[type_name] = writer.generated
+
+    def _generate(
+        self, catalog: SchemaCatalog
+    ) -> tuple[dict[bytes, Callable[[bytes], Event]], dict[bytes, codegen.RawEncoder]]:
+        """The generated decoder and encoder of every schema version, by header: the native build's
+        when its module was generated from exactly these schemas, else compiled here from the source."""
+        decoders: dict[bytes, codegen.Source] = {}
+        encoders: dict[bytes, codegen.Source] = {}
+        labels: dict[bytes, str] = {}
+        for type_name in catalog.type_names():
+            current_physical = physical_schema(catalog.current(type_name).schema)
+            for version in catalog.versions(type_name):
+                header = MAGIC + version.fingerprint
+                physical = physical_schema(version.schema)
+                labels[header] = version.label
+                tag = version.fingerprint_hex
+                decoder = codegen.decoder_source(physical, current_physical, start=HEADER_SIZE, tag=tag)
+                if decoder is not None:
+                    decoders[header] = decoder
+                encoder = codegen.encoder_source(physical, header, tag=tag)
+                if encoder is not None:
+                    encoders[header] = encoder
+        self.native_module_text, digest = codegen.native_module(decoders, encoders)
+        native = _native_module(digest)
+        self.native_codecs = native is not None
+        if native is not None:
+            return dict(native.DECODERS), dict(native.ENCODERS)
+        return (
+            {h: src.compile(src.function, f"{labels[h]} decoder") for h, src in decoders.items()},
+            {h: src.compile(src.function, f"{labels[h]} encoder") for h, src in encoders.items()},
+        )
 
     def encode(self, event: Mapping[str, Any], *, version: int | None = None) -> bytes:
         """Single-object encoding of ``event`` with the current schema of ``event["event_type"]``.
