@@ -22,11 +22,37 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from producers.fixed_point import INT64_MAX, FixedInput, to_fixed
 
 Event = dict[str, Any]
+
+
+class BuiltEvent(dict[str, Any]):
+    """An event as a builder returned it: valid by construction, and read-only so it stays valid.
+
+    Every builder returns one. Because nothing can change it afterwards, :class:`EventProducer`
+    encodes it without checking the builder's rules a second time. It compares, prints and
+    serializes as a plain ``dict``; ``dict(event)``, ``{**event}``, ``copy.copy`` and pickling give a
+    plain, mutable ``dict``, which is checked again like any other input. (Calling ``dict``'s own
+    methods on it, ``dict.__setitem__(event, ...)``, bypasses this and is not supported.)
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *_args: object, **_kwargs: object) -> NoReturn:
+        raise TypeError(
+            f"a built {self.get('event_type', 'event')} is read-only; to change a field, call its "
+            "builder again (or copy it with dict(event); the copy is validated again when produced)"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        return dict, (dict(self),)
+
 
 SIDES: Final = ("BUY", "SELL")
 ORDER_TYPES: Final = ("LIMIT", "MARKET")
@@ -155,7 +181,7 @@ def order_submitted(
     limit_price: FixedInput | None = None,
     event_id: str | None = None,
     occurred_at: int | None = None,
-) -> Event:
+) -> BuiltEvent:
     """A new order: ``limit_price`` is required (> 0) for LIMIT and must be None for MARKET."""
     o = "OrderSubmitted"
     event = _common(
@@ -181,12 +207,12 @@ def order_submitted(
         quantity=_fixed(o, "quantity", quantity, ">0"),
         time_in_force=_choice(o, "time_in_force", time_in_force, TIMES_IN_FORCE),
     )
-    return event
+    return BuiltEvent(event)
 
 
 def _order_only(
     o: str, account_id: str, order_id: str, occurred_at: int, source: str, event_id: str | None
-) -> Event:
+) -> BuiltEvent:
     """An order event that carries nothing but the order it refers to."""
     event = _common(
         o,
@@ -197,12 +223,12 @@ def _order_only(
         default_now=False,
     )
     event["order_id"] = _name(o, "order_id", order_id)
-    return event
+    return BuiltEvent(event)
 
 
 def order_accepted(
     *, account_id: str, order_id: str, occurred_at: int, source: str, event_id: str | None = None
-) -> Event:
+) -> BuiltEvent:
     """The venue acknowledged the order."""
     return _order_only("OrderAccepted", account_id, order_id, occurred_at, source, event_id)
 
@@ -216,7 +242,7 @@ def order_rejected(
     source: str,
     reject_code: str | None = None,
     event_id: str | None = None,
-) -> Event:
+) -> BuiltEvent:
     """The venue or OMS refused the order; ``reject_code`` is its machine-readable code, if any."""
     o = "OrderRejected"
     event = _common(
@@ -232,7 +258,7 @@ def order_rejected(
         reason=_text(o, "reason", reason),
         reject_code=_text(o, "reject_code", reject_code, optional=True),
     )
-    return event
+    return BuiltEvent(event)
 
 
 def order_replaced(
@@ -244,7 +270,7 @@ def order_replaced(
     new_limit_price: FixedInput | None = None,
     new_quantity: FixedInput | None = None,
     event_id: str | None = None,
-) -> Event:
+) -> BuiltEvent:
     """The order's limit price and/or quantity changed; at least one of them must be given."""
     o = "OrderReplaced"
     if new_limit_price is None and new_quantity is None:
@@ -262,7 +288,7 @@ def order_replaced(
         new_limit_price=_optional_fixed(o, "new_limit_price", new_limit_price, ">0"),
         new_quantity=_optional_fixed(o, "new_quantity", new_quantity, ">0"),
     )
-    return event
+    return BuiltEvent(event)
 
 
 def order_canceled(
@@ -273,7 +299,7 @@ def order_canceled(
     source: str,
     reason: str | None = None,
     event_id: str | None = None,
-) -> Event:
+) -> BuiltEvent:
     """The order was canceled (terminal)."""
     o = "OrderCanceled"
     event = _common(
@@ -285,12 +311,12 @@ def order_canceled(
         default_now=False,
     )
     event.update(order_id=_name(o, "order_id", order_id), reason=_text(o, "reason", reason, optional=True))
-    return event
+    return BuiltEvent(event)
 
 
 def order_expired(
     *, account_id: str, order_id: str, occurred_at: int, source: str, event_id: str | None = None
-) -> Event:
+) -> BuiltEvent:
     """The order expired (terminal)."""
     return _order_only("OrderExpired", account_id, order_id, occurred_at, source, event_id)
 
@@ -308,7 +334,7 @@ def fill(
     source: str,
     venue: str | None = None,
     event_id: str | None = None,
-) -> Event:
+) -> BuiltEvent:
     """An execution: ``quantity`` and ``price`` > 0, ``fee`` >= 0, ``venue`` a 4-character MIC or None."""
     o = "Fill"
     event = _common(
@@ -330,7 +356,7 @@ def fill(
         liquidity=_choice(o, "liquidity", liquidity, LIQUIDITY),
         venue=venue,
     )
-    return event
+    return BuiltEvent(event)
 
 
 def position_adjusted(
@@ -344,7 +370,7 @@ def position_adjusted(
     source: str,
     event_id: str | None = None,
     occurred_at: int | None = None,
-) -> Event:
+) -> BuiltEvent:
     """SET the position to ``quantity`` (signed, 0 = flat) at cost ``price``, or trade a DELTA."""
     o = "PositionAdjusted"
     event = _common(
@@ -363,7 +389,7 @@ def position_adjusted(
         price=_fixed(o, "price", price, ">0"),
         reason=_choice(o, "reason", reason, ADJUST_REASONS),
     )
-    return event
+    return BuiltEvent(event)
 
 
 def balance_changed(
@@ -375,7 +401,7 @@ def balance_changed(
     source: str,
     event_id: str | None = None,
     occurred_at: int | None = None,
-) -> Event:
+) -> BuiltEvent:
     """Cash in or out: ``amount`` signed and non-zero, ``currency`` ISO 4217 (``USD``)."""
     o = "BalanceChanged"
     event = _common(
@@ -393,7 +419,7 @@ def balance_changed(
         amount=_fixed(o, "amount", amount, "!=0"),
         reason=_choice(o, "reason", reason, BALANCE_REASONS),
     )
-    return event
+    return BuiltEvent(event)
 
 
 def config_value(value_type: str, value: object, *, field: str = "ConfigChanged.value") -> bool | int | str:
@@ -429,7 +455,7 @@ def config_changed(
     event_id: str | None = None,
     occurred_at: int | None = None,
     account_id: str = DESK_WIDE,
-) -> Event:
+) -> BuiltEvent:
     """A desk-wide config value: ``version`` > 0 and greater than the key's stored version to apply."""
     o = "ConfigChanged"
     if account_id != DESK_WIDE:
@@ -447,10 +473,10 @@ def config_changed(
         version=version,
         changed_by=_name(o, "changed_by", changed_by),
     )
-    return event
+    return BuiltEvent(event)
 
 
-BUILDERS: Final[Mapping[str, Callable[..., Event]]] = {
+BUILDERS: Final[Mapping[str, Callable[..., BuiltEvent]]] = {
     "OrderSubmitted": order_submitted,
     "OrderAccepted": order_accepted,
     "OrderRejected": order_rejected,
@@ -464,7 +490,7 @@ BUILDERS: Final[Mapping[str, Callable[..., Event]]] = {
 }
 
 
-def _signature(build: Callable[..., Event]) -> tuple[frozenset[str], tuple[str, ...]]:
+def _signature(build: Callable[..., BuiltEvent]) -> tuple[frozenset[str], tuple[str, ...]]:
     parameters = inspect.signature(build).parameters.values()
     return (
         frozenset(p.name for p in parameters),
@@ -475,12 +501,14 @@ def _signature(build: Callable[..., Event]) -> tuple[frozenset[str], tuple[str, 
 _SIGNATURES: Final = {name: _signature(build) for name, build in BUILDERS.items()}
 
 
-def validate_event(event: Mapping[str, Any]) -> Event:
+def validate_event(event: Mapping[str, Any]) -> BuiltEvent:
     """``event`` re-checked by its type's builder; returns the normalized event or raises ValueError.
 
     Unlike a builder call, nothing is defaulted: ``event_id`` and ``occurred_at`` must be present, so a
-    retried emit of the same dict is the same event.
+    retried emit of the same dict is the same event. A :class:`BuiltEvent` is returned as it is.
     """
+    if type(event) is BuiltEvent:
+        return event
     type_name = event.get("event_type")
     if not isinstance(type_name, str) or type_name not in BUILDERS:
         raise ValueError(f"event_type must be one of {', '.join(BUILDERS)}, got {type_name!r}")

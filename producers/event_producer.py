@@ -3,10 +3,11 @@
 :class:`EventProducer` wraps one idempotent ``confluent_kafka.Producer`` (``enable.idempotence=true``,
 ``acks=all``; a caller property contradicting either is refused). Every event is validated against its
 type's builder rules and encoded with the current schema *before* it is handed to librdkafka, so
-nothing invalid can reach a topic. The usual case, an event already in the builders' normalized form,
-takes one generated pass that checks each field once and writes its bytes
-(:meth:`schemas.codec.Codec.compiled_encoder` with :data:`producers.acceptance.ACCEPT`); any other
-event goes through :func:`producers.builders.validate_event` (which normalizes it or raises the
+nothing invalid can reach a topic. An event a builder made (a read-only
+:class:`producers.builders.BuiltEvent`) was checked when it was built and cannot have changed since, so
+it is only encoded. An event already in the builders' normalized form takes one generated pass that
+checks each field once and writes its bytes (:meth:`schemas.codec.Codec.compiled_encoder` with
+:data:`producers.acceptance.ACCEPT`); any other event goes through :func:`producers.builders.validate_event` (which normalizes it or raises the
 precise error) and :meth:`schemas.codec.Codec.encode`. Routing follows ``docs/events.md``:
 ``ConfigChanged`` to the config topic keyed by the config key, everything else to the events topic
 keyed by ``account_id``; every record carries the header ``event_type``.
@@ -35,7 +36,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from producers.acceptance import ACCEPT
-from producers.builders import validate_event
+from producers.builders import BuiltEvent, validate_event
 from rewind.errors import RewindError
 from schemas.codec import Codec, Encoder, default_codec
 
@@ -141,10 +142,14 @@ class EventProducer:
             topic, key_field = (config_topic, "key") if name == CONFIG_EVENT else (events_topic, "account_id")
             self._routes[name] = (topic, key_field, [("event_type", name.encode())])
         self._encoders: dict[str, Encoder] = {}
+        self._built_encoders: dict[str, Encoder] = {}
         for name, accept in ACCEPT.items():
             encoder = self.codec.compiled_encoder(name, accept)
             if encoder is not None:
                 self._encoders[name] = encoder
+            encoder = self.codec.compiled_encoder(name, None)
+            if encoder is not None:
+                self._built_encoders[name] = encoder
         config: dict[str, Any] = producer_config(client_config)
         config["error_cb"] = self._on_error
         self._producer = Producer(config)
@@ -266,7 +271,8 @@ class EventProducer:
         """(topic, value, key, event_type, headers) of a valid event; ``ValueError`` for an invalid one."""
         try:
             event_type = event["event_type"]
-            value = self._encoders[event_type](event)
+            encoders = self._built_encoders if type(event) is BuiltEvent else self._encoders
+            value = encoders[event_type](event)
         except Exception:  # not a normalized event of a known type: validate_event decides below
             value = None
         if value is None:

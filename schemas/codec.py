@@ -158,20 +158,21 @@ class Codec:
         """:meth:`encode` by fastavro alone (after the exact checks): the reference, several times slower."""
         return self._encode(event, version, generated=False)
 
-    def compiled_encoder(self, type_name: str, accept: Callable[..., bool]) -> Encoder | None:
-        """A generated encoder for the current version of ``type_name`` with an extra condition.
+    def compiled_encoder(self, type_name: str, accept: Callable[..., bool] | None) -> Encoder | None:
+        """A generated encoder for the current version of ``type_name``, with an optional condition.
 
         The returned function gives exactly :meth:`encode`'s bytes for an event that fits the schema
         exactly *and* for whose field values (positional, schema order) ``accept`` returns True, and
         ``None`` for any other event (then validate it and use :meth:`encode`). ``accept`` must have
-        the schema's field names as parameters. ``None`` instead of a function when the schema is
-        outside what :mod:`schemas.codegen` generates.
+        the schema's field names as parameters; ``None`` means no condition. ``None`` instead of a
+        function when the schema is outside what :mod:`schemas.codegen` generates.
         """
         writer = self._current[type_name]
         raw = self._raw_encoders.get(writer.header)
         if raw is None:
             return None
-        codegen.check_accept(writer.physical, accept, f"{writer.version.label} checked encoder")
+        if accept is not None:
+            codegen.check_accept(writer.physical, accept, f"{writer.version.label} checked encoder")
         return functools.partial(raw, accept)
 
     def _encode(self, event: Mapping[str, Any], version: int | None, *, generated: bool) -> bytes:

@@ -269,7 +269,7 @@ def encoder_source(schema: Mapping[str, Any], header: bytes, *, tag: str = "") -
     required = [i for i, (_, _, _, field) in enumerate(fields) if "default" not in field]
     src.line(f"def {src.function}(_accept: Callable[..., bool] | None, e: object) -> bytes | None:")
     src.indent()
-    src.line("if type(e) is not dict: return None")
+    src.line("if not isinstance(e, dict): return None")
     if required:
         wanted = ", ".join(repr(names[i]) for i in required)
         getter = src.constant("GET", itemgetter(*(names[i] for i in required)), f"itemgetter({wanted})")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
+import pickle
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -106,6 +108,43 @@ def test_valid_events_encode_and_revalidate(type_name: str) -> None:
     assert event["event_type"] == type_name
     assert decode(encode(event)) == event
     assert builders.validate_event(event) == event
+
+
+@pytest.mark.parametrize("type_name", sorted(VALID))
+def test_a_built_event_is_read_only_and_copies_are_plain_dicts(type_name: str) -> None:
+    """The producer trusts a BuiltEvent without re-checking it, so nothing may change one."""
+    build, kwargs = VALID[type_name]
+    event = build(**kwargs)
+    assert type(event) is builders.BuiltEvent
+    before = dict(event)
+    attempts: list[Callable[[], object]] = [
+        lambda: event.__setitem__("account_id", "*"),
+        lambda: event.__delitem__("event_id"),
+        lambda: event.update(account_id="*"),
+        lambda: event.setdefault("extra", 1),
+        lambda: event.pop("event_id"),
+        lambda: event.popitem(),
+        lambda: event.clear(),
+        lambda: event.__ior__({"account_id": "*"}),
+    ]
+    for attempt in attempts:
+        with pytest.raises(TypeError, match=f"a built {type_name} is read-only; to change a field"):
+            attempt()
+    assert event == before
+    assert builders.validate_event(event) is event
+    for copied in (
+        dict(event),
+        {**event},
+        event | {},
+        copy.copy(event),
+        copy.deepcopy(event),
+        pickle.loads(pickle.dumps(event)),
+    ):
+        assert type(copied) is dict and copied == event
+    changed = dict(event)
+    changed["occurred_at"] = 0
+    with pytest.raises(ValueError, match=f"{type_name}.occurred_at"):
+        builders.validate_event(changed)
 
 
 def test_human_decimals_become_scale_8_integers() -> None:
