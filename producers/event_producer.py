@@ -1,10 +1,11 @@
-"""Putting events on Kafka: validated, encoded, routed, and never silently lost. :class:`EventProducer`
-wraps one idempotent ``confluent_kafka.Producer`` (``enable.idempotence=true``, ``acks=all``; a caller
-property contradicting either is refused). Every event is validated against its type's builder rules and
-encoded with the current schema *before* it is handed to librdkafka, so nothing invalid can reach a
-topic. An event a builder made (a read-only :class:`producers.builders.BuiltEvent`) was checked when it
-was built and cannot have changed since, so it is only encoded. An event already in the builders'
-normalized form takes one generated pass that checks each field once and writes its bytes
+"""Putting events on Kafka: validated, encoded, routed, and never silently lost.
+
+:class:`EventProducer` wraps one idempotent ``confluent_kafka.Producer`` (``enable.idempotence=true``,
+``acks=all``; a caller property contradicting either is refused). Every event is validated against its
+type's builder rules and encoded with the current schema *before* it is handed to librdkafka, so nothing
+invalid can reach a topic. An event a builder made (a read-only :class:`producers.builders.BuiltEvent`)
+was checked when it was built and cannot have changed since, so it is only encoded. An event already in
+the builders' normalized form takes one generated pass that checks each field once and writes its bytes
 (:meth:`schemas.codec.Codec.compiled_encoder` with :data:`producers.acceptance.ACCEPT`); any other event
 goes through :func:`producers.builders.validate_event` (which normalizes it or raises the precise error)
 and :meth:`schemas.codec.Codec.encode`. Routing follows ``docs/events.md``: ``ConfigChanged`` to the
