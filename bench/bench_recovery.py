@@ -30,7 +30,8 @@ from projector import queries
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Projector
 from projector.state_directory import StateDirectory
-from replayer.recovery import recover, store_name
+from replayer.recovery import recover
+from replayer.recovery_steps import store_name
 from replayer.timetravel import build_state_at
 from rewind.config import Settings
 from rewind.service import snapshot_in_child

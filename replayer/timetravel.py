@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from projector.runner import CONFIG_PARTITION, Progress, Projector
-from replayer.recovery import store_name
+from replayer.recovery_steps import store_name
 from rewind.config import ClientConfig, Settings
 from rewind.errors import RewindError
 from rewind.topics import events_partition_count

@@ -109,6 +109,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topics.replication_factor", _positive_int, 1, "replication factor of all topics"),
     Setting("state.dir", _text, "", "LMDB state directory; empty: $home/state"),
     Setting("snapshots.dir", _text, "", "snapshot directory; empty: $home/snapshots"),
+    Setting(
+        "recovery.parallel_min_events",
+        _non_negative_int,
+        20_000,
+        "recover in two processes when at least this many events are to be replayed (0: always)",
+    ),
     Setting("snapshots.every_events", _non_negative_int, 100_000, "snapshot every N events (0: off)"),
     Setting("snapshots.every_seconds", _non_negative_int, 300, "snapshot every T seconds (0: off)"),
     Setting("snapshots.keep_last", _positive_int, 5, "newest snapshots always kept"),

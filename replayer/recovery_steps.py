@@ -1,0 +1,129 @@
+"""The three steps of recovering a set of partition stores inside one staging root.
+
+Restore each store from its newest valid snapshot, replay the log after it with the projector itself
+(the same fold, never a copy), then validate: sync every store to disk and recompute its digest from
+its own content. :mod:`replayer.recovery` runs these steps for its share of the partitions and a
+:mod:`replayer.recovery_helper` process for the other share; the steps do not care which process runs
+them, and touch nothing outside ``root``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from projector.crashpoints import crashpoint
+from projector.metrics import ProjectorMetrics
+from projector.runner import CONFIG_PARTITION, Progress, Projector
+from projector.state_directory import StateDirectory
+from projector.store import CONFIG_DIR_NAME, partition_dir_name
+from rewind.config import Settings
+from snapshotter.snapshot import newest_valid, restore, sync_store_files
+
+
+def store_name(key: int) -> str:
+    return CONFIG_DIR_NAME if key == CONFIG_PARTITION else partition_dir_name(key)
+
+
+@dataclass
+class StoreRecovery:
+    """What recovery did for one partition store."""
+
+    name: str
+    snapshot_offset: int | None
+    rejected_snapshots: list[str] = field(default_factory=list)
+    replayed: int = 0
+    offset: int = -1
+    digest: str = ""
+
+
+def restore_stores(
+    settings: Settings,
+    root: Path,
+    keys: list[int],
+    io: ThreadPoolExecutor,
+    on_restored: Callable[[int], None] | None = None,
+) -> dict[str, StoreRecovery]:
+    """Each store under ``root`` from its newest valid snapshot (checksum, then copy), several at a
+    time; a store without one starts empty. ``on_restored`` is told how many stores are done."""
+
+    def restore_one(key: int) -> StoreRecovery:
+        name = store_name(key)
+        snapshot, rejected = newest_valid(settings.snapshot_dir, name)
+        if snapshot is not None:
+            restore(snapshot, root / name, durable=False)
+            crashpoint("recover-restored")
+        return StoreRecovery(name, None if snapshot is None else snapshot.offset, rejected)
+
+    stores: dict[str, StoreRecovery] = {}
+    for done, recovery in enumerate(io.map(restore_one, keys), start=1):
+        stores[recovery.name] = recovery
+        if on_restored is not None:
+            on_restored(done)
+    return stores
+
+
+def replay_stores(
+    settings: Settings,
+    root: Path,
+    keys: list[int],
+    stores: dict[str, StoreRecovery],
+    on_progress: Callable[[int, int], None] | None = None,
+    metrics: ProjectorMetrics | None = None,
+) -> None:
+    """Replay each store from its offset + 1 to the log end the projector found when it started;
+    records where each store stopped. ``on_progress(done, total)`` after every batch."""
+    projector = Projector(
+        settings,
+        metrics=metrics,
+        partitions=[k for k in keys if k != CONFIG_PARTITION],
+        state_dir=root,
+        include_config=CONFIG_PARTITION in keys,
+        commit_group=False,
+        durable=False,
+    )
+
+    def on_batch(progress: Progress) -> None:
+        if on_progress is not None:
+            done = progress.applied + progress.dead_letters
+            on_progress(done, done + progress.remaining())
+
+    try:
+        projector.run(until_caught_up=True, on_batch=on_batch)
+        progress = projector.progress
+    finally:
+        projector.close()
+    for key in keys:
+        store = stores[store_name(key)]
+        store.offset = progress.offsets[key]
+        base = -1 if store.snapshot_offset is None else store.snapshot_offset
+        store.replayed = store.offset - base
+        assert store.offset == progress.targets[key] - 1, f"{store.name} stopped at {store.offset}"
+
+
+def validate_stores(
+    root: Path,
+    stores: dict[str, StoreRecovery],
+    io: ThreadPoolExecutor,
+    on_validated: Callable[[int], None] | None = None,
+) -> None:
+    """Every store is on disk, at the offset replay reached, and its digest recomputes from its own
+    content (recorded in ``digest``).
+
+    Entity invariants (filled <= quantity, basis sign, ...) were asserted by the fold on every change
+    that built this state, and the snapshot it started from was checksum-verified. The stores were
+    written without fsync; one sync per store, overlapping the digests, covers the restored copy and
+    every replayed commit.
+    """
+    syncs = [io.submit(sync_store_files, root / name) for name in stores]
+    with StateDirectory.open_readonly(root) as directory:
+        for done, (name, recovery) in enumerate(sorted(stores.items()), start=1):
+            store = directory.store(name)
+            offset, recovery.digest = store.offset(), store.digest()
+            assert offset == recovery.offset, f"{name}: stored offset {offset} != {recovery.offset}"
+            if on_validated is not None:
+                on_validated(done)
+    for sync in syncs:
+        sync.result()
