@@ -140,9 +140,9 @@ def main() -> None:
         raw = Producer(raw_config)
         raw.list_topics(topics["raw-events"], timeout=30)
         raw_ms = []
-        for topic, key, value, headers in records[: args.emit_calls]:
+        for raw_topic, raw_key, value, headers in records[: args.emit_calls]:
             started = time.perf_counter()
-            raw.produce(topic, value, key, headers=headers)
+            raw.produce(raw_topic, value, raw_key, headers=headers)
             if raw.flush(30):
                 raise SystemExit("raw producer: a message was not delivered within 30 s")
             raw_ms.append((time.perf_counter() - started) * 1000)

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +50,9 @@ log = logging.getLogger(__name__)
 
 STAGING_SUFFIX = ".recovering"
 HELPER_SUFFIX = ".recovering-helper"
+PHASES = ("restore", "replay", "validate")
+HELPER_SHARE = 0.44
+"""The helper's share of the tail: a little under half, since it starts a few hundred ms later."""
 _LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
@@ -93,104 +95,194 @@ def recover(
     live_root = settings.state_dir
     staging = live_root.with_name(live_root.name + STAGING_SUFFIX)
     helper_root = live_root.with_name(live_root.name + HELPER_SUFFIX)
-    helper: RecoveryHelper | None = None
+    run: _TwoSides | None = None
     try:
         tracker.failure_detected(reason)
         tracker.begin()
         with StateDirectory.open(live_root, settings):
-            admin = AdminClient(settings.client_config())
-            count = events_partition_count(admin, settings.events_topic)
-            keys = [CONFIG_PARTITION, *(partitions if partitions is not None else range(count))]
             _remove_leftovers(live_root, staging, helper_root)
-            helper_keys = _helper_share(settings, admin, keys)
+            helper = _start_helper(settings, helper_root)
+            try:
+                admin = AdminClient(settings.client_config())
+                count = events_partition_count(admin, settings.events_topic)
+                keys = [CONFIG_PARTITION, *(partitions if partitions is not None else range(count))]
+                helper_keys = _helper_share(settings, admin, keys) if helper is not None else []
+            except BaseException:
+                if helper is not None:
+                    helper.stop()
+                raise
             tracker.finish_step("detect", detail=reason)
-            if helper_keys:
-                names = [store_name(k) for k in helper_keys]
-                try:
-                    helper = RecoveryHelper.start(settings, helper_root, helper_keys, names)
-                    crashpoint("recover-helper-started")
-                except HelperFailed as exc:
-                    log.warning("recovery helper: %s; recovering every partition here", exc)
-            own_keys = [k for k in keys if helper is None or k not in helper_keys]
             with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io:
-                tracker.start_step("restore", total=len(keys))
-                restore_started = time.monotonic()
-                stores = restore_stores(
-                    settings, staging, own_keys, io, lambda done: tracker.advance("restore", done)
+                run = _TwoSides(
+                    settings, tracker, metrics, io, (staging, helper_root), keys, helper, helper_keys
                 )
-                roots = dict.fromkeys(stores, staging)
-                if helper is not None:
-                    try:
-                        helped = helper.restored()
-                    except HelperFailed as exc:
-                        _without_helper(helper, helper_root, exc)
-                        helper = None
-                        helped = restore_stores(settings, staging, helper_keys, io)
-                        own_keys = keys
-                    stores |= helped
-                    roots |= dict.fromkeys(helped, helper_root if helper is not None else staging)
-                restore_seconds = time.monotonic() - restore_started
-                tracker.finish_step("restore")
-
-                tracker.start_step("replay")
-                replay_started = time.monotonic()
-                if helper is not None:
-                    helper.replay()
-                    on_progress = _replay_progress(tracker, helper)
-                else:
-                    on_progress = _replay_progress(tracker, None)
-                replay_stores(settings, staging, own_keys, stores, on_progress, metrics)
-                if helper is not None:
-                    try:
-                        helper.replayed(stores, metrics)
-                    except HelperFailed as exc:
-                        _without_helper(helper, helper_root, exc)
-                        helper = None
-                        _recover_here(settings, staging, helper_keys, stores, io, metrics)
-                        roots |= {store_name(k): staging for k in helper_keys}
-                replay_seconds = time.monotonic() - replay_started
-                tracker.finish_step("replay")
-
-                tracker.start_step("validate", total=len(keys))
-                validate_started = time.monotonic()
-                if helper is not None:
-                    helper.validate()
-                mine = {name: stores[name] for name, root in roots.items() if root == staging}
-                validate_stores(staging, mine, io, lambda done: tracker.advance("validate", done))
-                if helper is not None:
-                    try:
-                        helper.validated(stores)
-                    except HelperFailed as exc:
-                        _without_helper(helper, helper_root, exc)
-                        helper = None
-                        _recover_here(settings, staging, helper_keys, stores, io, metrics)
-                        helped = {store_name(k): stores[store_name(k)] for k in helper_keys}
-                        validate_stores(staging, helped, io)
-                        roots |= dict.fromkeys(helped, staging)
-                tracker.advance("validate", len(keys))
-                digest = combined_digest({name: s.digest for name, s in stores.items()})
-                validate_seconds = time.monotonic() - validate_started
-            _swap_in(roots, live_root)
+                run.recover()
+            _swap_in(run.roots, live_root)
             tracker.finish_step("validate")
         tracker.recovered()
     except BaseException as exc:
-        if helper is not None:
-            helper.stop()
+        if run is not None:
+            run.stop_helper()
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(helper_root, ignore_errors=True)
         tracker.failed(str(exc))
         raise
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(helper_root, ignore_errors=True)
+    ends = run.phase_ends
+    digest = combined_digest({name: s.digest for name, s in run.stores.items()})
     return RecoveryReport(
-        stores,
-        restore_seconds,
-        replay_seconds,
-        validate_seconds,
+        run.stores,
+        ends["restore"] - run.started,
+        ends["replay"] - ends["restore"],
+        ends["validate"] - ends["replay"],
         time.monotonic() - started,
         digest,
-        [] if helper is None else helper_keys,
+        run.helped_keys,
     )
+
+
+class _TwoSides:
+    """Restore, replay and validate: here for some stores, in a helper process for the others.
+
+    Each side goes at its own pace. A step of the tracker ends when both sides finished it (its
+    counts are their sums), so the tracker still moves restore -> replay -> validate, and the
+    report's phase times are the boundaries between those ends. A helper failure at any point is
+    logged; its partitions are then recovered here once this side's own work is done.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        tracker: RecoveryTracker,
+        metrics: ProjectorMetrics | None,
+        io: ThreadPoolExecutor,
+        roots: tuple[Path, Path],
+        keys: list[int],
+        helper: RecoveryHelper | None,
+        helper_keys: list[int],
+    ) -> None:
+        self.settings, self.tracker, self.metrics, self.io = settings, tracker, metrics, io
+        self.staging, self.helper_root = roots
+        self.keys = keys
+        self.stores: dict[str, StoreRecovery] = {}
+        self.roots: dict[str, Path] = {}
+        self.started = time.monotonic()
+        self.phase_ends: dict[str, float] = {}
+        self._ended: dict[str, dict[str, float]] = {phase: {} for phase in PHASES}
+        self._done: dict[str, dict[str, int]] = {phase: {} for phase in PHASES}
+        self._totals: dict[str, int] = {}
+        self._phase = 0
+        self.helper = helper
+        if helper is not None and not helper_keys:
+            helper.stop()  # not worth it for this recovery
+            self.helper = None
+        elif helper is not None:
+            try:
+                helper.assign(helper_keys, [store_name(k) for k in helper_keys])
+                crashpoint("recover-helper-started")
+            except HelperFailed as exc:
+                log.warning("recovery helper: %s; recovering every partition here", exc)
+                helper.stop()
+                self.helper = None
+        self.helped_keys = helper_keys if self.helper is not None else []
+        tracker.start_step("restore", total=len(keys))
+
+    def recover(self) -> None:
+        own_keys = [k for k in self.keys if k not in self.helped_keys]
+        own = restore_stores(
+            self.settings, self.staging, own_keys, self.io, lambda n: self._progress("restore", "here", n)
+        )
+        self.stores |= own
+        self.roots |= dict.fromkeys(own, self.staging)
+        self._finished("restore", "here")
+
+        def replayed(done: int, total: int) -> None:
+            self._progress("replay", "here", done, total)
+            self._hear_helper(block=False)
+
+        replay_stores(self.settings, self.staging, own_keys, self.stores, replayed, self.metrics)
+        self._finished("replay", "here")
+
+        def validated(done: int) -> None:
+            self._progress("validate", "here", done)
+            self._hear_helper(block=False)
+
+        validate_stores(self.staging, own, self.io, validated)
+        self._finished("validate", "here")
+        while self.helper is not None and not self.helper.finished:
+            self._hear_helper(block=True)
+        if self.helped_keys and not (self.helper is not None and self.helper.finished):
+            self._recover_helper_share_here()
+
+    def stop_helper(self) -> None:
+        if self.helper is not None:
+            self.helper.stop()
+
+    def _hear_helper(self, block: bool) -> None:
+        """Take in what the helper reported (waiting for one report if ``block``)."""
+        while self.helper is not None:
+            try:
+                report = self.helper.next_report(self.stores, self.metrics, block)
+            except HelperFailed as exc:
+                log.warning("recovery helper failed (%s); recovering its partitions here", exc)
+                self.helper.stop()
+                self.helper = None
+                shutil.rmtree(self.helper_root, ignore_errors=True)
+                return
+            if report is None:
+                self._progress("replay", "helper", self.helper.replay_done, self.helper.replay_total)
+                return
+            kind, at = report
+            phase = PHASES[RecoveryHelper.STEPS.index(kind)]
+            if phase == "restore":
+                self.roots |= dict.fromkeys(map(store_name, self.helped_keys), self.helper_root)
+            if phase in ("restore", "validate"):
+                self._progress(phase, "helper", len(self.helped_keys))
+            self._finished(phase, "helper", at)
+            if block:
+                return
+
+    def _recover_helper_share_here(self) -> None:
+        """The helper failed: its partitions restored, replayed and validated in this process."""
+        keys = self.helped_keys
+        redone = restore_stores(self.settings, self.staging, keys, self.io)
+        replay_stores(self.settings, self.staging, keys, redone, None, self.metrics)
+        validate_stores(self.staging, redone, self.io)
+        self.stores |= redone
+        self.roots |= dict.fromkeys(redone, self.staging)
+        self.helped_keys = []
+        for phase in PHASES:
+            self._progress(phase, "helper", len(keys) if phase != "replay" else 0)
+            self._finished(phase, "helper")
+
+    def _progress(self, phase: str, side: str, done: int, total: int | None = None) -> None:
+        self._done[phase][side] = done
+        if total is not None:
+            self._totals[side] = max(total, done)
+        if self._phase < len(PHASES) and PHASES[self._phase] == phase:
+            self._show(phase)
+
+    def _show(self, phase: str) -> None:
+        done = sum(self._done[phase].values())
+        if phase == "replay":
+            self.tracker.advance(phase, done, sum(self._totals.values()))
+        else:
+            self.tracker.advance(phase, done)
+
+    def _finished(self, phase: str, side: str, at: float | None = None) -> None:
+        """``side`` finished ``phase``; end the tracker's steps both sides finished, in order."""
+        self._ended[phase][side] = time.monotonic() if at is None else at
+        sides = {"here", "helper"} if self.helped_keys else {"here"}
+        while self._phase < len(PHASES) and set(self._ended[PHASES[self._phase]]) >= sides:
+            current = PHASES[self._phase]
+            self.phase_ends[current] = max(self._ended[current].values())
+            self._phase += 1
+            if self._phase < len(PHASES):
+                self.tracker.finish_step(current)
+                upcoming = PHASES[self._phase]
+                self.tracker.start_step(upcoming, total=len(self.keys) if upcoming != "replay" else 0)
+                self._show(upcoming)
 
 
 def _remove_leftovers(live_root: Path, *staging: Path) -> None:
@@ -200,8 +292,17 @@ def _remove_leftovers(live_root: Path, *staging: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _start_helper(settings: Settings, root: Path) -> RecoveryHelper | None:
+    """A helper started at once, so that its start-up overlaps finding out whether it is needed."""
+    try:
+        return RecoveryHelper.start(settings, root)
+    except HelperFailed as exc:
+        log.warning("recovery helper: %s; recovering every partition here", exc)
+        return None
+
+
 def _helper_share(settings: Settings, admin: AdminClient, keys: list[int]) -> list[int]:
-    """The event partitions a helper should recover: about half the tail to replay, or none when
+    """The event partitions a helper should recover: :data:`HELPER_SHARE` of the tail, or none when
     the tail is under ``recovery.parallel_min_events`` (a second process costs more than it saves)."""
     threshold = int(settings["recovery.parallel_min_events"])
     partitions = [k for k in keys if k != CONFIG_PARTITION]
@@ -213,7 +314,7 @@ def _helper_share(settings: Settings, admin: AdminClient, keys: list[int]) -> li
     share: list[int] = []
     helper_load = own_load = 0
     for partition in sorted(partitions, key=lambda p: (-tails[p], p)):
-        if helper_load < own_load:
+        if helper_load / HELPER_SHARE < own_load / (1 - HELPER_SHARE):
             share.append(partition)
             helper_load += tails[partition]
         else:
@@ -237,38 +338,6 @@ def _tails(settings: Settings, admin: AdminClient, partitions: list[int]) -> dic
                 start = load_snapshot(path).offset + 1
         tails[partition] = max(0, ends[partition] - start)
     return tails
-
-
-def _replay_progress(tracker: RecoveryTracker, helper: RecoveryHelper | None) -> Callable[[int, int], None]:
-    def on_progress(done: int, total: int) -> None:
-        if helper is None:
-            tracker.advance("replay", done, total)
-        else:
-            tracker.advance(
-                "replay", done + helper.replay_done, total + max(helper.replay_total, helper.replay_done)
-            )
-
-    return on_progress
-
-
-def _without_helper(helper: RecoveryHelper, root: Path, failure: HelperFailed) -> None:
-    log.warning("recovery helper failed (%s); recovering its partitions here", failure)
-    helper.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _recover_here(
-    settings: Settings,
-    staging: Path,
-    keys: list[int],
-    stores: dict[str, StoreRecovery],
-    io: ThreadPoolExecutor,
-    metrics: ProjectorMetrics | None,
-) -> None:
-    """Restore and replay ``keys`` in this process's staging directory (after a helper failed)."""
-    redone = restore_stores(settings, staging, keys, io)
-    replay_stores(settings, staging, keys, redone, None, metrics)
-    stores.update(redone)
 
 
 def _swap_in(roots: dict[str, Path], live_root: Path) -> None:

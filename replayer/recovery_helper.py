@@ -1,16 +1,16 @@
 """The second process of a parallel recovery: a share of the partitions recovered beside the parent.
 
-Replay and validation are CPU-bound and run under the GIL, so ``rewind recover`` hands part of the
-event partitions to a helper (``python -m replayer.recovery_helper PARENT_PID ROOT PARTITION...``,
-settings from the ``REWIND_*`` environment) and the two processes use two cores. The helper runs the
-steps of :mod:`replayer.recovery_steps` inside its own staging ``ROOT`` and nowhere else; the parent
-swaps its stores into the live state only after both sides validated.
+Replay and validation are CPU-bound and run under the GIL, so ``rewind recover`` hands part of the event
+partitions to a helper (``python -m replayer.recovery_helper PARENT_PID ROOT``, settings from the
+``REWIND_*`` environment, its partitions as a JSON list on stdin) and the two processes use two cores.
+The helper runs the steps of :mod:`replayer.recovery_steps` inside its own staging ``ROOT`` and nowhere
+else; the parent swaps its stores into the live state only after both sides validated.
 
-Protocol: the helper writes one JSON object per line to stdout (``restored``, ``progress``,
-``replayed``, ``validated``); it starts replaying when the parent writes ``replay`` to its stdin and
-validating on ``validate``, so each step ends for both sides together and the progress and timings stay
-those of one recovery. End of stdin stops the helper, and it dies with its parent (Linux
-``PR_SET_PDEATHSIG``), so a killed recovery leaves no process writing behind it.
+Protocol: the helper writes one JSON object per line to stdout: ``restored``, ``replayed`` and
+``validated`` as it finishes each step (with the time, on the machine's monotonic clock), and
+``progress`` while it replays. Each side goes at its own pace; the parent ends a step of the recovery
+when both finished it. The helper dies with its parent (Linux ``PR_SET_PDEATHSIG``), so a killed
+recovery leaves no process writing behind it.
 
 Guarantee to the parent: every answer is checked (:class:`HelperFailed` otherwise); on any failure the
 parent discards the helper's root and recovers those partitions itself.
@@ -28,7 +28,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +40,7 @@ from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
 from replayer.recovery_steps import StoreRecovery, replay_stores, restore_stores, validate_stores
 from rewind.config import Settings, load_settings
+from schemas.codec import default_codec
 
 _PR_SET_PDEATHSIG = 1
 
@@ -66,22 +68,26 @@ class ReplayTally(ProjectorMetrics):
 
 
 class RecoveryHelper:
-    """The parent's side: start the helper, drive its steps, and read its checked answers."""
+    """The parent's side: start the helper and take in its checked reports, step by step."""
 
-    def __init__(self, process: subprocess.Popen[str], errors: IO[bytes], names: list[str]) -> None:
+    STEPS = ("restored", "replayed", "validated")
+
+    def __init__(self, process: subprocess.Popen[str], errors: IO[bytes]) -> None:
         self._process = process
         self._errors = errors
-        self._names = set(names)
+        self._names: set[str] = set()
         self._messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._reported = 0
         self.replay_done = 0
         self.replay_total = 0
         self._reader = threading.Thread(target=self._read, name="recovery-helper-reader", daemon=True)
         self._reader.start()
 
     @classmethod
-    def start(cls, settings: Settings, root: Path, keys: list[int], names: list[str]) -> RecoveryHelper:
-        """Start the helper on ``keys`` (their stores are ``names``); raises :class:`HelperFailed`."""
-        command = [sys.executable, "-m", __name__, str(os.getpid()), str(root), *map(str, keys)]
+    def start(cls, settings: Settings, root: Path) -> RecoveryHelper:
+        """Start a helper that will work in ``root``; it loads and then waits for :meth:`assign`
+        (started early, its start-up overlaps the parent's). Raises :class:`HelperFailed`."""
+        command = [sys.executable, "-m", __name__, str(os.getpid()), str(root)]
         # stderr goes to a file, not a pipe, so a chatty helper never blocks; open for the helper's life
         errors = tempfile.TemporaryFile()  # noqa: SIM115
         try:
@@ -96,48 +102,57 @@ class RecoveryHelper:
         except OSError as exc:
             errors.close()
             raise HelperFailed(f"could not start: {exc}") from exc
-        return cls(process, errors, names)
+        return cls(process, errors)
 
-    def restored(self) -> dict[str, StoreRecovery]:
-        """Wait until the helper restored its stores; what it restored each one from."""
-        found = self._expect("restored")
-        with _malformed("restored", found):
-            return {
-                name: StoreRecovery(name, _optional_int(offset), [str(r) for r in rejected])
-                for name, (offset, rejected) in found.items()
-            }
+    def assign(self, keys: list[int], names: list[str]) -> None:
+        """Give the helper its partitions (their stores are ``names``): it starts recovering them."""
+        self._names = set(names)
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.write(json.dumps(keys) + "\n")
+            self._process.stdin.close()
+        except OSError as exc:
+            raise HelperFailed(f"did not take its partitions ({exc})") from exc
 
-    def replay(self) -> None:
-        self._tell("replay")
+    @property
+    def finished(self) -> bool:
+        return self._reported == len(self.STEPS)
 
-    def replayed(self, stores: Mapping[str, StoreRecovery], metrics: ProjectorMetrics | None) -> None:
-        """Wait until the helper replayed; record each store's offset, and count what it applied."""
-        found = self._expect("replayed")
-        with _malformed("replayed", found):
-            offsets = {
-                name: (int(offset), int(replayed)) for name, (offset, replayed) in found["stores"].items()
-            }
-            counts = {str(k): int(v) for k, v in found["counts"].items()}
-            anomalies, dead_letters = int(found["anomalies"]), [str(e) for e in found["dead_letters"]]
-        for name, (offset, replayed) in offsets.items():
-            stores[name].offset, stores[name].replayed = offset, replayed
-        if metrics is not None:
-            metrics.applied(counts, anomalies)
-            for error in dead_letters:
-                metrics.dead_letter(error)
-
-    def validate(self) -> None:
-        self._tell("validate")
-
-    def validated(self, stores: Mapping[str, StoreRecovery]) -> None:
-        """Wait until the helper validated; record each store's digest."""
-        found = self._expect("validated")
-        with _malformed("validated", found):
-            digests = {name: str(digest) for name, digest in found.items()}
-        for name, digest in digests.items():
-            stores[name].digest = digest
-        self._process.wait()
-        self._errors.close()
+    def next_report(
+        self, stores: dict[str, StoreRecovery], metrics: ProjectorMetrics | None, block: bool
+    ) -> tuple[str, float] | None:
+        """The next step the helper finished, as (step, when on this machine's monotonic clock), with
+        its results recorded: restored stores added to ``stores``, then their offsets, then their
+        digests; replayed events counted in ``metrics``. None when nothing is new and not ``block``.
+        Raises :class:`HelperFailed` when the helper died or reported something else."""
+        if self.finished:
+            return None
+        try:
+            message = self._messages.get(block=block)
+        except queue.Empty:
+            return None
+        if message is None:
+            self._process.wait()
+            self._errors.seek(0)
+            error = self._errors.read().decode(errors="replace").strip()[-800:]
+            self.stop()
+            expected = self.STEPS[self._reported]
+            raise HelperFailed(f"exited with {self._process.returncode} before '{expected}': {error}")
+        kind = self.STEPS[self._reported]
+        if kind not in message:
+            raise HelperFailed(f"expected '{kind}', got {str(message)[:200]}")
+        found = message[kind]
+        with _malformed(kind, found):
+            at = float(message["at"])
+            names = set(found["stores"] if kind == "replayed" else found)
+            if names != self._names:
+                raise HelperFailed(f"'{kind}' names {sorted(names)}, not {sorted(self._names)}")
+            getattr(self, "_take_" + kind)(found, stores, metrics)
+        self._reported += 1
+        if self.finished:
+            self._process.wait()
+            self._errors.close()
+        return kind, at
 
     def stop(self) -> None:
         """End the helper now (after a failure on either side); safe to call more than once."""
@@ -146,31 +161,33 @@ class RecoveryHelper:
         self._process.wait()
         self._errors.close()
 
-    def _tell(self, command: str) -> None:
-        try:
-            assert self._process.stdin is not None
-            self._process.stdin.write(command + "\n")
-            self._process.stdin.flush()
-        except OSError as exc:
-            raise HelperFailed(f"stopped listening ({exc})") from exc
+    @staticmethod
+    def _take_restored(found: Any, stores: dict[str, StoreRecovery], _: ProjectorMetrics | None) -> None:
+        restored = {
+            name: StoreRecovery(name, _optional_int(offset), [str(r) for r in rejected])
+            for name, (offset, rejected) in found.items()
+        }
+        stores.update(restored)
 
-    def _expect(self, kind: str) -> Any:
-        while True:
-            message = self._messages.get()
-            if message is None:
-                self._process.wait()
-                self._errors.seek(0)
-                error = self._errors.read().decode(errors="replace").strip()[-800:]
-                self.stop()
-                raise HelperFailed(f"exited with {self._process.returncode} before '{kind}': {error}")
-            if kind in message:
-                found = message[kind]
-                with _malformed(kind, found):
-                    names = set(found["stores"] if kind == "replayed" else found)
-                if names != self._names:
-                    raise HelperFailed(f"'{kind}' names {sorted(names)}, not {sorted(self._names)}")
-                return found
-            raise HelperFailed(f"expected '{kind}', got {str(message)[:200]}")
+    @staticmethod
+    def _take_replayed(
+        found: Any, stores: dict[str, StoreRecovery], metrics: ProjectorMetrics | None
+    ) -> None:
+        offsets = {name: (int(offset), int(replayed)) for name, (offset, replayed) in found["stores"].items()}
+        counts = {str(k): int(v) for k, v in found["counts"].items()}
+        anomalies, dead_letters = int(found["anomalies"]), [str(e) for e in found["dead_letters"]]
+        for name, (offset, replayed) in offsets.items():
+            stores[name].offset, stores[name].replayed = offset, replayed
+        if metrics is not None:
+            metrics.applied(counts, anomalies)
+            for error in dead_letters:
+                metrics.dead_letter(error)
+
+    @staticmethod
+    def _take_validated(found: Any, stores: dict[str, StoreRecovery], _: ProjectorMetrics | None) -> None:
+        digests = {name: str(digest) for name, digest in found.items()}
+        for name, digest in digests.items():
+            stores[name].digest = digest
 
     def _read(self) -> None:
         assert self._process.stdout is not None
@@ -201,56 +218,54 @@ def _optional_int(value: object) -> int | None:
     return None if value is None else int(str(value))
 
 
-def _send(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
+def _send(step: str, found: object) -> None:
+    sys.stdout.write(json.dumps({step: found, "at": time.monotonic()}) + "\n")
     sys.stdout.flush()
 
 
-def _told(command: str) -> bool:
-    """Wait for the parent's next command; False when it is gone or says something else."""
-    return sys.stdin.readline().strip() == command
+def _progress(done: int, total: int) -> None:
+    sys.stdout.write(json.dumps({"progress": [done, total]}) + "\n")
+    sys.stdout.flush()
 
 
 def _die_with_parent(parent: int) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: end of stdin still stops the helper between steps
+    except (OSError, AttributeError):  # not Linux: the helper finishes its steps, in its own root only
         pass
     if os.getppid() != parent:  # the parent died before the line above took effect
         sys.exit(1)
 
 
 def main(argv: list[str]) -> int:
-    parent, root, keys = int(argv[0]), Path(argv[1]), [int(k) for k in argv[2:]]
+    parent, root = int(argv[0]), Path(argv[1])
     _die_with_parent(parent)
     settings = load_settings()
+    default_codec()  # built before the partitions arrive, while the parent is still deciding
+    line = sys.stdin.readline()
+    keys = [int(k) for k in json.loads(line)] if line.strip() else []
+    if not keys:
+        return 0
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io:
         stores = restore_stores(settings, root, keys, io)
         crashpoint("recovery-helper-restored")
-        _send({"restored": {n: [s.snapshot_offset, s.rejected_snapshots] for n, s in stores.items()}})
-        if not _told("replay"):
-            return 1
+        _send("restored", {n: [s.snapshot_offset, s.rejected_snapshots] for n, s in stores.items()})
         tally = ReplayTally()
-        replay_stores(
-            settings, root, keys, stores, lambda done, total: _send({"progress": [done, total]}), tally
-        )
+        replay_stores(settings, root, keys, stores, lambda done, total: _progress(done, total), tally)
         crashpoint("recovery-helper-replayed")
         _send(
+            "replayed",
             {
-                "replayed": {
-                    "stores": {n: [s.offset, s.replayed] for n, s in stores.items()},
-                    "counts": tally.counts,
-                    "anomalies": tally.anomaly_count,
-                    "dead_letters": tally.dead_letter_errors,
-                }
-            }
+                "stores": {n: [s.offset, s.replayed] for n, s in stores.items()},
+                "counts": tally.counts,
+                "anomalies": tally.anomaly_count,
+                "dead_letters": tally.dead_letter_errors,
+            },
         )
-        if not _told("validate"):
-            return 1
         validate_stores(root, stores, io)
         crashpoint("recovery-helper-validated")
-        _send({"validated": {n: s.digest for n, s in stores.items()}})
+        _send("validated", {n: s.digest for n, s in stores.items()})
     return 0
 
 
