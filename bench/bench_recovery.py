@@ -196,7 +196,9 @@ def measure_recovery(args: argparse.Namespace, settings: Settings, scratch: Path
             timings = report.as_dict()["timings_seconds"]
             assert isinstance(timings, dict)
             runs[label].append(timings)
+            sides = report.as_dict()["side_seconds"]
             print(f"  {label}: {timings} helper partitions {report.helper_partitions}", flush=True)
+            print(f"    each side finished at {sides}", flush=True)
     replay_seconds, replayed = cold_replay(settings, scratch / "cold", args.partitions)
     total = statistics.median(t["total"] for t in runs["recover"])
     print(

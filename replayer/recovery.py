@@ -65,6 +65,9 @@ class RecoveryReport:
     total_seconds: float
     digest: str
     helper_partitions: list[int]
+    side_seconds: dict[str, dict[str, float]]
+    """When each side (``here``, ``helper``) finished each phase, in seconds from the restore's start:
+    which side a slow phase waited for."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,6 +79,10 @@ class RecoveryReport:
                 "total": round(self.total_seconds, 4),
             },
             "helper_partitions": self.helper_partitions,
+            "side_seconds": {
+                side: {phase: round(t, 4) for phase, t in ends.items()}
+                for side, ends in self.side_seconds.items()
+            },
             "stores": {name: s.__dict__ for name, s in sorted(self.stores.items())},
         }
 
@@ -139,6 +146,7 @@ def recover(
         time.monotonic() - started,
         digest,
         run.helped_keys,
+        run.side_ends(),
     )
 
 
@@ -215,6 +223,13 @@ class _TwoSides:
         if self.helped_keys and not (self.helper is not None and self.helper.finished):
             self._recover_helper_share_here()
 
+    def side_ends(self) -> dict[str, dict[str, float]]:
+        sides: dict[str, dict[str, float]] = {}
+        for phase, ends in self._ended.items():
+            for side, at in ends.items():
+                sides.setdefault(side, {})[phase] = at - self.started
+        return sides
+
     def stop_helper(self) -> None:
         if self.helper is not None:
             self.helper.stop()
@@ -277,6 +292,7 @@ class _TwoSides:
         while self._phase < len(PHASES) and set(self._ended[PHASES[self._phase]]) >= sides:
             current = PHASES[self._phase]
             self.phase_ends[current] = max(self._ended[current].values())
+            assert self.phase_ends[current] >= max(self.phase_ends.values()), "phases end in order"
             self._phase += 1
             if self._phase < len(PHASES):
                 self.tracker.finish_step(current)
