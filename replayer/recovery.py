@@ -266,10 +266,10 @@ class _TwoSides:
         validate_stores(self.staging, redone, self.io)
         self.stores |= redone
         self.roots |= dict.fromkeys(redone, self.staging)
-        self.helped_keys = []
         for phase in PHASES:
             self._progress(phase, "helper", len(keys) if phase != "replay" else 0)
             self._finished(phase, "helper")
+        self.helped_keys = []
 
     def _progress(self, phase: str, side: str, done: int, total: int | None = None) -> None:
         self._done[phase][side] = done

@@ -81,6 +81,8 @@ def test_a_helper_killed_at_any_step_is_replaced_by_recovery_here(
     assert "recovery helper failed" in stderr and "recovering its partitions here" in stderr, stderr
     assert report["helper_partitions"] == []
     assert report["digest"] == full_replay_digest
+    timings = report["timings_seconds"]
+    assert isinstance(timings, dict) and all(seconds >= 0 for seconds in timings.values()), timings
     assert not _helpers_of(pipeline)
 
 
