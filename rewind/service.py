@@ -54,8 +54,9 @@ from snapshotter.snapshot import load_snapshot
 log = logging.getLogger("rewind.service")
 
 REWIND = str(Path(sys.executable).with_name("rewind"))
-SNAPSHOT_NICENESS = 10
-"""Snapshots are background work: the kernel gives the projector's CPU time precedence over them."""
+SNAPSHOT_NICENESS = 19
+"""Snapshots are background work: the kernel gives the projector's CPU time precedence over them
+(and, on Linux, runs them only in CPU time nothing else wants: ``SCHED_IDLE``)."""
 CLEAN_SHUTDOWN_MARKER = "CLEAN_SHUTDOWN"
 LAG_INTERVAL_SECONDS = 5.0
 """Prometheus scrapes every 5 s (deploy/prometheus): evaluating lag more often only costs CPU."""
@@ -78,6 +79,8 @@ def snapshot_in_child(settings: Settings) -> subprocess.CompletedProcess[str]:
     )
     with contextlib.suppress(OSError):  # it may have exited already; the snapshot is unaffected
         os.setpriority(os.PRIO_PROCESS, child.pid, SNAPSHOT_NICENESS)
+    with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE is Linux-only
+        os.sched_setscheduler(child.pid, os.SCHED_IDLE, os.sched_param(0))
     stdout, stderr = child.communicate()
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
