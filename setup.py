@@ -1,8 +1,9 @@
 """Build of rewind: the packages (configured in pyproject.toml) plus their native modules.
 
 The hot-path modules listed in :data:`projector.native.NATIVE_MODULES` and the Avro decoders generated
-from ``schemas/`` (written here to ``schemas/native_codecs.py``) are compiled with mypyc; see
-docs/native.md. ``REWIND_NATIVE=0`` builds pure Python only (slower, same results).
+from ``schemas/`` (written here to ``schemas/native_codecs.py``) are compiled with mypyc, and the C
+extensions of :data:`projector.native.C_EXTENSIONS` with the C compiler; see docs/native.md.
+``REWIND_NATIVE=0`` builds pure Python only (slower, same results).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -25,7 +26,7 @@ def native_extensions() -> list[Any]:
     sys.path.insert(0, str(ROOT))
     from mypyc.build import mypycify
 
-    from projector.native import native_sources
+    from projector.native import C_EXTENSIONS, native_sources
     from schemas.catalog import default_catalog
     from schemas.codec import Codec
 
@@ -35,7 +36,14 @@ def native_extensions() -> list[Any]:
         target.write_text(text)
     # The runtime library shared by the compiled modules lives inside a package, so it imports from
     # anywhere (an editable install maps packages, not the project root).
-    return mypycify([*native_sources(), NATIVE_CODECS], opt_level="3", group_name="projector.native_runtime")
+    compiled = mypycify(
+        [*native_sources(), NATIVE_CODECS], opt_level="3", group_name="projector.native_runtime"
+    )
+    written_in_c = [
+        Extension(name, [name.replace(".", "/") + ".c"], extra_compile_args=["-O2", "-Wall", "-Wextra"])
+        for name in C_EXTENSIONS
+    ]
+    return [*compiled, *written_in_c]
 
 
 class BuildExtensions(build_ext):

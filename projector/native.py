@@ -39,6 +39,9 @@ NATIVE_MODULES: tuple[str, ...] = (
 )
 """Compiled by ``setup.py`` (with the generated ``schemas.native_codecs``, which checks itself)."""
 
+C_EXTENSIONS: tuple[str, ...] = ("schemas._record_encoder",)
+"""Written in C (``.c`` beside the module path), built by ``setup.py`` with the mypyc modules."""
+
 PURE_PYTHON_ENV = "REWIND_PURE_PYTHON"
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +51,7 @@ EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 def _source(name: str) -> str:
     """The source file of module ``name``, relative to the project root."""
-    return name.replace(".", "/") + ".py"
+    return name.replace(".", "/") + (".c" if name in C_EXTENSIONS else ".py")
 
 
 def native_sources() -> list[str]:
@@ -62,7 +65,9 @@ def is_native(module: ModuleType) -> bool:
     return any(origin.endswith(suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
-def stale_native_modules(names: Sequence[str] = NATIVE_MODULES, root: Path = _ROOT) -> list[str]:
+def stale_native_modules(
+    names: Sequence[str] = NATIVE_MODULES + C_EXTENSIONS, root: Path = _ROOT
+) -> list[str]:
     """The modules whose compiled extension is older than their source (empty if none, or pure)."""
     stale = []
     for name in names:

@@ -35,6 +35,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from schemas import codegen
 from schemas.catalog import SchemaCatalog, SchemaVersion, default_catalog
 from schemas.errors import EventEncodeError, UndecodableEventError, UnknownFingerprintError
+from schemas.record_plan import c_encoder, record_plan
 from schemas.strict import RecordCheck, record_checker
 
 MAGIC = b"\xc3\x01"
@@ -164,10 +165,16 @@ class Codec:
         The returned function gives exactly :meth:`encode`'s bytes for an event that fits the schema
         exactly *and* for whose field values (positional, schema order) ``accept`` returns True, and
         ``None`` for any other event (then validate it and use :meth:`encode`). ``accept`` must have
-        the schema's field names as parameters; ``None`` means no condition. ``None`` instead of a
+        the schema's field names as parameters; ``None`` means no condition, and then the C encoder of
+        :mod:`schemas.record_plan` is returned when the native build has it. ``None`` instead of a
         function when the schema is outside what :mod:`schemas.codegen` generates.
         """
         writer = self._current[type_name]
+        if accept is None:
+            plan = record_plan(writer.physical, writer.header)
+            in_c = None if plan is None else c_encoder(plan)
+            if in_c is not None:
+                return in_c
         raw = self._raw_encoders.get(writer.header)
         if raw is None:
             return None
