@@ -10,9 +10,10 @@ discarded, and each live store is either the old or the new one, both consistent
 
 When the tail to replay is large (``recovery.parallel_min_events``), part of the event partitions go
 to a :mod:`replayer.recovery_helper` process with its own staging directory, so replay and validation
-use two cores; the steps stay in lockstep (each ends when both sides finished it). If the helper fails
-in any way, its staging directory is discarded and its partitions are recovered here: slower, same
-result, and the failure is logged, never ignored.
+use two cores. The helper is started first thing (its start-up overlaps finding out the tail) and
+dismissed when it is not worth it. Each side goes at its own pace; a step of the progress tracker
+ends when both finished it. If the helper fails in any way, its staging directory is discarded and
+its partitions are recovered here: slower, same result, and the failure is logged, never ignored.
 """
 
 from __future__ import annotations
