@@ -27,8 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
@@ -44,6 +43,8 @@ from replayer.recovery_steps import (
     validate_stores,
 )
 from rewind.config import Settings
+from rewind.errors import RewindError
+from rewind.lag_sampler import OffsetSampler
 from rewind.topics import events_partition_count
 from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot
 
@@ -54,7 +55,6 @@ HELPER_SUFFIX = ".recovering-helper"
 PHASES = ("restore", "replay", "validate")
 HELPER_SHARE = 0.44
 """The helper's share of the tail: a little under half, since it starts a few hundred ms later."""
-_LATEST: OffsetSpec = OffsetSpec.latest()  # type: ignore[no-untyped-call]
 
 
 @dataclass
@@ -114,7 +114,7 @@ def recover(
                 admin = AdminClient(settings.client_config())
                 count = events_partition_count(admin, settings.events_topic)
                 keys = [CONFIG_PARTITION, *(partitions if partitions is not None else range(count))]
-                helper_keys = _helper_share(settings, admin, keys) if helper is not None else []
+                helper_keys = _helper_share(settings, keys) if helper is not None else []
             except BaseException:
                 if helper is not None:
                     helper.stop()
@@ -183,6 +183,7 @@ class _TwoSides:
         self._totals: dict[str, int] = {}
         self._phase = 0
         self.helper = helper
+        self.helped_keys = helper_keys
         if helper is not None and not helper_keys:
             helper.stop()  # not worth it for this recovery
             self.helper = None
@@ -191,10 +192,9 @@ class _TwoSides:
                 helper.assign(helper_keys, [store_name(k) for k in helper_keys])
                 crashpoint("recover-helper-started")
             except HelperFailed as exc:
-                log.warning("recovery helper: %s; recovering every partition here", exc)
-                helper.stop()
-                self.helper = None
-        self.helped_keys = helper_keys if self.helper is not None else []
+                self._drop_helper(exc)
+        if self.helper is None:
+            self.helped_keys = []
         tracker.start_step("restore", total=len(keys))
 
     def recover(self) -> None:
@@ -241,10 +241,7 @@ class _TwoSides:
             try:
                 report = self.helper.next_report(self.stores, self.metrics, block)
             except HelperFailed as exc:
-                log.warning("recovery helper failed (%s); recovering its partitions here", exc)
-                self.helper.stop()
-                self.helper = None
-                shutil.rmtree(self.helper_root, ignore_errors=True)
+                self._drop_helper(exc)
                 return
             if report is None:
                 self._progress("replay", "helper", self.helper.replay_done, self.helper.replay_total)
@@ -258,6 +255,14 @@ class _TwoSides:
             self._finished(phase, "helper", at)
             if block:
                 return
+
+    def _drop_helper(self, failure: HelperFailed) -> None:
+        """Stop a failed helper and discard its work; its partitions are recovered here."""
+        log.warning("recovery helper failed (%s); recovering its partitions here", failure)
+        assert self.helper is not None
+        self.helper.stop()
+        self.helper = None
+        shutil.rmtree(self.helper_root, ignore_errors=True)
 
     def _recover_helper_share_here(self) -> None:
         """The helper failed: its partitions restored, replayed and validated in this process."""
@@ -318,14 +323,14 @@ def _start_helper(settings: Settings, root: Path) -> RecoveryHelper | None:
         return None
 
 
-def _helper_share(settings: Settings, admin: AdminClient, keys: list[int]) -> list[int]:
+def _helper_share(settings: Settings, keys: list[int]) -> list[int]:
     """The event partitions a helper should recover: :data:`HELPER_SHARE` of the tail, or none when
     the tail is under ``recovery.parallel_min_events`` (a second process costs more than it saves)."""
     threshold = int(settings["recovery.parallel_min_events"])
     partitions = [k for k in keys if k != CONFIG_PARTITION]
     if len(partitions) < 2:
         return []
-    tails = _tails(settings, admin, partitions)
+    tails = _tails(settings, partitions)
     if tails is None or sum(tails.values()) < threshold:
         return []
     share: list[int] = []
@@ -339,13 +344,15 @@ def _helper_share(settings: Settings, admin: AdminClient, keys: list[int]) -> li
     return sorted(share)
 
 
-def _tails(settings: Settings, admin: AdminClient, partitions: list[int]) -> dict[int, int] | None:
+def _tails(settings: Settings, partitions: list[int]) -> dict[int, int] | None:
     """Events after each partition's newest snapshot (by its manifest), or None if the log end
     offsets cannot be listed (then recovery runs in one process, and replay reports the problem)."""
-    request = {TopicPartition(settings.events_topic, p): _LATEST for p in partitions}
+    topic = settings.events_topic
     try:
-        ends = {tp.partition: f.result().offset for tp, f in admin.list_offsets(request).items()}
-    except KafkaException:
+        found, failed = OffsetSampler(settings.client_config()).log_offsets((topic, p) for p in partitions)
+    except RewindError:
+        return None
+    if failed:
         return None
     tails: dict[int, int] = {}
     for partition in partitions:
@@ -353,7 +360,7 @@ def _tails(settings: Settings, admin: AdminClient, partitions: list[int]) -> dic
         for path in list_snapshots(settings.snapshot_dir, store_name(partition))[:1]:
             with contextlib.suppress(SnapshotInvalid):  # an estimate; restore reports a bad snapshot
                 start = load_snapshot(path).offset + 1
-        tails[partition] = max(0, ends[partition] - start)
+        tails[partition] = max(0, found[(topic, partition)].end - start)
     return tails
 
 

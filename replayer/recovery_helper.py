@@ -185,24 +185,32 @@ class RecoveryHelper:
 
     @staticmethod
     def _take_validated(found: Any, stores: dict[str, StoreRecovery], _: ProjectorMetrics | None) -> None:
-        digests = {name: str(digest) for name, digest in found.items()}
-        for name, digest in digests.items():
-            stores[name].digest = digest
+        for name, digest in found.items():
+            stores[name].digest = str(digest)
 
     def _read(self) -> None:
+        """Queue every report; progress updates the counters. The end of the output is always queued
+        (as None), so a waiting parent never hangs on a helper that wrote something odd and died."""
         assert self._process.stdout is not None
-        for line in self._process.stdout:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                message = {"unreadable": line[:200]}
-            if not isinstance(message, dict):
-                message = {"unreadable": line[:200]}
-            if "progress" in message:
-                self.replay_done, self.replay_total = message["progress"]
-                continue
-            self._messages.put(message)
-        self._messages.put(None)
+        try:
+            for line in self._process.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    message = None
+                if not isinstance(message, dict):
+                    message = {"unreadable": line[:200]}
+                progress = message.get("progress")
+                if (
+                    isinstance(progress, list)
+                    and len(progress) == 2
+                    and all(type(n) is int for n in progress)
+                ):
+                    self.replay_done, self.replay_total = progress
+                    continue
+                self._messages.put(message)
+        finally:
+            self._messages.put(None)
 
 
 @contextlib.contextmanager
@@ -218,14 +226,17 @@ def _optional_int(value: object) -> int | None:
     return None if value is None else int(str(value))
 
 
-def _send(step: str, found: object) -> None:
-    sys.stdout.write(json.dumps({step: found, "at": time.monotonic()}) + "\n")
+def _write(message: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
+
+
+def _send(step: str, found: object) -> None:
+    _write({step: found, "at": time.monotonic()})
 
 
 def _progress(done: int, total: int) -> None:
-    sys.stdout.write(json.dumps({"progress": [done, total]}) + "\n")
-    sys.stdout.flush()
+    _write({"progress": [done, total]})
 
 
 def _die_with_parent(parent: int) -> None:
@@ -252,7 +263,7 @@ def main(argv: list[str]) -> int:
         crashpoint("recovery-helper-restored")
         _send("restored", {n: [s.snapshot_offset, s.rejected_snapshots] for n, s in stores.items()})
         tally = ReplayTally()
-        replay_stores(settings, root, keys, stores, lambda done, total: _progress(done, total), tally)
+        replay_stores(settings, root, keys, stores, _progress, tally)
         crashpoint("recovery-helper-replayed")
         _send(
             "replayed",

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from replayer.recovery_helper import HelperFailed, RecoveryHelper
 from tests.cli_runner import run_rewind
 from tests.pipeline import Pipeline
 
@@ -99,3 +103,27 @@ def test_killing_recover_kills_its_helper_and_a_rerun_recovers(
     assert not _helpers_of(pipeline), "the helper outlived the recovery that started it"
     report, _ = _recover(pipeline, ALWAYS)
     assert report["digest"] == full_replay_digest
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        'print("not json")',
+        'print(\'{"progress": ["x"]}\')',
+        'print(\'{"validated": {}, "at": 1}\')',
+        'print(\'{"restored": {"events-p0009": [null, []]}, "at": 1}\')',
+        'print(\'{"restored": {"events-p0000": 5}, "at": 1}\')',
+        "import sys; sys.exit(3)",
+    ],
+)
+def test_a_helper_that_answers_wrongly_or_dies_is_a_failure_never_a_hang(output: str) -> None:
+    """Whatever a helper process writes before it ends, the parent gets HelperFailed, not a wait."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", output], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    with tempfile.TemporaryFile() as errors:
+        helper = RecoveryHelper(process, errors)
+        helper.assign([0], ["events-p0000"])
+        with pytest.raises(HelperFailed):
+            helper.next_report({}, None, block=True)
+        helper.stop()
