@@ -104,9 +104,10 @@ class Codec:
                     version, writer.schema, None if is_current else current_parsed
                 )
                 self._decoders.setdefault(header, self.reference_decode)
-            self._current[type_name] = writer = self._writers[(type_name, current.version)]
-            if writer.generated is not None:
-                self._encoders[type_name] = writer.generated
+            self._current[type_name] = self._writers[(type_name, current.version)]
+            fastest = self.compiled_encoder(type_name, None)
+            if fastest is not None:
+                self._encoders[type_name] = fastest
 
     def _generate(
         self, catalog: SchemaCatalog
@@ -170,7 +171,7 @@ class Codec:
         function when the schema is outside what :mod:`schemas.codegen` generates.
         """
         writer = self._current[type_name]
-        if accept is None:
+        if accept is None and not _pure_python():
             plan = record_plan(writer.physical, writer.header)
             in_c = None if plan is None else c_encoder(plan)
             if in_c is not None:
@@ -275,6 +276,11 @@ class Codec:
         raise UnknownFingerprintError(value[2:HEADER_SIZE].hex(), offset=2)
 
 
+def _pure_python() -> bool:
+    """``REWIND_PURE_PYTHON`` is set: use no native code (see projector/native.py)."""
+    return bool(os.environ.get("REWIND_PURE_PYTHON"))
+
+
 NATIVE_MODULE = "schemas.native_codecs"
 """The build's mypyc-compiled encoders and decoders (``setup.py`` writes the module from
 :attr:`Codec.native_module_text` and compiles it)."""
@@ -283,7 +289,7 @@ NATIVE_MODULE = "schemas.native_codecs"
 def _native_module(digest: str) -> Any:
     """The build's compiled codecs, if its module was generated from exactly these schemas by this
     generator (its ``SOURCE_SHA256`` is ``digest``); None otherwise, or under ``REWIND_PURE_PYTHON``."""
-    if os.environ.get("REWIND_PURE_PYTHON"):
+    if _pure_python():
         return None
     try:
         module = importlib.import_module(NATIVE_MODULE)

@@ -5,8 +5,9 @@ its name, kind, enum symbols or union branches, and whether it may be absent (nu
 flat records of null, boolean, long, string, enum and unions of those have a plan; for any other
 schema :func:`record_plan` returns None and the generated Python encoders are used instead.
 
-The encoder is part of the native build (``setup.py``); without it (``REWIND_NATIVE=0``,
-``REWIND_PURE_PYTHON=1``) :func:`c_encoder` returns None and nothing changes but speed. What the C
+The encoder is part of the native build (``setup.py``); without it (``REWIND_NATIVE=0``)
+:func:`c_encoder` returns None, and under ``REWIND_PURE_PYTHON`` the codec does not ask for it;
+nothing changes but speed. What the C
 encoder guarantees is what :meth:`schemas.codec.Codec.compiled_encoder` guarantees: exactly
 fastavro's bytes for an event that fits the schema exactly, None for any other.
 """
@@ -14,7 +15,6 @@ fastavro's bytes for an event that fits the schema exactly, None for any other.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -54,9 +54,7 @@ def _kind(schema: Any) -> tuple[int | None, Any]:
 
 
 def c_encoder(plan: Plan) -> Callable[[Any], bytes | None] | None:
-    """The C encoder bound to ``plan``, or None when the native build is not there (or is off)."""
-    if os.environ.get("REWIND_PURE_PYTHON") == "1":
-        return None
+    """The C encoder bound to ``plan``, or None when the native build has not made it."""
     try:
         from schemas import _record_encoder  # type: ignore[attr-defined]
     except ImportError:
