@@ -97,7 +97,7 @@ class RecoveryHelper:
                 stdout=subprocess.PIPE,
                 stderr=errors,
                 text=True,
-                env=os.environ | settings.as_environ(),
+                env=settings.child_environ(),
             )
         except OSError as exc:
             errors.close()

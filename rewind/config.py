@@ -206,6 +206,12 @@ class Settings:
             env["REWIND_KAFKA_" + name.replace(".", "_").upper()] = value
         return env
 
+    def child_environ(self) -> dict[str, str]:
+        """The environment of a child process that must run on exactly these settings: this one's,
+        with :meth:`as_environ` on top and no ``REWIND_CONFIG`` (the values are all there already)."""
+        inherited = {k: v for k, v in os.environ.items() if k != "REWIND_CONFIG"}
+        return inherited | self.as_environ()
+
     def masked(self) -> dict[str, object]:
         """Every effective value with its source, secrets masked: for `rewind config show`."""
         shown: dict[str, object] = {}

@@ -75,7 +75,7 @@ def snapshot_in_child(settings: Settings) -> subprocess.CompletedProcess[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={k: v for k, v in os.environ.items() if k != "REWIND_CONFIG"} | settings.as_environ(),
+        env=settings.child_environ(),
     )
     with contextlib.suppress(OSError):  # it may have exited already; the snapshot is unaffected
         os.setpriority(os.PRIO_PROCESS, child.pid, SNAPSHOT_NICENESS)
