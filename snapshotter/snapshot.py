@@ -128,13 +128,18 @@ def _write_compact_copy(store: PartitionStore, txn: lmdb.Transaction, path: Path
 
     writer = threading.Thread(target=drain, name="snapshot-writer")
     writer.start()
+    copy_failure: lmdb.Error | None = None
     try:
         store.env.copyfd(write_end, compact=True, txn=txn)  # the read txn stays on its own thread
+    except lmdb.Error as exc:
+        copy_failure = exc
     finally:
         os.close(write_end)
         writer.join()
-    if failure:
-        raise failure[0]
+    if failure:  # the writer's error (disk full, ...) says why; the copy then only lost its pipe
+        raise failure[0] from copy_failure
+    if copy_failure is not None:
+        raise copy_failure
     return str(hasher.hexdigest())
 
 

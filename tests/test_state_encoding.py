@@ -14,6 +14,7 @@ from projector.digest import RecordOrderError, digest_rows, new_hasher, state_di
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 from projector.state import MemoryConfigState, MemoryState
 from projector.store import PartitionStore
+from snapshotter.snapshot import _write_compact_copy
 from tests.fold_events import adjusted, apply_all, balance, fill, submitted
 
 ids = st.text(
@@ -274,3 +275,14 @@ def test_a_stores_cursor_digest_equals_its_record_digest(tmp_path: Path) -> None
 def test_digest_rows_refuses_keys_out_of_order() -> None:
     with pytest.raises(RecordOrderError, match="does not follow"):
         digest_rows(new_hasher(), "orders", [(b"b", b""), (b"a", b"")])
+
+
+def test_a_snapshot_copy_that_cannot_be_written_names_the_write_error(tmp_path: Path) -> None:
+    """The compacting copy streams through a pipe to a writer thread; when the writer fails, its
+    error (here: no such directory) is raised, not the copy's broken pipe."""
+    rows = {f"ORD{i:07d}".encode(): b"[1," + b"x" * 200 + b"]" for i in range(20_000)}
+    with PartitionStore(tmp_path / "events-p0000", encoding.EVENTS_TABLES) as store:
+        store.commit({encoding.ORDERS: dict(rows)}, 7, 8)
+        target = tmp_path / "missing" / "data.mdb"
+        with store.env.begin() as txn, pytest.raises(FileNotFoundError, match="missing"):
+            _write_compact_copy(store, txn, target)
