@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.harness import bench_broker, bench_topics, produce
 from projector import queries
+from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Projector
 from projector.state_directory import StateDirectory
@@ -145,6 +146,7 @@ def main() -> None:
     )
     parser.add_argument("--only", default="abc", help="which parts to run, e.g. 'c' (default: abc)")
     args = parser.parse_args()
+    tune_gc_for_projection()  # as `rewind recover` and `rewind serve` do: measure the product's setup
     with bench_broker(args.bootstrap) as (bootstrap, scratch):
         run(args, bootstrap, scratch)
 

@@ -37,6 +37,7 @@ from typing import IO, Any
 from prometheus_client import CollectorRegistry
 
 from projector.crashpoints import crashpoint
+from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
 from replayer.recovery_steps import StoreRecovery, replay_stores, restore_stores, validate_stores
 from rewind.config import Settings, load_settings
@@ -252,6 +253,7 @@ def _die_with_parent(parent: int) -> None:
 def main(argv: list[str]) -> int:
     parent, root = int(argv[0]), Path(argv[1])
     _die_with_parent(parent)
+    tune_gc_for_projection()  # as the parent's `rewind recover` does
     settings = load_settings()
     default_codec()  # built before the partitions arrive, while the parent is still deciding
     line = sys.stdin.readline()
