@@ -123,6 +123,7 @@ def replay(
         chosen = parse_partitions(partitions, len(keys) - 1) if partitions else None
         points = points_at(settings, parse_time(at_time), all_keys(settings, chosen))
     show_bar = not (no_progress or as_json)
+    tune_gc_for_projection()
     with click.progressbar(
         length=max(1, sum(points.values())), label="replaying", file=click.get_text_stream("stderr")
     ) as bar:
