@@ -60,9 +60,13 @@ HELPER_SHARE = 0.44
 @dataclass
 class RecoveryReport:
     stores: dict[str, StoreRecovery]
+    prepare_seconds: float
+    """Before the restore: the writer lock, the helper's start, the partitions and their tails."""
     restore_seconds: float
     replay_seconds: float
     validate_seconds: float
+    swap_seconds: float
+    """After the validation: the recovered stores renamed into place, the old ones removed."""
     total_seconds: float
     digest: str
     helper_partitions: list[int]
@@ -74,9 +78,11 @@ class RecoveryReport:
         return {
             "digest": self.digest,
             "timings_seconds": {
+                "prepare": round(self.prepare_seconds, 4),
                 "restore": round(self.restore_seconds, 4),
                 "replay": round(self.replay_seconds, 4),
                 "validate": round(self.validate_seconds, 4),
+                "swap": round(self.swap_seconds, 4),
                 "total": round(self.total_seconds, 4),
             },
             "helper_partitions": self.helper_partitions,
@@ -114,7 +120,7 @@ def recover(
                 admin = AdminClient(settings.client_config())
                 count = events_partition_count(admin, settings.events_topic)
                 keys = [CONFIG_PARTITION, *(partitions if partitions is not None else range(count))]
-                helper_keys = _helper_share(settings, keys) if helper is not None else []
+                helper_keys = _helper_share(settings, keys, admin) if helper is not None else []
             except BaseException:
                 if helper is not None:
                     helper.stop()
@@ -137,14 +143,17 @@ def recover(
         raise
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(helper_root, ignore_errors=True)
+    ended = time.monotonic()
     ends = run.phase_ends
     digest = combined_digest({name: s.digest for name, s in run.stores.items()})
     return RecoveryReport(
         run.stores,
+        run.started - started,
         ends["restore"] - run.started,
         ends["replay"] - ends["restore"],
         ends["validate"] - ends["replay"],
-        time.monotonic() - started,
+        ended - ends["validate"],
+        ended - started,
         digest,
         run.helped_keys,
         run.side_ends(),
@@ -323,14 +332,14 @@ def _start_helper(settings: Settings, root: Path) -> RecoveryHelper | None:
         return None
 
 
-def _helper_share(settings: Settings, keys: list[int]) -> list[int]:
+def _helper_share(settings: Settings, keys: list[int], admin: AdminClient) -> list[int]:
     """The event partitions a helper should recover: :data:`HELPER_SHARE` of the tail, or none when
     the tail is under ``recovery.parallel_min_events`` (a second process costs more than it saves)."""
     threshold = int(settings["recovery.parallel_min_events"])
     partitions = [k for k in keys if k != CONFIG_PARTITION]
     if len(partitions) < 2:
         return []
-    tails = _tails(settings, partitions)
+    tails = _tails(settings, partitions, admin)
     if tails is None or sum(tails.values()) < threshold:
         return []
     share: list[int] = []
@@ -344,12 +353,13 @@ def _helper_share(settings: Settings, keys: list[int]) -> list[int]:
     return sorted(share)
 
 
-def _tails(settings: Settings, partitions: list[int]) -> dict[int, int] | None:
+def _tails(settings: Settings, partitions: list[int], admin: AdminClient) -> dict[int, int] | None:
     """Events after each partition's newest snapshot (by its manifest), or None if the log end
     offsets cannot be listed (then recovery runs in one process, and replay reports the problem)."""
     topic = settings.events_topic
     try:
-        found, failed = OffsetSampler(settings.client_config()).log_offsets((topic, p) for p in partitions)
+        sampler = OffsetSampler(settings.client_config(), admin=admin)
+        found, failed = sampler.log_offsets((topic, p) for p in partitions)
     except RewindError:
         return None
     if failed:

@@ -81,8 +81,9 @@ def recover_cmd(
         base = "log start" if store.snapshot_offset is None else f"snapshot @{store.snapshot_offset}"
         click.echo(f"{name}: {base} + {store.replayed} replayed -> offset {store.offset}")
     click.echo(
-        f"recovered in {report.total_seconds:.3f}s (restore {report.restore_seconds:.3f}s, "
-        f"replay {report.replay_seconds:.3f}s, validate {report.validate_seconds:.3f}s); "
+        f"recovered in {report.total_seconds:.3f}s (prepare {report.prepare_seconds:.3f}s, "
+        f"restore {report.restore_seconds:.3f}s, replay {report.replay_seconds:.3f}s, "
+        f"validate {report.validate_seconds:.3f}s, swap {report.swap_seconds:.3f}s); "
         f"digest {report.digest}"
     )
 
