@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := $(VENV)/.native
 # What the native build reads (a superset: mypyc rewrites only the C files that changed).
-NATIVE_DEPS := setup.py $(wildcard projector/*.py) $(wildcard producers/*.py) $(wildcard schemas/*.py) $(wildcard schemas/*.c) \
+NATIVE_DEPS := setup.py $(wildcard projector/*.py) $(wildcard producers/*.py) $(wildcard schemas/*.py) $(wildcard schemas/*.c) $(wildcard projector/*.c) \
 	$(wildcard schemas/*/*.avsc)
 
 .PHONY: setup build test lint typecheck unit run kafka-start kafka-stop bench clean
