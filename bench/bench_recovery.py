@@ -32,6 +32,7 @@ from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Projector
 from projector.state_directory import StateDirectory
+from replayer.recovery import recover
 from replayer.recovery_steps import store_name
 from replayer.timetravel import build_state_at
 from rewind.config import Settings
@@ -210,21 +211,32 @@ def measure_recovery(args: argparse.Namespace, settings: Settings, scratch: Path
     one_process = dataclasses.replace(
         settings, values={**settings.values, "recovery.parallel_min_events": 10**12}
     )
-    runs: dict[str, list[dict[str, float]]] = {"recover": [], "recover_one_process": []}
+    # Three ways, alternating: the command, the service's way (recover() inside a running process)
+    # and the command forced into one process (no helper).
+    runs: dict[str, list[dict[str, float]]] = {"recover": [], "in_service": [], "recover_one_process": []}
     for _ in range(args.recover_rounds):
-        for label, chosen in (("recover", settings), ("recover_one_process", one_process)):
-            report, command_seconds = recover_command(chosen)
+        for label, chosen in (
+            ("recover", settings),
+            ("in_service", settings),
+            ("recover_one_process", one_process),
+        ):
+            if label == "in_service":
+                report, command_seconds = recover(chosen).as_dict(), 0.0
+            else:
+                report, command_seconds = recover_command(chosen)
             timings = report["timings_seconds"]
             assert isinstance(timings, dict)
-            runs[label].append(timings | {"command": round(command_seconds, 3)})
+            runs[label].append(timings | ({"command": round(command_seconds, 3)} if command_seconds else {}))
             print(f"  {label}: {runs[label][-1]} helper partitions {report['helper_partitions']}")
             print(f"    each side finished at {report['side_seconds']}", flush=True)
     replay_seconds, replayed = cold_replay(settings, scratch / "cold", args.partitions)
     total = statistics.median(t["total"] for t in runs["recover"])
     command = statistics.median(t["command"] for t in runs["recover"])
+    in_service = statistics.median(t["total"] for t in runs["in_service"])
     print(
         f"  cold full replay: {replayed:,} events in {replay_seconds:.2f} s "
-        f"-> recovery (median {total:.2f} s; the whole command {command:.2f} s) "
+        f"-> recovery (median {total:.2f} s; the whole command {command:.2f} s; "
+        f"in a running process {in_service:.2f} s) "
         f"is {replay_seconds / total:.1f}x faster",
         flush=True,
     )
@@ -235,6 +247,8 @@ def measure_recovery(args: argparse.Namespace, settings: Settings, scratch: Path
         "recover_one_process_seconds": runs["recover_one_process"],
         "recover_median_total": round(total, 3),
         "recover_median_command": round(command, 3),
+        "in_service_median_total": round(in_service, 3),
+        "in_service_seconds": runs["in_service"],
         "cold_replay_seconds": round(replay_seconds, 3),
         "cold_replay_events": replayed,
         "speedup": round(replay_seconds / total, 1),
