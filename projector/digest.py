@@ -10,7 +10,6 @@ state was stored or built.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable, Iterable
 from itertools import groupby
@@ -20,7 +19,7 @@ from typing import Any, Final
 import xxhash
 
 from projector.encoding import CONFIG_TABLES, EVENTS_TABLES, META
-from projector.native import PURE_PYTHON_ENV
+from projector.native import pure_python_asked
 
 DIGEST_DOMAIN: Final = b"rewind-state-digest-v1\x00"
 _FRAME = struct.Struct(">III")
@@ -44,15 +43,19 @@ class RecordOrderError(ValueError):
 _FLUSH_BYTES: Final = 1 << 20
 
 
-def _native_feed() -> Callable[[Callable[[bytes], None], bytes, Iterable[tuple[bytes, bytes]]], Any] | None:
+_Feed = Callable[[Callable[[bytes], None], bytes, Iterable[tuple[bytes, bytes]]], Any]
+"""``feed(update, table_name, rows)``: None, or the (key, previous key) pair found out of order."""
+
+
+def _native_feed() -> _Feed | None:
     """``projector._digest_frames.feed`` when built (and ``REWIND_PURE_PYTHON`` is unset), else None."""
-    if os.environ.get(PURE_PYTHON_ENV):
+    if pure_python_asked():
         return None
     try:
         from projector import _digest_frames  # type: ignore[attr-defined]
     except ImportError:
         return None
-    feed: Callable[[Callable[[bytes], None], bytes, Iterable[tuple[bytes, bytes]]], Any] = _digest_frames.feed
+    feed: _Feed = _digest_frames.feed
     return feed
 
 

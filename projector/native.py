@@ -44,6 +44,12 @@ C_EXTENSIONS: tuple[str, ...] = ("schemas._record_encoder", "projector._digest_f
 
 PURE_PYTHON_ENV = "REWIND_PURE_PYTHON"
 
+
+def pure_python_asked() -> bool:
+    """``REWIND_PURE_PYTHON`` is set: run the ``.py`` sources and no hand-written C."""
+    return bool(os.environ.get(PURE_PYTHON_ENV))
+
+
 _ROOT = Path(__file__).resolve().parent.parent
 EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 """What the build names a compiled module (``fold.cpython-311-x86_64-linux-gnu.so``)."""
@@ -84,7 +90,7 @@ def check_native_build() -> None:
     Only in a source checkout (where ``setup.py`` is): an installed package is built as one unit, and
     the order in which an installer writes its files says nothing about staleness.
     """
-    if os.environ.get(PURE_PYTHON_ENV) or not (_ROOT / "setup.py").exists():
+    if pure_python_asked() or not (_ROOT / "setup.py").exists():
         return
     stale = stale_native_modules()
     if stale:
@@ -109,5 +115,5 @@ class _SourceFirst(importlib.abc.MetaPathFinder):
 
 def use_pure_python_if_asked() -> None:
     """Under ``REWIND_PURE_PYTHON``, import the ``.py`` sources of the native modules (call first)."""
-    if os.environ.get(PURE_PYTHON_ENV) and not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
+    if pure_python_asked() and not any(isinstance(f, _SourceFirst) for f in sys.meta_path):
         sys.meta_path.insert(0, _SourceFirst())
