@@ -204,9 +204,14 @@ class Projector:
         stop = stop or Event()
         bounded = until_caught_up or bool(self.until)
         while not stop.is_set():
-            if bounded and self.progress.remaining() == 0:
-                break
-            messages = consumer.consume(self.batch_events, self.batch_seconds)
+            wanted = self.batch_events
+            if bounded:
+                remaining = self.progress.remaining()
+                if remaining == 0:
+                    break
+                # the last batch returns once its events are there, not after batch_ms
+                wanted = min(wanted, remaining)
+            messages = consumer.consume(wanted, self.batch_seconds)
             if messages:
                 self.apply_batch(messages, consumer)
                 if on_batch is not None:
