@@ -144,10 +144,15 @@ class _History:
     samples: list[Sample] = field(default_factory=list)
     commits: list[Commit] = field(default_factory=list)
 
-    def add_commit(self, commit: Commit) -> None:
-        if commit not in self.commits:
-            self.commits.append(commit)
-            self.commits.sort(key=lambda c: c.at)
+    def add_commit(self, commit: Commit, restated: bool) -> None:
+        """``restated``: the source hands over the same commit again on every call (a caller's stored
+        commit time, until it commits anew), so an equal one is not a second commit. The commit log
+        hands each record over once: there two equal commits are two (the same offset re-committed
+        within one millisecond), and counting them is what tells STALLED from OK."""
+        if restated and commit in self.commits:
+            return
+        self.commits.append(commit)
+        self.commits.sort(key=lambda c: c.at)
 
     def trim(self, start: float) -> None:
         """Drop what no rule can look at any more: samples before ``start``, commits before the
@@ -275,7 +280,7 @@ class LagMonitor:
         for stale in [k for k in self._histories if k[0] == group and k[1:] not in logs]:
             del self._histories[stale]
         rows = [
-            self._partition(group, key, at, committed[key], log, firsts.get(key), commits)
+            self._partition(group, key, at, committed[key], log, firsts.get(key), commits, source == CALLER)
             for key, log in sorted(logs.items())
         ]
         return LagReport(
@@ -298,6 +303,7 @@ class LagMonitor:
         log: LogOffsets,
         first: FirstUnconsumed | None,
         commits: Mapping[PartitionKey, list[Commit]] | None,
+        restated: bool,
     ) -> PartitionLag:
         lag = max(0, log.end - committed)
         first_ts = first.timestamp if first is not None and lag > 0 else None
@@ -311,9 +317,9 @@ class LagMonitor:
         history.samples.append(sample)
         if commits is not None:
             for commit in commits.get(key, []):
-                history.add_commit(commit)
+                history.add_commit(commit, restated)
         elif previous is not None and previous.committed != committed:
-            history.add_commit(Commit(at=at, offset=committed))
+            history.add_commit(Commit(at=at, offset=committed), restated=False)
         history.trim(at - self.window_seconds)
         window = {"now": at, "window_seconds": self.window_seconds}
         return PartitionLag(

@@ -9,8 +9,8 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from rewind.lag import LagMonitor, LagReport, PartitionLag
-from rewind.lag_status import Status
+from rewind.lag import LagMonitor, LagReport, PartitionLag, _History
+from rewind.lag_status import Commit, Status
 from tests.kafka_helpers import create_topic
 from tests.lag_helpers import OLD_SECONDS, ScriptedConsumer, make_stopped_group, produce_old
 
@@ -259,3 +259,14 @@ def test_without_the_commit_log_commits_are_inferred_from_samples(bootstrap: str
     assert first.commit_timestamps.startswith("inferred from samples")
     assert [p.status for p in second.partitions] == [Status.OK, Status.STOPPED]
     assert second.partitions[0].last_commit_at == second.evaluated_at
+
+
+def test_two_commits_of_one_offset_in_one_millisecond_are_two_commits() -> None:
+    """The commit log hands each record over once, so equal ones are distinct commits (a fast
+    consumer re-committing); a caller restates its one stored commit on every call."""
+    commit = Commit(at=1_800_000_000.123, offset=4)
+    from_log, from_caller = _History(), _History()
+    for _ in range(2):
+        from_log.add_commit(commit, restated=False)
+        from_caller.add_commit(commit, restated=True)
+    assert (len(from_log.commits), len(from_caller.commits)) == (2, 1)
