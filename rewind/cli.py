@@ -2,7 +2,7 @@
 
 Global options (before the noun) configure every command; each command adds its own. Exit codes:
 0 success, 1 failure (a :class:`RewindError`, printed as what happened and the fix), 2 bad usage.
-Command groups live in ``rewind/commands/``; this module only assembles them.
+Command groups live in ``rewind/commands/``; this module only names them (each is imported when used).
 """
 
 from __future__ import annotations
@@ -12,23 +12,33 @@ import sys
 import click
 
 from projector.native import check_native_build
-from rewind.commands import (
-    diff_cmd,
-    events_cmd,
-    history_cmd,
-    kafka_cmd,
-    lag_cmd,
-    project_cmd,
-    recover_cmd,
-    serve_cmd,
-    snapshot_cmd,
-    state_cmd,
-    topics_cmd,
-)
+from rewind.commands.lazy_group import LazyGroup
 from rewind.errors import RewindError
 
+_COMMANDS = {
+    "kafka": "rewind.commands.kafka_cmd:kafka",
+    "topics": "rewind.commands.topics_cmd:topics",
+    "config": "rewind.commands.topics_cmd:config",
+    "project": "rewind.commands.project_cmd:project",
+    "state": "rewind.commands.state_cmd:state",
+    "recover": "rewind.commands.recover_cmd:recover_cmd",
+    "replay": "rewind.commands.recover_cmd:replay",
+    "snapshot": "rewind.commands.snapshot_cmd:snapshot",
+    "snapshots": "rewind.commands.snapshot_cmd:snapshots",
+    "history": "rewind.commands.history_cmd:history",
+    "diff": "rewind.commands.diff_cmd:diff",
+    "serve": "rewind.commands.serve_cmd:serve",
+    "simulate": "rewind.commands.events_cmd:simulate",
+    "position": "rewind.commands.events_cmd:position",
+    "lag": "rewind.commands.lag_cmd:lag",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+@click.group(
+    cls=LazyGroup,
+    lazy=_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option("--config", "config_file", metavar="FILE", help="rewind.toml to read (default: ./rewind.toml).")
 @click.option("--home", metavar="DIR", help="REWIND_HOME: where rewind keeps its files (default ./.rewind).")
 @click.option("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (default: the local broker).")
@@ -58,24 +68,6 @@ def cli(
         "flags": {"home": home, "kafka.bootstrap": bootstrap},
         "kafka_props": kafka_props,
     }
-
-
-cli.add_command(kafka_cmd.kafka)
-cli.add_command(topics_cmd.topics)
-cli.add_command(topics_cmd.config)
-cli.add_command(project_cmd.project)
-cli.add_command(state_cmd.state)
-cli.add_command(recover_cmd.recover_cmd)
-cli.add_command(recover_cmd.replay)
-cli.add_command(snapshot_cmd.snapshot)
-cli.add_command(snapshot_cmd.snapshots)
-cli.add_command(history_cmd.history)
-cli.add_command(diff_cmd.diff)
-cli.add_command(serve_cmd.serve)
-cli.add_command(events_cmd.simulate)
-cli.add_command(events_cmd.position)
-cli.add_command(lag_cmd.lag)
-topics_cmd.config.add_command(events_cmd.config_set)
 
 
 def main() -> None:

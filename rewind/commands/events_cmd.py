@@ -5,11 +5,8 @@ Every event goes through its builder (so a refused value is named) and the idemp
 the event is durable. A value the contract refuses exits 1 with the field named; missing or
 conflicting options exit 2 (click's usage errors).
 
-Register in ``rewind/cli.py`` with::
-
-    cli.add_command(events_cmd.simulate)
-    cli.add_command(events_cmd.position)
-    topics_cmd.config.add_command(events_cmd.config_set)
+``rewind/cli.py`` names ``simulate`` and ``position``; ``config set`` is named by the ``config`` group
+in ``topics_cmd``.
 """
 
 from __future__ import annotations

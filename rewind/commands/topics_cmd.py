@@ -6,6 +6,7 @@ import click
 from confluent_kafka.admin import AdminClient
 
 from rewind.commands.context import echo_json, json_option, settings_from
+from rewind.commands.lazy_group import LazyGroup
 from rewind.topics import desired_topics, ensure_topics
 
 
@@ -52,7 +53,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"{name}\t{count}")
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy={"set": "rewind.commands.events_cmd:config_set"})
 def config() -> None:
     """Show the effective configuration, or change a desk-wide config value."""
 
