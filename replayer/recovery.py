@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import shutil
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from rewind.config import Settings
 from rewind.errors import RewindError
 from rewind.lag_sampler import OffsetSampler
 from rewind.topics import events_partition_count
-from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot
+from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot, prefetch_newest
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def recover(
         tracker.failure_detected(reason)
         tracker.begin()
         with StateDirectory.open(live_root, settings):
+            _prefetch_snapshots(settings, partitions)
             _remove_leftovers(live_root, staging, helper_root)
             helper = _start_helper(settings, helper_root)
             try:
@@ -321,6 +323,15 @@ def _remove_leftovers(live_root: Path, *staging: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     for leftover in live_root.glob(".replaced-*"):
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _prefetch_snapshots(settings: Settings, partitions: list[int] | None) -> None:
+    """Start reading the snapshots restore will need, in the background, while the helper starts and
+    the log ends are found: restore then reads from memory instead of waiting on the disk."""
+    names = None if partitions is None else [store_name(k) for k in (CONFIG_PARTITION, *partitions)]
+    threading.Thread(
+        target=prefetch_newest, args=(settings.snapshot_dir, names), name="recover-prefetch", daemon=True
+    ).start()
 
 
 def _start_helper(settings: Settings, root: Path) -> RecoveryHelper | None:

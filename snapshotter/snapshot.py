@@ -9,6 +9,7 @@ once its manifest does**. Nothing is trusted before :func:`verify` has checked i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -278,6 +279,24 @@ def newest_valid(
         except SnapshotInvalid as exc:
             rejected.append(str(exc))
     return None, rejected
+
+
+def prefetch_newest(root: Path, partitions: list[str] | None = None) -> None:
+    """Ask the kernel to start reading each partition's newest snapshot (all when ``partitions`` is
+    None) into the page cache now, so that recovery's checksum and copy find it there. Advisory
+    only: nothing is verified or used here, and a file that vanished meanwhile is skipped."""
+    if not hasattr(os, "posix_fadvise") or not root.is_dir():
+        return
+    names = partitions if partitions is not None else sorted(p.name for p in root.iterdir())
+    for name in names:
+        newest = list_snapshots(root, name)[:1]
+        with contextlib.suppress(OSError):
+            for snapshot in newest:
+                descriptor = os.open(snapshot / DATA_FILE, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(descriptor)
 
 
 def restore(snapshot: Snapshot, store_dir: Path, durable: bool = True) -> None:
