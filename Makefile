@@ -4,13 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NATIVE := $(VENV)/.native
+BYTECODE := $(VENV)/.bytecode
+PACKAGES := rewind projector replayer snapshotter schemas producers
 # What the native build reads (a superset: mypyc rewrites only the C files that changed).
 NATIVE_DEPS := setup.py $(wildcard projector/*.py) $(wildcard producers/*.py) $(wildcard schemas/*.py) $(wildcard schemas/*.c) $(wildcard projector/*.c) \
 	$(wildcard schemas/*/*.avsc)
 
 .PHONY: setup build test lint typecheck unit run kafka-start kafka-stop bench clean
 
-setup: $(STAMP) $(NATIVE)
+setup: $(STAMP) $(NATIVE) $(BYTECODE)
 	@$(BIN)/rewind kafka fetch --quiet
 
 # The hot-path modules compiled in place with mypyc (docs/native.md); REWIND_NATIVE=0 skips it.
@@ -20,6 +22,12 @@ $(NATIVE): $(STAMP) $(NATIVE_DEPS)
 	@echo "compiling the native modules (mypyc) ..."
 	@$(BIN)/python setup.py build_ext --inplace > $(VENV)/native-build.log 2>&1 \
 		|| (cat $(VENV)/native-build.log; echo "native build failed; REWIND_NATIVE=0 builds pure Python"; exit 1)
+	@touch $@
+
+# The project's modules byte-compiled ahead: a command (and recovery's helper process) then starts
+# without compiling them, also where PYTHONDONTWRITEBYTECODE keeps Python from caching them itself.
+$(BYTECODE): $(STAMP) $(NATIVE) $(foreach p,$(PACKAGES),$(wildcard $(p)/*.py $(p)/*/*.py))
+	@$(BIN)/python -m compileall -q $(PACKAGES) > /dev/null
 	@touch $@
 
 $(STAMP): pyproject.toml requirements.lock

@@ -24,6 +24,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ def recover(
                     settings, tracker, metrics, io, (staging, helper_root), keys, helper, helper_keys
                 )
                 run.recover()
-            _swap_in(run.roots, live_root)
+            replaced = _swap_in(run.roots, live_root)
             tracker.finish_step("validate")
         tracker.recovered()
     except BaseException as exc:
@@ -146,6 +147,7 @@ def recover(
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(helper_root, ignore_errors=True)
     ended = time.monotonic()
+    _remove_in_background(replaced)
     ends = run.phase_ends
     digest = combined_digest({name: s.digest for name, s in run.stores.items()})
     return RecoveryReport(
@@ -385,12 +387,15 @@ def _tails(settings: Settings, partitions: list[int], admin: AdminClient) -> dic
     return tails
 
 
-def _swap_in(roots: dict[str, Path], live_root: Path) -> None:
-    """Replace each live store with the recovered one; each rename is atomic on its own."""
+def _swap_in(roots: dict[str, Path], live_root: Path) -> Path:
+    """Replace each live store with the recovered one; each rename is atomic on its own. Returns the
+    directory now holding the replaced stores (removing them is not part of recovering)."""
+    replaced = live_root / f".replaced-{uuid.uuid4().hex}"
+    replaced.mkdir()
     for name in sorted(roots):
         live = live_root / name
         if live.exists():
-            os.rename(live, live_root / f".replaced-{name}")
+            os.rename(live, replaced / name)
         crashpoint("recover-swap")
         os.rename(roots[name] / name, live)
     descriptor = os.open(live_root, os.O_RDONLY)
@@ -398,5 +403,13 @@ def _swap_in(roots: dict[str, Path], live_root: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-    for leftover in live_root.glob(".replaced-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    return replaced
+
+
+def _remove_in_background(replaced: Path) -> None:
+    """Delete the replaced stores after the recovered ones are live. Not a daemon thread: a process
+    (``rewind recover``) exits only once the old files are gone; if it is killed first, the next
+    recovery removes what is left."""
+    threading.Thread(
+        target=shutil.rmtree, args=(replaced,), kwargs={"ignore_errors": True}, name="recover-cleanup"
+    ).start()

@@ -79,6 +79,10 @@ def test_recover_after_sigkill_equals_a_full_replay(pipeline: Pipeline, tmp_path
 
     again = _recover(pipeline)
     assert again["digest"] == report["digest"], "recovery is repeatable"
+    state = pipeline.home / "state"
+    assert sorted(p.name for p in state.iterdir() if p.name.startswith(".")) == [], (
+        "the command exits once the replaced stores are deleted"
+    )
 
 
 def _flip_a_bit(data: Path) -> None:
