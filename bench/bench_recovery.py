@@ -32,7 +32,7 @@ from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Projector
 from projector.state_directory import StateDirectory
-from replayer.recovery import recover
+from replayer.recovery import recover, wait_for_cleanup
 from replayer.recovery_steps import store_name
 from replayer.timetravel import build_state_at
 from rewind.config import Settings
@@ -222,6 +222,7 @@ def measure_recovery(args: argparse.Namespace, settings: Settings, scratch: Path
         ):
             if label == "in_service":
                 report, command_seconds = recover(chosen).as_dict(), 0.0
+                wait_for_cleanup()  # as the command does before it exits
             else:
                 report, command_seconds = recover_command(chosen)
             timings = report["timings_seconds"]

@@ -406,10 +406,26 @@ def _swap_in(roots: dict[str, Path], live_root: Path) -> Path:
     return replaced
 
 
+_cleanups: list[threading.Thread] = []
+
+
 def _remove_in_background(replaced: Path) -> None:
     """Delete the replaced stores after the recovered ones are live. Not a daemon thread: a process
     (``rewind recover``) exits only once the old files are gone; if it is killed first, the next
     recovery removes what is left."""
-    threading.Thread(
-        target=shutil.rmtree, args=(replaced,), kwargs={"ignore_errors": True}, name="recover-cleanup"
-    ).start()
+    cleanup = threading.Thread(
+        target=shutil.rmtree,
+        args=(replaced,),
+        kwargs={"ignore_errors": True},
+        name="recover-cleanup",
+        daemon=False,  # even when started from a daemon thread (the CLI runs recovery in one)
+    )
+    cleanup.start()
+    _cleanups[:] = [t for t in _cleanups if t.is_alive()] + [cleanup]
+
+
+def wait_for_cleanup() -> None:
+    """Return once the stores replaced by this process's recoveries are deleted (for a caller that
+    measures what comes next, like the benchmark, and would otherwise time the deletion too)."""
+    while _cleanups:
+        _cleanups.pop().join()
