@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from rewind.errors import RewindError
+from rewind.watermarks import watermark_offsets
 from schemas.codec import Codec, default_codec
 from schemas.errors import EventDecodeError
 
@@ -69,7 +70,7 @@ def read_config_topic(
             raise RewindError(
                 f"config topic {topic} does not exist", "create rewind's topics with `rewind topics create`"
             )
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=timeout)
+        low, high = watermark_offsets(consumer, TopicPartition(topic, 0), timeout)
         if high <= low:
             return ConfigSnapshot({}, 0)
         consumer.assign([TopicPartition(topic, 0, low)])

@@ -29,6 +29,7 @@ from projector.metrics import ProjectorMetrics
 from projector.state_directory import StateDirectory
 from rewind.config import ClientConfig, Settings
 from rewind.errors import RewindError
+from rewind.watermarks import watermark_offsets
 from schemas.codec import default_codec
 from schemas.errors import EventDecodeError
 
@@ -158,7 +159,7 @@ class Projector:
 
     def _check_log_holds(self, consumer: Consumer, tp: TopicPartition) -> bool:
         """Record the partition's target; refuse a gap; True when there is anything to apply."""
-        low, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)
+        low, high = watermark_offsets(consumer, tp, 30)
         key = CONFIG_PARTITION if tp.topic == self.config_topic else tp.partition
         target = high
         if key in self.until:

@@ -44,6 +44,7 @@ from projector.store import PartitionStore, partition_dir_name, read_layout
 from rewind.config import ClientConfig, Settings
 from rewind.errors import RewindError
 from rewind.topics import events_partition_count
+from rewind.watermarks import watermark_offsets
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
 from snapshotter.snapshot import newest_valid
@@ -346,7 +347,7 @@ def _scan_for_order(
     else of the first such event. The raw bytes are searched first (Avro strings are plain UTF-8),
     so only candidate records are decoded."""
     needle = order_id.encode()
-    marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in range(count)]
+    marks = [watermark_offsets(consumer, TopicPartition(topic, p), 30) for p in range(count)]
     total = sum(high - low for low, high in marks)
     done = 0
     seen: int | None = None
@@ -546,7 +547,7 @@ def history(
     try:
         partition, found_by = _locate(settings, consumer, target, count, lookup_dir, progress)
         tp = TopicPartition(topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=30)
+        low, high = watermark_offsets(consumer, tp, 30)
         end = high if until is None else _offset_for_time(consumer, tp, _first_millis_after(until), high)
         first = (
             low if since is None else _offset_for_time(consumer, tp, _first_millis_at_or_after(since), high)

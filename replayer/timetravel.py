@@ -23,6 +23,7 @@ from replayer.recovery_steps import store_name
 from rewind.config import ClientConfig, Settings
 from rewind.errors import RewindError
 from rewind.topics import events_partition_count
+from rewind.watermarks import watermark_offsets
 from snapshotter.snapshot import newest_valid, restore
 
 
@@ -84,9 +85,7 @@ def points_at(settings: Settings, moment: datetime, keys: list[int]) -> dict[int
         points: dict[int, int] = {}
         for key, tp in zip(keys, found, strict=True):
             if tp.offset < 0:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=30
-                )
+                _low, high = watermark_offsets(consumer, tp, 30)
                 points[key] = high
             else:
                 points[key] = tp.offset

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from rewind.lag_sampler import drain
+from rewind.watermarks import watermark_offsets
 
 OFFSETS_TOPIC = "__consumer_offsets"
 _KNOWN_VALUE_VERSIONS = range(5)
@@ -215,7 +216,7 @@ class CommitLogReader:
             raise CommitLogUnavailable(f"cannot search {OFFSETS_TOPIC}[{partition}]: {found.error}")
         if found.offset >= 0:
             return int(found.offset)
-        _low, high = self._consumer.get_watermark_offsets(found, timeout=self.timeout)
+        _low, high = watermark_offsets(self._consumer, found, self.timeout)
         return int(high)
 
     def read_new(self) -> list[OffsetCommitRecord]:
