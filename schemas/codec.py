@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from io import BytesIO
@@ -32,6 +31,7 @@ from typing import Any, NoReturn
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
+from projector.native import pure_python_asked
 from schemas import codegen
 from schemas.catalog import SchemaCatalog, SchemaVersion, default_catalog
 from schemas.errors import EventEncodeError, UndecodableEventError, UnknownFingerprintError
@@ -171,7 +171,7 @@ class Codec:
         function when the schema is outside what :mod:`schemas.codegen` generates.
         """
         writer = self._current[type_name]
-        if accept is None and not _pure_python():
+        if accept is None and not pure_python_asked():
             plan = record_plan(writer.physical, writer.header)
             in_c = None if plan is None else c_encoder(plan)
             if in_c is not None:
@@ -276,11 +276,6 @@ class Codec:
         raise UnknownFingerprintError(value[2:HEADER_SIZE].hex(), offset=2)
 
 
-def _pure_python() -> bool:
-    """``REWIND_PURE_PYTHON`` is set: use no native code (see projector/native.py)."""
-    return bool(os.environ.get("REWIND_PURE_PYTHON"))
-
-
 NATIVE_MODULE = "schemas.native_codecs"
 """The build's mypyc-compiled encoders and decoders (``setup.py`` writes the module from
 :attr:`Codec.native_module_text` and compiles it)."""
@@ -289,7 +284,7 @@ NATIVE_MODULE = "schemas.native_codecs"
 def _native_module(digest: str) -> Any:
     """The build's compiled codecs, if its module was generated from exactly these schemas by this
     generator (its ``SOURCE_SHA256`` is ``digest``); None otherwise, or under ``REWIND_PURE_PYTHON``."""
-    if _pure_python():
+    if pure_python_asked():
         return None
     try:
         module = importlib.import_module(NATIVE_MODULE)
