@@ -35,6 +35,7 @@ from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION
 from projector.state_directory import StateDirectory, combined_digest
+from projector.store import fsync_directory
 from replayer.progress import RecoveryTracker
 from replayer.recovery_helper import HelperFailed, RecoveryHelper
 from replayer.recovery_steps import (
@@ -68,7 +69,8 @@ class RecoveryReport:
     replay_seconds: float
     validate_seconds: float
     swap_seconds: float
-    """After the validation: the recovered stores renamed into place, the old ones removed."""
+    """After the validation: the recovered stores renamed into place and the directory synced (the
+    replaced ones are deleted afterwards, in the background)."""
     total_seconds: float
     digest: str
     helper_partitions: list[int]
@@ -398,11 +400,7 @@ def _swap_in(roots: dict[str, Path], live_root: Path) -> Path:
             os.rename(live, replaced / name)
         crashpoint("recover-swap")
         os.rename(roots[name] / name, live)
-    descriptor = os.open(live_root, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_directory(live_root)
     return replaced
 
 

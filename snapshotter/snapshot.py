@@ -25,7 +25,7 @@ import xxhash
 
 from projector.crashpoints import crashpoint
 from projector.state_directory import tables_for
-from projector.store import FORMAT_VERSION, OFFSET_KEY, PartitionStore
+from projector.store import FORMAT_VERSION, OFFSET_KEY, PartitionStore, fsync_directory
 from schemas.catalog import default_catalog
 
 MANIFEST = "MANIFEST.json"
@@ -82,14 +82,6 @@ class SnapshotInvalid(Exception):
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def file_xxh3_128(path: Path) -> str:
@@ -193,11 +185,11 @@ def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot
             handle.write(manifest.to_json())
             handle.flush()
             os.fsync(handle.fileno())
-        _fsync_dir(staging)
+        fsync_directory(staging)
         crashpoint("snapshot-manifest-written")
         final = directory / snapshot_name(offset)
         os.rename(staging, final)
-        _fsync_dir(directory)
+        fsync_directory(directory)
         return Snapshot(final, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -289,14 +281,15 @@ def prefetch_newest(root: Path, partitions: list[str] | None = None) -> None:
         return
     names = partitions if partitions is not None else sorted(p.name for p in root.iterdir())
     for name in names:
-        newest = list_snapshots(root, name)[:1]
+        newest = list_snapshots(root, name)
+        if not newest:
+            continue
         with contextlib.suppress(OSError):
-            for snapshot in newest:
-                descriptor = os.open(snapshot / DATA_FILE, os.O_RDONLY)
-                try:
-                    os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
-                finally:
-                    os.close(descriptor)
+            descriptor = os.open(newest[0] / DATA_FILE, os.O_RDONLY)
+            try:
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(descriptor)
 
 
 def restore(snapshot: Snapshot, store_dir: Path, durable: bool = True) -> None:
@@ -317,11 +310,14 @@ def copy_in_kernel(source: Path, target: Path) -> None:
     share extents, where the file system can) with no copy through user space. Where the call is
     unsupported (another file system, an old kernel) the portable copy is used.
     """
+    copy_range = getattr(os, "copy_file_range", None)  # Linux only
     with open(source, "rb") as src, open(target, "xb") as dst:
         remaining = os.fstat(src.fileno()).st_size
         try:
+            if copy_range is None:
+                raise OSError(errno.ENOSYS, "copy_file_range is not available")
             while remaining > 0:
-                copied = os.copy_file_range(src.fileno(), dst.fileno(), remaining)
+                copied = copy_range(src.fileno(), dst.fileno(), remaining)
                 if copied == 0:
                     raise OSError(f"{source}: ended {remaining} bytes early while being copied")
                 remaining -= copied
@@ -337,4 +333,4 @@ def copy_in_kernel(source: Path, target: Path) -> None:
 def sync_store_files(store_dir: Path) -> None:
     """fsync a store's data file and directory: everything written to it so far is on disk."""
     _fsync_file(store_dir / DATA_FILE)
-    _fsync_dir(store_dir)
+    fsync_directory(store_dir)
