@@ -198,10 +198,10 @@ def test_a_retention_gap_is_a_data_loss_error_and_live_state_is_untouched(pipeli
     assert _digest(pipeline) == live_before, "the live state was not touched"
 
 
-# Each entry is reached by the run before it: the first projection moves six stores past their
-# snapshots, so the snapshot runs have something to copy; the recoveries rebuild from snapshots.
-CRASHES = [
-    ("project", "after-lmdb-commit:6"),
+# Killed in this order; each crash point is reached for sure. A projection killed early may have
+# committed to a single store, so a clean catch-up comes before the snapshot crashes (every store is
+# then past its snapshot, so each snapshot run copies several), and fresh events before the last ones.
+CRASHES_AFTER_CATCH_UP = [
     ("snapshot", "snapshot-copied:1"),
     ("snapshot", "snapshot-manifest-written:2"),
     ("recover", "recover-restored:1"),
@@ -209,6 +209,8 @@ CRASHES = [
     ("recover", "recover-swap:1"),
     ("recover", "recover-swap:4"),
     ("recover", "lmdb-commit:2"),
+]
+CRASHES_WITH_NEW_EVENTS = [
     ("project", "lmdb-commit:3"),
     ("snapshot", "snapshot-copied:3"),
     ("project", "after-lmdb-commit:2"),
@@ -227,9 +229,18 @@ def test_sigkill_of_projector_snapshotter_and_recover_itself_then_recover(
         "recover": ["recover", "--no-progress"],
         "project": ["project", "--until-caught-up", "--batch-events", "400", "--no-progress"],
     }
-    for command, point in CRASHES:
+
+    def crash(command: str, point: str) -> None:
         result = run_rewind(*commands[command], env=pipeline.env | {"REWIND_CRASHPOINT": point}, timeout=300)
         assert result.returncode == -signal.SIGKILL, f"{command} never reached {point}: {result.stderr}"
+
+    crash("project", "after-lmdb-commit:2")
+    _project(pipeline)
+    for command, point in CRASHES_AFTER_CATCH_UP:
+        crash(command, point)
+    pipeline.simulate(events=5_000, seed=63, anomaly_rate=0.01)
+    for command, point in CRASHES_WITH_NEW_EVENTS:
+        crash(command, point)
 
     # Then recoveries killed at random instants, drawn within the time a whole one takes here.
     started = time.monotonic()
