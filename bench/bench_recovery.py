@@ -207,12 +207,11 @@ def measure_recovery(args: argparse.Namespace, settings: Settings, scratch: Path
     )
     produce(settings, args.tail, seed=2, accounts=args.accounts)
     # Recovery is repeatable (each run starts again from the snapshots), so it runs several times,
-    # alternating with a recovery forced into one process (no helper) as a same-run reference.
+    # three ways alternating: the command, the service's way (recover() inside a running process)
+    # and the command forced into one process (no helper) as a same-run reference.
     one_process = dataclasses.replace(
         settings, values={**settings.values, "recovery.parallel_min_events": 10**12}
     )
-    # Three ways, alternating: the command, the service's way (recover() inside a running process)
-    # and the command forced into one process (no helper).
     runs: dict[str, list[dict[str, float]]] = {"recover": [], "in_service": [], "recover_one_process": []}
     for _ in range(args.recover_rounds):
         for label, chosen in (
