@@ -20,6 +20,7 @@ from projector.store import (
     PartitionStore,
     ensure_layout,
     partition_dir_name,
+    partition_of_dir_name,
     read_layout,
 )
 from rewind.config import Settings
@@ -100,7 +101,8 @@ class StateDirectory:
         return sorted(names)
 
     def partitions(self) -> list[int]:
-        return [int(n.removeprefix("events-p")) for n in self.store_names() if n.startswith("events-p")]
+        found = (partition_of_dir_name(name) for name in self.store_names())
+        return [partition for partition in found if partition is not None]
 
     def digests(self) -> dict[str, str]:
         """The canonical digest of every store present."""

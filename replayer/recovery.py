@@ -8,16 +8,21 @@ before validation succeeds, so a failed recovery (a data-loss gap, a broker outa
 was. Killed at any instant, a recovery can simply be run again: the staging directories are
 discarded, and each live store is either the old or the new one, both consistent on their own.
 
+Restoring starts first thing, beside the rest of the preparation (the helper's start, the partition
+count, the tails), for every store that has a snapshot.
+
 When the tail to replay is large (``recovery.parallel_min_events``), part of the event partitions go
-to a :mod:`replayer.recovery_helper` process with its own staging directory, so replay and validation
-use two cores. The helper is started first thing (its start-up overlaps finding out the tail) and
-dismissed when it is not worth it. Each side goes at its own pace; a step of the progress tracker
-ends when both finished it. If the helper fails in any way, its staging directory is discarded and
-its partitions are recovered here: slower, same result, and the failure is logged, never ignored.
+to a :mod:`replayer.recovery_helper` process, so replay and validation use two cores: once restored,
+their stores are moved into the helper's own staging directory. The helper is started first thing
+(its start-up overlaps the restore) and dismissed when it is not worth it. Each side goes at its own
+pace; a step of the progress tracker ends when both finished it. If the helper fails in any way, its
+staging directory is discarded and its partitions are recovered here: slower, same result, and the
+failure is logged, never ignored.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -25,7 +30,7 @@ import shutil
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +40,7 @@ from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION
 from projector.state_directory import StateDirectory, combined_digest
-from projector.store import fsync_directory
+from projector.store import fsync_directory, partition_of_dir_name, release_cached_pages
 from replayer.progress import RecoveryTracker
 from replayer.recovery_helper import HelperFailed, RecoveryHelper
 from replayer.recovery_steps import (
@@ -56,8 +61,8 @@ log = logging.getLogger(__name__)
 STAGING_SUFFIX = ".recovering"
 HELPER_SUFFIX = ".recovering-helper"
 PHASES = ("restore", "replay", "validate")
-HELPER_SHARE = 0.44
-"""The helper's share of the tail: a little under half, since it starts a few hundred ms later."""
+HELPER_SHARE = 0.5
+"""The helper's share of the tail: both sides start replaying once the restore is done."""
 
 
 @dataclass
@@ -117,9 +122,15 @@ def recover(
     try:
         tracker.failure_detected(reason)
         tracker.begin()
-        with StateDirectory.open(live_root, settings):
+        with (
+            StateDirectory.open(live_root, settings),
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io,
+        ):
             _prefetch_snapshots(settings, partitions)
             _remove_leftovers(live_root, staging, helper_root)
+            restoring = _restore_ahead(
+                settings, (live_root, staging), _snapshotted_keys(settings, partitions), io
+            )
             helper = _start_helper(settings, helper_root)
             try:
                 admin = AdminClient(settings.client_config())
@@ -129,13 +140,11 @@ def recover(
             except BaseException:
                 if helper is not None:
                     helper.stop()
+                concurrent.futures.wait([restoring])  # nothing may write into staging once it is removed
                 raise
             tracker.finish_step("detect", detail=reason)
-            with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io:
-                run = _TwoSides(
-                    settings, tracker, metrics, io, (staging, helper_root), keys, helper, helper_keys
-                )
-                run.recover()
+            run = _TwoSides(settings, tracker, metrics, io, (staging, helper_root), keys, helper, helper_keys)
+            run.recover(restoring)
             replaced = _swap_in(run.roots, live_root)
             tracker.finish_step("validate")
         tracker.recovered()
@@ -167,12 +176,14 @@ def recover(
 
 
 class _TwoSides:
-    """Restore, replay and validate: here for some stores, in a helper process for the others.
+    """Replay and validate: here for some stores, in a helper process for the others.
 
-    Each side goes at its own pace. A step of the tracker ends when both sides finished it (its
-    counts are their sums), so the tracker still moves restore -> replay -> validate, and the
-    report's phase times are the boundaries between those ends. A helper failure at any point is
-    logged; its partitions are then recovered here once this side's own work is done.
+    Restoring is done here, for both sides (it started before the helper could take any work); the
+    helper's stores are then moved into its staging directory and handed over. Each side goes at
+    its own pace. A step of the tracker ends when both sides finished it (its counts are their
+    sums), so the tracker still moves restore -> replay -> validate, and the report's phase times
+    are the boundaries between those ends. A helper failure at any point is logged; its partitions
+    are then recovered here once this side's own work is done.
     """
 
     def __init__(
@@ -202,24 +213,22 @@ class _TwoSides:
         if helper is not None and not helper_keys:
             helper.stop()  # not worth it for this recovery
             self.helper = None
-        elif helper is not None:
-            try:
-                helper.assign(helper_keys, [store_name(k) for k in helper_keys])
-                crashpoint("recover-helper-started")
-            except HelperFailed as exc:
-                self._drop_helper(exc)
         if self.helper is None:
             self.helped_keys = []
         tracker.start_step("restore", total=len(keys))
 
-    def recover(self) -> None:
-        own_keys = [k for k in self.keys if k not in self.helped_keys]
-        own = restore_stores(
-            self.settings, self.staging, own_keys, self.io, lambda n: self._progress("restore", "here", n)
-        )
-        self.stores |= own
-        self.roots |= dict.fromkeys(own, self.staging)
+    def recover(self, restoring: Future[dict[str, StoreRecovery]]) -> None:
+        """Finish the restore begun ahead, hand the helper its stores, then replay and validate."""
+        self.stores = self._finish_restore(restoring.result())
+        self.roots = dict.fromkeys(self.stores, self.staging)
+        if self.helper is not None:
+            self._hand_over()
+        self._progress("restore", "here", len(self.keys))
         self._finished("restore", "here")
+        if self.helped_keys:
+            self._finished("restore", "helper")
+        own_keys = [k for k in self.keys if k not in self.helped_keys]
+        own = {name: self.stores[name] for name in map(store_name, own_keys)}
 
         def replayed(done: int, total: int) -> None:
             self._progress("replay", "here", done, total)
@@ -238,6 +247,34 @@ class _TwoSides:
             self._hear_helper(block=True)
         if self.helped_keys and not (self.helper is not None and self.helper.finished):
             self._recover_helper_share_here()
+
+    def _finish_restore(self, restored: dict[str, StoreRecovery]) -> dict[str, StoreRecovery]:
+        """The stores restored ahead, completed to exactly this recovery's partitions: a partition
+        without a snapshot (or one whose snapshot appeared meanwhile) is restored now, a snapshotted
+        store that is not to be recovered is discarded."""
+        wanted = {store_name(k): k for k in self.keys}
+        for name in set(restored) - set(wanted):
+            shutil.rmtree(self.staging / name, ignore_errors=True)
+            del restored[name]
+        missing = [key for name, key in wanted.items() if name not in restored]
+        restored |= restore_stores(self.settings, self.staging, missing, self.io)
+        assert set(restored) == set(wanted), "every partition recovered is restored exactly once"
+        return restored
+
+    def _hand_over(self) -> None:
+        """Move the helper's restored stores into its staging directory and let it start."""
+        assert self.helper is not None
+        names = [store_name(k) for k in self.helped_keys]
+        self.helper_root.mkdir()
+        for name in names:
+            if (self.staging / name).exists():  # a partition without a snapshot has no store yet
+                os.rename(self.staging / name, self.helper_root / name)
+            self.roots[name] = self.helper_root
+        try:
+            self.helper.assign({k: self.stores[store_name(k)].snapshot_offset for k in self.helped_keys})
+            crashpoint("recover-helper-started")
+        except HelperFailed as exc:
+            self._drop_helper(exc)
 
     def side_ends(self) -> dict[str, dict[str, float]]:
         sides: dict[str, dict[str, float]] = {}
@@ -262,10 +299,8 @@ class _TwoSides:
                 self._progress("replay", "helper", self.helper.replay_done, self.helper.replay_total)
                 return
             kind, at = report
-            phase = PHASES[RecoveryHelper.STEPS.index(kind)]
-            if phase == "restore":
-                self.roots |= dict.fromkeys(map(store_name, self.helped_keys), self.helper_root)
-            if phase in ("restore", "validate"):
+            phase = RecoveryHelper.PHASES[RecoveryHelper.STEPS.index(kind)]
+            if phase == "validate":
                 self._progress(phase, "helper", len(self.helped_keys))
             self._finished(phase, "helper", at)
             if block:
@@ -278,6 +313,7 @@ class _TwoSides:
         self.helper.stop()
         self.helper = None
         shutil.rmtree(self.helper_root, ignore_errors=True)
+        self.roots |= dict.fromkeys(map(store_name, self.helped_keys), self.staging)
 
     def _recover_helper_share_here(self) -> None:
         """The helper failed: its partitions restored, replayed and validated in this process."""
@@ -287,7 +323,7 @@ class _TwoSides:
         validate_stores(self.staging, redone, self.io)
         self.stores |= redone
         self.roots |= dict.fromkeys(redone, self.staging)
-        for phase in PHASES:
+        for phase in PHASES[1:]:
             self._progress(phase, "helper", len(keys) if phase != "replay" else 0)
             self._finished(phase, "helper")
         self.helped_keys = []
@@ -336,6 +372,39 @@ def _prefetch_snapshots(settings: Settings, partitions: list[int] | None) -> Non
     threading.Thread(
         target=prefetch_newest, args=(settings.snapshot_dir, names), name="recover-prefetch", daemon=True
     ).start()
+
+
+def _snapshotted_keys(settings: Settings, partitions: list[int] | None) -> list[int]:
+    """The stores worth restoring before the partition count is known: the config store and every
+    event partition with a snapshot (only those of ``partitions`` when given)."""
+    names = {store_name(k): k for k in partitions} if partitions is not None else None
+    keys = [CONFIG_PARTITION]
+    root = settings.snapshot_dir
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        key = partition_of_dir_name(directory.name)
+        if key is not None and (names is None or directory.name in names):
+            keys.append(key)
+    return keys
+
+
+def _restore_ahead(
+    settings: Settings, roots: tuple[Path, Path], keys: list[int], io: ThreadPoolExecutor
+) -> Future[dict[str, StoreRecovery]]:
+    """Restore ``keys`` into the staging root in the background (on ``io``), starting now. The live
+    stores they replace first give up their page cache: the copies reuse that memory."""
+    live_root, staging = roots
+    restored: Future[dict[str, StoreRecovery]] = Future()
+
+    def run() -> None:
+        try:
+            for key in keys:
+                release_cached_pages(live_root / store_name(key))
+            restored.set_result(restore_stores(settings, staging, keys, io))
+        except BaseException as exc:
+            restored.set_exception(exc)
+
+    threading.Thread(target=run, name="recover-restore", daemon=True).start()
+    return restored
 
 
 def _start_helper(settings: Settings, root: Path) -> RecoveryHelper | None:

@@ -2,13 +2,14 @@
 
 Replay and validation are CPU-bound and run under the GIL, so ``rewind recover`` hands part of the event
 partitions to a helper (``python -m replayer.recovery_helper PARENT_PID ROOT``, settings from the
-``REWIND_*`` environment, its partitions as a JSON list on stdin) and the two processes use two cores.
-The helper runs the steps of :mod:`replayer.recovery_steps` inside its own staging ``ROOT`` and nowhere
-else; the parent swaps its stores into the live state only after both sides validated.
+``REWIND_*`` environment) and the two processes use two cores. The parent restores the helper's
+stores into the helper's own staging ``ROOT``, then writes its partitions to stdin as one JSON list of
+``[partition, snapshot offset or null]``. The helper replays and validates them there, inside ``ROOT``
+and nowhere else; the parent swaps its stores into the live state only after both sides validated.
 
-Protocol: the helper writes one JSON object per line to stdout: ``restored``, ``replayed`` and
-``validated`` as it finishes each step (with the time, on the machine's monotonic clock), and
-``progress`` while it replays. Each side goes at its own pace; the parent ends a step of the recovery
+Protocol: the helper writes one JSON object per line to stdout: ``replayed`` and ``validated`` as it
+finishes each step (with the time, on the machine's monotonic clock), and ``progress`` while it
+replays. Each side goes at its own pace; the parent ends a step of the recovery
 when both finished it. The helper dies with its parent (Linux ``PR_SET_PDEATHSIG``), so a killed
 recovery leaves no process writing behind it.
 
@@ -39,7 +40,7 @@ from prometheus_client import CollectorRegistry
 from projector.crashpoints import crashpoint
 from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
-from replayer.recovery_steps import StoreRecovery, replay_stores, restore_stores, validate_stores
+from replayer.recovery_steps import StoreRecovery, replay_stores, store_name, validate_stores
 from rewind.config import Settings, load_settings
 from schemas.codec import default_codec
 
@@ -71,7 +72,9 @@ class ReplayTally(ProjectorMetrics):
 class RecoveryHelper:
     """The parent's side: start the helper and take in its checked reports, step by step."""
 
-    STEPS = ("restored", "replayed", "validated")
+    STEPS = ("replayed", "validated")
+    PHASES = ("replay", "validate")
+    """The recovery phase each step ends."""
 
     def __init__(self, process: subprocess.Popen[str], errors: IO[bytes]) -> None:
         self._process = process
@@ -87,7 +90,7 @@ class RecoveryHelper:
     @classmethod
     def start(cls, settings: Settings, root: Path) -> RecoveryHelper:
         """Start a helper that will work in ``root``; it loads and then waits for :meth:`assign`
-        (started early, its start-up overlaps the parent's). Raises :class:`HelperFailed`."""
+        (started early, its start-up overlaps the restore). Raises :class:`HelperFailed`."""
         command = [sys.executable, "-m", __name__, str(os.getpid()), str(root)]
         # stderr goes to a file, not a pipe, so a chatty helper never blocks; open for the helper's life
         errors = tempfile.TemporaryFile()  # noqa: SIM115
@@ -105,12 +108,13 @@ class RecoveryHelper:
             raise HelperFailed(f"could not start: {exc}") from exc
         return cls(process, errors)
 
-    def assign(self, keys: list[int], names: list[str]) -> None:
-        """Give the helper its partitions (their stores are ``names``): it starts recovering them."""
-        self._names = set(names)
+    def assign(self, snapshot_offsets: dict[int, int | None]) -> None:
+        """Give the helper its partitions, their stores restored in its root (from a snapshot at
+        the given offset, or none): it starts replaying them."""
+        self._names = set(map(store_name, snapshot_offsets))
         try:
             assert self._process.stdin is not None
-            self._process.stdin.write(json.dumps(keys) + "\n")
+            self._process.stdin.write(json.dumps(sorted(snapshot_offsets.items())) + "\n")
             self._process.stdin.close()
         except OSError as exc:
             raise HelperFailed(f"did not take its partitions ({exc})") from exc
@@ -123,8 +127,8 @@ class RecoveryHelper:
         self, stores: dict[str, StoreRecovery], metrics: ProjectorMetrics | None, block: bool
     ) -> tuple[str, float] | None:
         """The next step the helper finished, as (step, when on this machine's monotonic clock), with
-        its results recorded: restored stores added to ``stores``, then their offsets, then their
-        digests; replayed events counted in ``metrics``. None when nothing is new and not ``block``.
+        its results recorded in ``stores``: first their offsets, then their digests; replayed events
+        counted in ``metrics``. None when nothing is new and not ``block``.
         Raises :class:`HelperFailed` when the helper died or reported something else."""
         if self.finished:
             return None
@@ -161,14 +165,6 @@ class RecoveryHelper:
             self._process.kill()
         self._process.wait()
         self._errors.close()
-
-    @staticmethod
-    def _take_restored(found: Any, stores: dict[str, StoreRecovery], _: ProjectorMetrics | None) -> None:
-        restored = {
-            name: StoreRecovery(name, _optional_int(offset), [str(r) for r in rejected])
-            for name, (offset, rejected) in found.items()
-        }
-        stores.update(restored)
 
     @staticmethod
     def _take_replayed(
@@ -223,10 +219,6 @@ def _malformed(kind: str, found: object) -> Iterator[None]:
         raise HelperFailed(f"malformed '{kind}' ({exc!r}): {str(found)[:200]}") from exc
 
 
-def _optional_int(value: object) -> int | None:
-    return None if value is None else int(str(value))
-
-
 def _write(message: dict[str, object]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -255,15 +247,15 @@ def main(argv: list[str]) -> int:
     _die_with_parent(parent)
     tune_gc_for_projection()  # as the parent's `rewind recover` does
     settings = load_settings()
-    default_codec()  # built before the partitions arrive, while the parent is still deciding
+    default_codec()  # built before the partitions arrive, while the parent is still restoring
     line = sys.stdin.readline()
-    keys = [int(k) for k in json.loads(line)] if line.strip() else []
-    if not keys:
+    assigned = [(int(k), None if o is None else int(o)) for k, o in json.loads(line)] if line.strip() else []
+    if not assigned:
         return 0
+    keys = [key for key, _ in assigned]
+    stores = {store_name(key): StoreRecovery(store_name(key), offset) for key, offset in assigned}
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io:
-        stores = restore_stores(settings, root, keys, io)
-        crashpoint("recovery-helper-restored")
-        _send("restored", {n: [s.snapshot_offset, s.rejected_snapshots] for n, s in stores.items()})
+        crashpoint("recovery-helper-assigned")
         tally = ReplayTally()
         replay_stores(settings, root, keys, stores, _progress, tally)
         crashpoint("recovery-helper-replayed")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from rewind.config import Settings
@@ -97,13 +98,23 @@ def _compare(admin: AdminClient, spec: TopicSpec, metadata: object, timeout: flo
 def events_partition_count(admin: AdminClient, topic: str, wait_seconds: float = 10.0) -> int:
     """How many partitions the events topic has; a clear error when it does not exist.
 
-    Waits briefly for the topic to appear: metadata of a just-created topic can lag behind.
+    Asks about this one topic only (a cluster may hold thousands), with the admin API, which never
+    creates a topic it is asked about. Waits briefly for the topic to appear: metadata of a
+    just-created topic can lag behind.
     """
     deadline = time.monotonic() + wait_seconds
     while True:
-        topics = admin.list_topics(timeout=30).topics
-        if topic in topics and topics[topic].error is None and topics[topic].partitions:
-            return len(topics[topic].partitions)
+        try:
+            found = admin.describe_topics(TopicCollection([topic]), request_timeout=30)[topic].result()
+            if found.partitions:
+                return len(found.partitions)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, KafkaError) or error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise RewindError(
+                    f"could not describe topic {topic}: {exc}",
+                    "check that the brokers in kafka.bootstrap.servers are reachable",
+                ) from exc
         if time.monotonic() >= deadline:
             raise RewindError(
                 f"topic {topic} does not exist", "create the topics with `rewind topics create`"

@@ -76,7 +76,7 @@ def test_two_processes_give_the_state_of_one_and_of_a_full_replay(
 
 
 @pytest.mark.parametrize(
-    "point", ["recovery-helper-restored", "recovery-helper-replayed", "recovery-helper-validated"]
+    "point", ["recovery-helper-assigned", "recovery-helper-replayed", "recovery-helper-validated"]
 )
 def test_a_helper_killed_at_any_step_is_replaced_by_recovery_here(
     pipeline: Pipeline, full_replay_digest: str, point: str
@@ -111,8 +111,10 @@ def test_killing_recover_kills_its_helper_and_a_rerun_recovers(
         'print("not json")',
         'print(\'{"progress": ["x"]}\')',
         'print(\'{"validated": {}, "at": 1}\')',
-        'print(\'{"restored": {"events-p0009": [null, []]}, "at": 1}\')',
-        'print(\'{"restored": {"events-p0000": 5}, "at": 1}\')',
+        'print(\'{"replayed": {"stores": {"events-p0009": [1, 1]}, "counts": {}, "anomalies": 0, '
+        '"dead_letters": []}, "at": 1}\')',
+        'print(\'{"replayed": {"stores": {"events-p0000": 5}}, "at": 1}\')',
+        'print(\'{"replayed": {"stores": {"events-p0000": [1, 1]}}, "at": 1}\')',
         "import sys; sys.exit(3)",
     ],
 )
@@ -123,7 +125,7 @@ def test_a_helper_that_answers_wrongly_or_dies_is_a_failure_never_a_hang(output:
     )
     with tempfile.TemporaryFile() as errors:
         helper = RecoveryHelper(process, errors)
-        helper.assign([0], ["events-p0000"])
+        helper.assign({0: None})
         with pytest.raises(HelperFailed):
             helper.next_report({}, None, block=True)
         helper.stop()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from rewind.errors import RewindError
+from rewind.topics import events_partition_count
 from tests.cli_runner import run_rewind
 
 
@@ -44,3 +47,17 @@ def test_a_differing_topic_is_reported_and_left_alone(bootstrap: str, unique_nam
     assert "warning: partitions: wanted 6, topic has 3 (left unchanged)" in result.stderr
     topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics
     assert len(topics[f"{unique_name}.events"].partitions) == 3
+
+
+def test_partition_count_of_one_topic_and_a_clear_error_for_a_missing_one(
+    bootstrap: str, unique_name: str
+) -> None:
+    env = _env(bootstrap, unique_name)
+    run_rewind("topics", "create", "--partitions", "5", env=env, check=True)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    assert events_partition_count(admin, f"{unique_name}.events") == 5
+    missing = f"{unique_name}.missing"
+    with pytest.raises(RewindError, match=f"topic {missing} does not exist") as raised:
+        events_partition_count(admin, missing, wait_seconds=0.5)
+    assert "rewind topics create" in str(raised.value.fix)
+    assert missing not in admin.list_topics(timeout=15).topics  # asking never creates it
