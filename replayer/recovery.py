@@ -40,7 +40,7 @@ from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION
 from projector.state_directory import StateDirectory, combined_digest
-from projector.store import fsync_directory, partition_of_dir_name, release_cached_pages
+from projector.store import fsync_directory, partition_of_dir_name
 from replayer.progress import RecoveryTracker
 from replayer.recovery_helper import HelperFailed, RecoveryHelper
 from replayer.recovery_steps import (
@@ -390,16 +390,14 @@ def _snapshotted_keys(settings: Settings, partitions: list[int] | None) -> list[
 def _restore_ahead(
     settings: Settings, roots: tuple[Path, Path], keys: list[int], io: ThreadPoolExecutor
 ) -> Future[dict[str, StoreRecovery]]:
-    """Restore ``keys`` into the staging root in the background (on ``io``), starting now. The live
-    stores they replace first give up their page cache: the copies reuse that memory."""
+    """Restore ``keys`` into the staging root in the background (on ``io``), starting now, in place
+    of the live stores."""
     live_root, staging = roots
     restored: Future[dict[str, StoreRecovery]] = Future()
 
     def run() -> None:
         try:
-            for key in keys:
-                release_cached_pages(live_root / store_name(key))
-            restored.set_result(restore_stores(settings, staging, keys, io))
+            restored.set_result(restore_stores(settings, staging, keys, io, replacing=live_root))
         except BaseException as exc:
             restored.set_exception(exc)
 

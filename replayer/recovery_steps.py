@@ -18,7 +18,7 @@ from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Progress, Projector
 from projector.state_directory import StateDirectory
-from projector.store import CONFIG_DIR_NAME, partition_dir_name
+from projector.store import CONFIG_DIR_NAME, partition_dir_name, release_cached_pages
 from rewind.config import Settings
 from snapshotter.snapshot import newest_valid, restore, sync_store_files
 
@@ -45,12 +45,17 @@ def restore_stores(
     keys: list[int],
     io: ThreadPoolExecutor,
     on_restored: Callable[[int], None] | None = None,
+    replacing: Path | None = None,
 ) -> dict[str, StoreRecovery]:
     """Each store under ``root`` from its newest valid snapshot (checksum, then copy), several at a
-    time; a store without one starts empty. ``on_restored`` is told how many stores are done."""
+    time; a store without one starts empty. ``on_restored`` is told how many stores are done. The
+    stores of the same name under ``replacing`` (the live ones, to be replaced) first give up their
+    page cache, so each copy reuses that memory instead of evicting other files."""
 
     def restore_one(key: int) -> StoreRecovery:
         name = store_name(key)
+        if replacing is not None:
+            release_cached_pages(replacing / name)
         snapshot, rejected = newest_valid(settings.snapshot_dir, name)
         if snapshot is not None:
             restore(snapshot, root / name, durable=False)

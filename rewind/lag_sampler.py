@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     KafkaException,
     Message,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka.admin import OFFSET_INVALID, AdminClient, OffsetSpec
@@ -99,19 +100,24 @@ class OffsetSampler:
     def close(self) -> None:
         """Release the clients (the AdminClient has no close; dropping it is enough)."""
 
-    def _connect(self) -> None:
+    def _connect(self, topics: Iterable[str] = ()) -> None:
         """Wait for the cluster's metadata once, before the first admin request.
 
         A request made while a new client still talks to its bootstrap address can be lost when that
         connection is retired for the broker's own (librdkafka 2.10+); its retry then waits for the
         client's 1 s timer, and ``ListOffsets`` took 1-3 s instead of 2 ms in one call of four.
-        Listing the topics first waits for the real connection (~50 ms). No topic is named, so
-        nothing is auto-created.
+        A metadata request first waits for the real connection: describing the ``topics`` about to
+        be asked about (2-4 ms), else listing every topic (30-80 ms on a cluster of 1,700 topics).
+        Neither creates a topic. A topic that is missing is reported by the request that follows.
         """
         if self._connected:
             return
         try:
-            self._admin.list_topics(timeout=self.timeout)
+            if names := sorted(set(topics)):
+                described = self._admin.describe_topics(TopicCollection(names), request_timeout=self.timeout)
+                wait(described.values())
+            else:
+                self._admin.list_topics(timeout=self.timeout)
         except KafkaException as exc:
             raise _fail("reading the cluster's metadata", exc) from exc
         self._connected = True
@@ -122,7 +128,7 @@ class OffsetSampler:
         Partitions the group never committed (or whose offsets expired) are absent.
         """
         request = [ConsumerGroupTopicPartitions(group)]
-        self._connect()
+        self._connect([] if topic is None else [topic])
         try:
             future = self._admin.list_consumer_group_offsets(request, request_timeout=self.timeout)[group]
             result = future.result()
@@ -146,7 +152,7 @@ class OffsetSampler:
         keys = list(partitions)
         if not keys:
             return {}, {}
-        self._connect()
+        self._connect(topic for topic, _ in keys)
         try:
             earliest = self._admin.list_offsets(
                 {TopicPartition(t, p): _EARLIEST for t, p in keys},
