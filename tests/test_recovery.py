@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -83,6 +84,38 @@ def test_recover_after_sigkill_equals_a_full_replay(pipeline: Pipeline, tmp_path
     assert sorted(p.name for p in state.iterdir() if p.name.startswith(".")) == [], (
         "the command exits once the replaced stores are deleted"
     )
+
+
+def _store_files(state: Path) -> dict[str, int]:
+    """Each live store's data file identity: a recovered store is a new file renamed into place."""
+    return {p.name: (p / "data.mdb").stat().st_ino for p in state.iterdir() if (p / "data.mdb").is_file()}
+
+
+def test_recovering_some_partitions_replaces_only_their_stores(pipeline: Pipeline, tmp_path: Path) -> None:
+    """Restore starts before the partitions are known; it must still end up with exactly the stores
+    asked for: a snapshot of a partition the topic no longer has (recreated smaller) is not used."""
+    pipeline.simulate(events=8_000, seed=41)
+    _project(pipeline)
+    _snapshot(pipeline)
+    snapshots = pipeline.home / "snapshots"
+    shutil.copytree(snapshots / "events-p0000", snapshots / "events-p0099")
+    pipeline.simulate(events=4_000, seed=42)
+    state = pipeline.home / "state"
+    before = _store_files(state)
+
+    found = run_rewind("recover", "--json", "--partitions", "1,3", env=pipeline.env, timeout=300, check=True)
+    report = json.loads(found.stdout)
+    chosen = {"config", "events-p0001", "events-p0003"}
+    assert set(report["stores"]) == chosen
+    after = _store_files(state)
+    assert set(after) == set(before)
+    assert {name for name in before if after[name] != before[name]} == chosen
+
+    everything = _recover(pipeline)
+    stores = everything["stores"]
+    assert isinstance(stores, dict) and "events-p0099" not in stores
+    assert set(_store_files(state)) == set(before)
+    assert everything["digest"] == _full_replay_digest(pipeline, tmp_path)
 
 
 def _flip_a_bit(data: Path) -> None:
