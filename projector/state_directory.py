@@ -16,6 +16,7 @@ import xxhash
 from projector import encoding
 from projector.store import (
     CONFIG_DIR_NAME,
+    DATA_FILE,
     Layout,
     PartitionStore,
     ensure_layout,
@@ -97,7 +98,7 @@ class StateDirectory:
         """The stores present on disk, in canonical order (``config`` first)."""
         if not self.root.is_dir():
             return []
-        names = [p.name for p in self.root.iterdir() if (p / "data.mdb").is_file()]
+        names = [p.name for p in self.root.iterdir() if (p / DATA_FILE).is_file()]
         return sorted(names)
 
     def partitions(self) -> list[int]:

@@ -15,13 +15,14 @@ where to resume. Offsets only move forward; anything else is an assertion failur
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import lmdb
 
@@ -54,6 +55,8 @@ def partition_of_dir_name(name: str) -> int | None:
 
 
 CONFIG_DIR_NAME = "config"
+DATA_FILE = "data.mdb"
+"""The data file of an LMDB environment: a store's, and a snapshot's copy of it."""
 
 
 @dataclass(frozen=True)
@@ -124,20 +127,19 @@ def fsync_directory(path: Path) -> None:
         os.close(descriptor)
 
 
-def release_cached_pages(store_dir: Path) -> None:
-    """Advise the kernel to drop a store's cached pages now, for a store about to be replaced: the
-    memory goes to its successor instead of evicting other files. Advisory only: nothing on disk
-    changes, dirty or mapped pages stay, and a missing store is skipped."""
-    if not hasattr(os, "posix_fadvise"):
+def advise_page_cache(path: Path, advice: Literal["WILLNEED", "DONTNEED"]) -> None:
+    """Tell the kernel a file's pages are about to be read (``WILLNEED``: read them in now) or no
+    longer needed (``DONTNEED``: drop the clean ones now). Advisory only: nothing on disk changes,
+    and a missing file, or a system without ``posix_fadvise``, is skipped."""
+    flag = getattr(os, f"POSIX_FADV_{advice}", None)
+    if flag is None:
         return
-    try:
-        descriptor = os.open(store_dir / "data.mdb", os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(descriptor)
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, flag)
+        finally:
+            os.close(descriptor)
 
 
 class PartitionStore:
@@ -157,7 +159,7 @@ class PartitionStore:
         self.tables = tables
         if not readonly:
             path.mkdir(parents=True, exist_ok=True)
-        elif not (path / "data.mdb").exists():
+        elif not (path / DATA_FILE).exists():
             raise RewindError(f"no state at {path}", "build it with `rewind project` or `rewind recover`")
         self.env = lmdb.open(
             str(path),

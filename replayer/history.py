@@ -40,7 +40,7 @@ from projector.fold import EventContractError, InvariantError, apply_event
 from projector.model import Anomaly
 from projector.runner import DataLossError
 from projector.state import MemoryState
-from projector.store import PartitionStore, partition_dir_name, read_layout
+from projector.store import DATA_FILE, PartitionStore, partition_dir_name, read_layout
 from rewind.config import ClientConfig, Settings
 from rewind.errors import RewindError
 from rewind.topics import events_partition_count
@@ -332,7 +332,7 @@ def _order_in_state(state_dir: Path, events_topic: str, order_id: str) -> int | 
         return None
     key = encoding.order_key(order_id)
     for path in sorted(state_dir.glob("events-p*")):
-        if not (path / "data.mdb").is_file():
+        if not (path / DATA_FILE).is_file():
             continue
         with PartitionStore(path, encoding.EVENTS_TABLES, readonly=True) as store:
             if store.get(encoding.ORDERS, key) is not None:

@@ -22,7 +22,6 @@ failure is logged, never ignored.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -30,7 +29,7 @@ import shutil
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,11 +125,10 @@ def recover(
             StateDirectory.open(live_root, settings),
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io,
         ):
-            _prefetch_snapshots(settings, partitions)
+            ahead = _snapshotted_keys(settings, partitions)
+            _prefetch_snapshots(settings, ahead)
             _remove_leftovers(live_root, staging, helper_root)
-            restoring = _restore_ahead(
-                settings, (live_root, staging), _snapshotted_keys(settings, partitions), io
-            )
+            restoring = _restore_ahead(settings, (live_root, staging), ahead, io)
             helper = _start_helper(settings, helper_root)
             try:
                 admin = AdminClient(settings.client_config())
@@ -140,7 +138,7 @@ def recover(
             except BaseException:
                 if helper is not None:
                     helper.stop()
-                concurrent.futures.wait([restoring])  # nothing may write into staging once it is removed
+                wait([restoring])  # nothing may write into staging once it is removed
                 raise
             tracker.finish_step("detect", detail=reason)
             run = _TwoSides(settings, tracker, metrics, io, (staging, helper_root), keys, helper, helper_keys)
@@ -365,10 +363,10 @@ def _remove_leftovers(live_root: Path, *staging: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _prefetch_snapshots(settings: Settings, partitions: list[int] | None) -> None:
-    """Start reading the snapshots restore will need, in the background, while the helper starts and
-    the log ends are found: restore then reads from memory instead of waiting on the disk."""
-    names = None if partitions is None else [store_name(k) for k in (CONFIG_PARTITION, *partitions)]
+def _prefetch_snapshots(settings: Settings, keys: list[int]) -> None:
+    """Ask the disk for every snapshot restore will read, at once and in the background: the restore
+    threads, a few stores at a time, then find the later ones in memory."""
+    names = [store_name(k) for k in keys]
     threading.Thread(
         target=prefetch_newest, args=(settings.snapshot_dir, names), name="recover-prefetch", daemon=True
     ).start()

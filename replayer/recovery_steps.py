@@ -18,7 +18,7 @@ from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Progress, Projector
 from projector.state_directory import StateDirectory
-from projector.store import CONFIG_DIR_NAME, partition_dir_name, release_cached_pages
+from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache, partition_dir_name
 from rewind.config import Settings
 from snapshotter.snapshot import newest_valid, restore, sync_store_files
 
@@ -44,30 +44,24 @@ def restore_stores(
     root: Path,
     keys: list[int],
     io: ThreadPoolExecutor,
-    on_restored: Callable[[int], None] | None = None,
     replacing: Path | None = None,
 ) -> dict[str, StoreRecovery]:
     """Each store under ``root`` from its newest valid snapshot (checksum, then copy), several at a
-    time; a store without one starts empty. ``on_restored`` is told how many stores are done. The
-    stores of the same name under ``replacing`` (the live ones, to be replaced) first give up their
-    page cache, so each copy reuses that memory instead of evicting other files."""
+    time; a store without one starts empty. The stores of the same name under ``replacing`` (the
+    live ones, to be replaced) first give up their page cache, so each copy reuses that memory
+    instead of evicting other files."""
 
     def restore_one(key: int) -> StoreRecovery:
         name = store_name(key)
         if replacing is not None:
-            release_cached_pages(replacing / name)
+            advise_page_cache(replacing / name / DATA_FILE, "DONTNEED")
         snapshot, rejected = newest_valid(settings.snapshot_dir, name)
         if snapshot is not None:
             restore(snapshot, root / name, durable=False)
             crashpoint("recover-restored")
         return StoreRecovery(name, None if snapshot is None else snapshot.offset, rejected)
 
-    stores: dict[str, StoreRecovery] = {}
-    for done, recovery in enumerate(io.map(restore_one, keys), start=1):
-        stores[recovery.name] = recovery
-        if on_restored is not None:
-            on_restored(done)
-    return stores
+    return {recovery.name: recovery for recovery in io.map(restore_one, keys)}
 
 
 def replay_stores(

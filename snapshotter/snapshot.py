@@ -9,7 +9,6 @@ once its manifest does**. Nothing is trusted before :func:`verify` has checked i
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -25,11 +24,17 @@ import xxhash
 
 from projector.crashpoints import crashpoint
 from projector.state_directory import tables_for
-from projector.store import FORMAT_VERSION, OFFSET_KEY, PartitionStore, fsync_directory
+from projector.store import (
+    DATA_FILE,
+    FORMAT_VERSION,
+    OFFSET_KEY,
+    PartitionStore,
+    advise_page_cache,
+    fsync_directory,
+)
 from schemas.catalog import default_catalog
 
 MANIFEST = "MANIFEST.json"
-DATA_FILE = "data.mdb"
 SNAPSHOT_FORMAT = 1
 _HASH_CHUNK = 4 << 20
 SYNC_EVERY = 16 << 20
@@ -277,19 +282,13 @@ def prefetch_newest(root: Path, partitions: list[str] | None = None) -> None:
     """Ask the kernel to start reading each partition's newest snapshot (all when ``partitions`` is
     None) into the page cache now, so that recovery's checksum and copy find it there. Advisory
     only: nothing is verified or used here, and a file that vanished meanwhile is skipped."""
-    if not hasattr(os, "posix_fadvise") or not root.is_dir():
+    if not root.is_dir():
         return
     names = partitions if partitions is not None else sorted(p.name for p in root.iterdir())
     for name in names:
         newest = list_snapshots(root, name)
-        if not newest:
-            continue
-        with contextlib.suppress(OSError):
-            descriptor = os.open(newest[0] / DATA_FILE, os.O_RDONLY)
-            try:
-                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(descriptor)
+        if newest:
+            advise_page_cache(newest[0] / DATA_FILE, "WILLNEED")
 
 
 def restore(snapshot: Snapshot, store_dir: Path, durable: bool = True) -> None:

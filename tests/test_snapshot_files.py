@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from snapshotter.snapshot import DATA_FILE, copy_in_kernel, prefetch_newest
+from projector.store import DATA_FILE
+from snapshotter.snapshot import copy_in_kernel, prefetch_newest
 
 
 def _source(tmp_path: Path, size: int) -> Path:

@@ -60,4 +60,4 @@ def test_partition_count_of_one_topic_and_a_clear_error_for_a_missing_one(
     with pytest.raises(RewindError, match=f"topic {missing} does not exist") as raised:
         events_partition_count(admin, missing, wait_seconds=0.5)
     assert "rewind topics create" in str(raised.value.fix)
-    assert missing not in admin.list_topics(timeout=15).topics  # asking never creates it
+    assert missing not in admin.list_topics(timeout=15).topics  # reporting it missing did not create it
