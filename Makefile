@@ -10,7 +10,7 @@ PACKAGES := rewind projector replayer snapshotter schemas producers
 NATIVE_DEPS := setup.py $(wildcard projector/*.py) $(wildcard producers/*.py) $(wildcard schemas/*.py) $(wildcard schemas/*.c) $(wildcard projector/*.c) \
 	$(wildcard schemas/*/*.avsc)
 
-.PHONY: setup build test lint typecheck unit run kafka-start kafka-stop bench clean
+.PHONY: setup build test lint typecheck unit unit-fast run kafka-start kafka-stop bench clean
 
 setup: $(STAMP) $(NATIVE) $(BYTECODE)
 	@$(BIN)/rewind kafka fetch --quiet
@@ -41,12 +41,17 @@ $(STAMP): pyproject.toml requirements.lock
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: setup
 	$(BIN)/pytest -q
+
+# The tests that need no broker (seconds): the first tier. `make test` runs both tiers.
+unit-fast: setup
+	$(BIN)/pytest -q -m "not kafka"
 
 test: setup lint typecheck unit
 

@@ -1,8 +1,10 @@
 """Build of rewind: the packages (configured in pyproject.toml) plus their native modules.
 
-The hot-path modules listed in :data:`projector.native.NATIVE_MODULES` and the Avro decoders generated
+The hot-path modules listed in :data:`rewind.ground.native_build.NATIVE_MODULES` and the Avro
+decoders generated
 from ``schemas/`` (written here to ``schemas/native_codecs.py``) are compiled with mypyc, and the C
-extensions of :data:`projector.native.C_EXTENSIONS` with the C compiler; see docs/native.md.
+extensions of :data:`rewind.ground.native_build.C_EXTENSIONS` with the C compiler; see
+docs/native.md.
 ``REWIND_NATIVE=0`` builds pure Python only (slower, same results).
 """
 
@@ -26,7 +28,7 @@ def native_extensions() -> list[Any]:
     sys.path.insert(0, str(ROOT))
     from mypyc.build import mypycify
 
-    from projector.native import C_EXTENSIONS, native_sources
+    from rewind.ground.native_build import C_EXTENSIONS, native_sources
     from schemas.catalog import default_catalog
     from schemas.codec import Codec
 

@@ -33,9 +33,9 @@ from typing import Any
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
+from rewind.ground.offset_sampler import OffsetSampler
 from rewind.lag import LagMonitor
 from rewind.lag_commitlog import CommitLogReader
-from rewind.lag_sampler import OffsetSampler
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bench.harness import bench_broker, bench_topics, produce
 from projector.metrics import ProjectorMetrics
 from projector.runner import Projector
-from rewind.config import Settings
+from rewind.ground.settings import Settings
 from rewind.lag import LagMonitor
 from rewind.lag_metrics import LagMetrics
 from rewind.service import LAG_INTERVAL_SECONDS, projector_offsets

@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from producers.event_producer import POLL_EVERY, EventProducer, producer_config
 from producers.simulator import SimulationParams, simulate
-from rewind.config import load_settings
+from rewind.ground.settings import load_settings
 from schemas.codec import default_codec
 
 RESULTS = Path(__file__).resolve().parent / "results"

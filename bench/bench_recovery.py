@@ -35,7 +35,7 @@ from projector.state_directory import StateDirectory
 from replayer.recovery import recover, wait_for_cleanup
 from replayer.recovery_steps import store_name
 from replayer.timetravel import build_state_at
-from rewind.config import Settings
+from rewind.ground.settings import Settings
 from rewind.service import REWIND, snapshot_in_child
 from snapshotter.snapshot import take_snapshot
 

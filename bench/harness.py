@@ -13,9 +13,9 @@ from confluent_kafka.admin import AdminClient
 
 from producers.event_producer import EventProducer
 from producers.simulator import SimulationParams, SimulationSummary, run_simulation
-from rewind.config import Settings, load_settings
+from rewind.ground.settings import Settings, load_settings
+from rewind.ground.topics import desired_topics, ensure_topics
 from rewind.kafka_local import LocalKafka
-from rewind.topics import desired_topics, ensure_topics
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """rewind: producers."""
 
-from projector.native import use_pure_python_if_asked
+from rewind.ground.native_build import use_pure_python_if_asked
 
 use_pure_python_if_asked()

@@ -14,10 +14,11 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from rewind.errors import RewindError
-from rewind.watermarks import watermark_offsets
+from rewind.ground.errors import RewindError
+from rewind.ground.kafka_reader import open_reader
+from rewind.ground.watermarks import watermark_offsets
 from schemas.codec import Codec, default_codec
 from schemas.errors import EventDecodeError
 
@@ -53,14 +54,10 @@ def read_config_topic(
 ) -> ConfigSnapshot:
     """Read ``topic`` (partition 0) from its start to its current end; the highest version per key."""
     codec = codec or default_codec()
-    consumer = Consumer(
-        dict(client_config)
-        | {
-            "group.id": f"rewind-config-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-        }
+    consumer = open_reader(
+        client_config,
+        f"rewind-config-reader-{uuid.uuid4().hex[:8]}",
+        {"auto.offset.reset": "earliest", "enable.partition.eof": True},
     )
     entries: dict[str, ConfigEntry] = {}
     undecodable = 0

@@ -37,7 +37,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from producers.acceptance import ACCEPT
 from producers.builders import BuiltEvent, validate_event
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 from schemas.codec import Codec, Encoder, default_codec
 
 CONFIG_EVENT: Final = "ConfigChanged"

@@ -11,10 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Final
 
-from projector.fixed import format_fixed, parse_fixed
+from schemas.fixed import SCALE, format_fixed, parse_fixed
 
-SCALE: Final = 8
-ONE: Final = 10**SCALE
 INT64_MAX: Final = 2**63 - 1
 INT64_MIN: Final = -(2**63)
 
@@ -27,7 +25,7 @@ def parse_decimal(text: str | Decimal, *, field: str) -> int:
     Accepts an optional sign, digits, an optional fractional part and ``_`` separators
     (``"-1_000.5"``). Raises ``ValueError`` naming ``field`` for anything else, for more than 8
     fractional digits, and for values outside the signed 64-bit range of an Avro ``long``.
-    The exact parsing itself is :func:`projector.fixed.parse_fixed`, shared with the read side.
+    The exact parsing itself is :func:`schemas.fixed.parse_fixed`, shared with the read side.
     """
     shown = str(text)
     if isinstance(text, Decimal):

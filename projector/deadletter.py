@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message, Producer
 
-from rewind.config import ClientConfig
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.settings import ClientConfig
 
 HEADER_ERROR = "rewind.error"
 HEADER_ERROR_CLASS = "rewind.error.class"

@@ -19,7 +19,7 @@ from typing import Any, Final
 import xxhash
 
 from projector.encoding import CONFIG_TABLES, EVENTS_TABLES, META
-from projector.native import pure_python_asked
+from rewind.ground.native_build import pure_python_asked
 
 DIGEST_DOMAIN: Final = b"rewind-state-digest-v1\x00"
 _FRAME = struct.Struct(">III")

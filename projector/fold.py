@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from projector.fixed import SCALE, div_half_even, format_fixed
 from projector.model import (
     AdjustMode,
     Anomaly,
@@ -38,6 +37,7 @@ from projector.model import (
     TimeInForce,
 )
 from projector.state import ConfigState, PartitionState
+from schemas.fixed import SCALE, div_half_even, format_fixed
 
 Event = Mapping[str, Any]
 """A decoded event as docs/events.md describes it: field name -> int, str, bool or None."""

@@ -1,7 +1,7 @@
 """The projected entities, one dataclass per table row, and the string constants they use.
 
 Every amount is an exact ``int``: quantities and prices at scale 8, products (notional, cost basis,
-P&L, exposure) at scale 16; see :mod:`projector.fixed`. Enumerated values are the plain ``str`` symbols
+P&L, exposure) at scale 16; see :mod:`schemas.fixed`. Enumerated values are the plain ``str`` symbols
 the codec delivers (``"BUY"``, ``"FILLED"``), so the hot path compares strings and never constructs an
 Enum. The entities are mutable on purpose: the fold updates them in place and hands them back through
 ``put_*`` (see :mod:`projector.state`).

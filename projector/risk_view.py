@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from projector import queries, views
-from projector.fixed import SCALE, format_fixed
 from projector.model import ConfigEntry
 from projector.state_directory import StateDirectory
+from schemas.fixed import SCALE, format_fixed
 
 GROSS_LIMIT_KEY = "risk.max_gross_exposure"
 

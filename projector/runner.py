@@ -27,9 +27,10 @@ from projector.fold import apply_config, apply_event
 from projector.lmdb_state import EntityCache, LmdbConfigState, LmdbPartitionState
 from projector.metrics import ProjectorMetrics
 from projector.state_directory import StateDirectory
-from rewind.config import ClientConfig, Settings
-from rewind.errors import RewindError
-from rewind.watermarks import watermark_offsets
+from rewind.ground.errors import DataLossError, RewindError
+from rewind.ground.kafka_reader import consume_error, open_reader
+from rewind.ground.settings import Settings
+from rewind.ground.watermarks import watermark_offsets
 from schemas.codec import default_codec
 from schemas.errors import EventDecodeError
 
@@ -38,10 +39,6 @@ CONFIG_PARTITION = -1  # how the config topic's single partition is keyed among 
 
 class AnomalyHalt(RewindError):
     """The ``halt`` policy stopped the projector before an event that cannot apply."""
-
-
-class DataLossError(RewindError):
-    """The log no longer holds offsets this state needs: retention deleted them."""
 
 
 @dataclass
@@ -132,17 +129,11 @@ class Projector:
         self.directory.close()
 
     def _consumer_for(self, group: str) -> Consumer:
-        overrides: ClientConfig = {
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "error",
-            "enable.partition.eof": False,
-            "fetch.min.bytes": 1,
-            "queued.max.messages.kbytes": 262144,
-        }
-        consumer = Consumer(self.settings.client_config(**overrides))
-        return consumer
+        return open_reader(
+            self.settings.client_config(),
+            group,
+            {"fetch.min.bytes": 1, "queued.max.messages.kbytes": 262144},
+        )
 
     def _assignment(self, consumer: Consumer, bounded: bool) -> list[TopicPartition]:
         """Each owned partition at its stored offset + 1, once the log is known to still hold it.
@@ -328,13 +319,10 @@ class Projector:
         return (lambda: store.commit(changes, last_offset, applied)), halt
 
     def _raise_consume_error(self, message: Message, error: KafkaError) -> None:
-        if error.code() == KafkaError._AUTO_OFFSET_RESET:
-            raise DataLossError(
-                f"data loss on {message.topic()}[{message.partition()}]: {error.str()}",
-                "the offsets this state needs next were deleted by retention; restore an older snapshot "
-                "or re-ingest the missing events",
-            )
-        raise RewindError(
-            f"consuming {message.topic()}[{message.partition()}] failed: {error.str()}",
-            "check the broker and that the topics exist (`rewind topics create`)",
+        raise consume_error(
+            message.topic(),
+            message.partition(),
+            error,
+            "the offsets this state needs next were deleted by retention; restore an older snapshot "
+            "or re-ingest the missing events",
         )

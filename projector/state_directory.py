@@ -24,8 +24,8 @@ from projector.store import (
     partition_of_dir_name,
     read_layout,
 )
-from rewind.config import Settings
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.settings import Settings
 
 
 def tables_for(store_name: str) -> tuple[str, ...]:

@@ -28,7 +28,7 @@ import lmdb
 
 from projector.crashpoints import crashpoint
 from projector.digest import digest_rows, new_hasher
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 
 FORMAT_VERSION = 1
 OFFSET_KEY = b"offset"

@@ -2,7 +2,7 @@
 
 Derived figures (leaves, averages, unrealized P&L) are computed at read time and never stored.
 Averages are rounded half-even to scale 8, the price scale. In :func:`to_dict` every amount is an
-exact decimal string (:func:`projector.fixed.format_fixed`: trailing zeros trimmed, never a float), so
+exact decimal string (:func:`schemas.fixed.format_fixed`: trailing zeros trimmed, never a float), so
 JSON consumers cannot lose precision; counters and offsets stay JSON integers.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from projector.fixed import ONE, PRODUCT_SCALE, SCALE, div_half_even, format_fixed
 from projector.model import (
     Anomaly,
     Balance,
@@ -24,6 +23,7 @@ from projector.model import (
     Position,
     Risk,
 )
+from schemas.fixed import ONE, PRODUCT_SCALE, SCALE, div_half_even, format_fixed
 
 
 def leaves_quantity(order: Order) -> int:

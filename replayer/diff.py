@@ -23,7 +23,7 @@ from projector.digest import state_digest
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 from projector.state_directory import StateDirectory, combined_digest, tables_for
 from projector.store import PartitionStore, read_layout
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 
 ADDED: Final = "added"
 REMOVED: Final = "removed"

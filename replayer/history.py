@@ -23,7 +23,6 @@ Guarantees:
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -31,22 +30,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from projector import encoding, views
-from projector.fixed import SCALE, format_fixed
 from projector.fold import EventContractError, InvariantError, apply_event
 from projector.model import Anomaly
-from projector.runner import DataLossError
 from projector.state import MemoryState
 from projector.store import DATA_FILE, PartitionStore, partition_dir_name, read_layout
-from rewind.config import ClientConfig, Settings
-from rewind.errors import RewindError
-from rewind.topics import events_partition_count
-from rewind.watermarks import watermark_offsets
+from rewind.ground.errors import DataLossError, RewindError
+from rewind.ground.kafka_reader import consume_error, open_reader
+from rewind.ground.partitioner import partition_for_key
+from rewind.ground.settings import Settings
+from rewind.ground.topics import events_partition_count
+from rewind.ground.watermarks import watermark_offsets
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
+from schemas.fixed import SCALE, format_fixed
 from snapshotter.snapshot import newest_valid
 
 Progress = Callable[[str, int, int], None]
@@ -174,81 +174,11 @@ def iso_micros(micros: int) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-# Which partition a key lands on: the producer's librdkafka partitioner, reimplemented exactly.
-
-
-def _murmur2(data: bytes) -> int:
-    """The Java client's murmur2 (seed 0x9747b28c), as librdkafka's ``murmur2`` partitioner uses it."""
-    m, mask = 0x5BD1E995, 0xFFFFFFFF
-    length = len(data)
-    h = (0x9747B28C ^ length) & mask
-    whole = length - length % 4
-    for i in range(0, whole, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * m) & mask
-        k ^= k >> 24
-        k = (k * m) & mask
-        h = ((h * m) & mask) ^ k
-    rest = length % 4
-    if rest:
-        tail = data[whole:]
-        if rest == 3:
-            h ^= tail[2] << 16
-        if rest >= 2:
-            h ^= tail[1] << 8
-        h ^= tail[0]
-        h = (h * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    h ^= h >> 15
-    return h
-
-
-def _fnv1a(data: bytes) -> int:
-    """32-bit FNV-1a, then librdkafka's absolute value of it as a signed int (Sarama-compatible)."""
-    h = 0x811C9DC5
-    for byte in data:
-        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return (-h) & 0xFFFFFFFF if h & 0x80000000 else h
-
-
-_HASHES: Final[dict[str, Callable[[bytes], int]]] = {
-    "consistent_random": zlib.crc32,
-    "consistent": zlib.crc32,
-    "murmur2_random": lambda key: _murmur2(key) & 0x7FFFFFFF,
-    "murmur2": lambda key: _murmur2(key) & 0x7FFFFFFF,
-    "fnv1a_random": _fnv1a,
-    "fnv1a": _fnv1a,
-}
-
-
-def partition_for_key(key: str, partitions: int, partitioner: str = "consistent_random") -> int:
-    """The partition librdkafka's ``partitioner`` puts a record keyed ``key`` on (non-empty keys).
-
-    ``consistent_random`` (librdkafka's default, which the producers keep) hashes with CRC-32.
-    Raises :class:`RewindError` for a partitioner that does not map keys to partitions.
-    """
-    hashed = _HASHES.get(partitioner)
-    if hashed is None:
-        raise RewindError(
-            f"the producers' partitioner {partitioner!r} does not map an account to one partition",
-            "use --order, or configure a key-hashing partitioner (consistent_random, murmur2, fnv1a)",
-        )
-    return hashed(key.encode()) % partitions
-
-
 # Reading one partition.
 
 
 def _consumer(settings: Settings) -> Consumer:
-    overrides: ClientConfig = {
-        "group.id": "rewind-history",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": False,
-        "auto.offset.reset": "error",
-    }
-    return Consumer(settings.client_config(**overrides))
+    return open_reader(settings.client_config(), "rewind-history")
 
 
 def _read(
@@ -278,7 +208,12 @@ def _read(
             for message in batch:
                 error = message.error()
                 if error is not None:
-                    _raise_consume_error(topic, partition, error)
+                    raise consume_error(
+                        topic,
+                        partition,
+                        error,
+                        "the offsets this history needs were deleted by retention; pass a later --from",
+                    )
                 offset = message.offset()
                 assert offset is not None
                 if offset >= end:
@@ -288,18 +223,6 @@ def _read(
                     return
     finally:
         consumer.unassign()
-
-
-def _raise_consume_error(topic: str, partition: int, error: KafkaError) -> None:
-    if error.code() == KafkaError._AUTO_OFFSET_RESET:
-        raise DataLossError(
-            f"data loss on {topic}[{partition}]: {error.str()}",
-            "the offsets this history needs were deleted by retention; pass a later --from",
-        )
-    raise RewindError(
-        f"reading {topic}[{partition}] failed: {error.str()}",
-        "check the broker and that the topics exist (`rewind topics create`)",
-    )
 
 
 def _offset_for_time(consumer: Consumer, tp: TopicPartition, millis: int, high: int) -> int:

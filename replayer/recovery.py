@@ -49,10 +49,10 @@ from replayer.recovery_steps import (
     store_name,
     validate_stores,
 )
-from rewind.config import Settings
-from rewind.errors import RewindError
-from rewind.lag_sampler import OffsetSampler
-from rewind.topics import events_partition_count
+from rewind.ground.errors import RewindError
+from rewind.ground.offset_sampler import OffsetSampler
+from rewind.ground.settings import Settings
+from rewind.ground.topics import events_partition_count
 from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot, prefetch_newest
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from projector.crashpoints import crashpoint
 from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
 from replayer.recovery_steps import StoreRecovery, replay_stores, store_name, validate_stores
-from rewind.config import Settings, load_settings
+from rewind.ground.settings import Settings, load_settings
 from schemas.codec import default_codec
 
 _PR_SET_PDEATHSIG = 1

@@ -19,7 +19,7 @@ from projector.metrics import ProjectorMetrics
 from projector.runner import CONFIG_PARTITION, Progress, Projector
 from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache, partition_dir_name
-from rewind.config import Settings
+from rewind.ground.settings import Settings
 from snapshotter.snapshot import newest_valid, restore, sync_store_files
 
 

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from projector.runner import CONFIG_PARTITION, Progress, Projector
 from replayer.recovery_steps import store_name
-from rewind.config import ClientConfig, Settings
-from rewind.errors import RewindError
-from rewind.topics import events_partition_count
-from rewind.watermarks import watermark_offsets
+from rewind.ground.errors import RewindError
+from rewind.ground.kafka_reader import open_reader
+from rewind.ground.settings import Settings
+from rewind.ground.topics import events_partition_count
+from rewind.ground.watermarks import watermark_offsets
 from snapshotter.snapshot import newest_valid, restore
 
 
@@ -70,8 +71,7 @@ def parse_points(text: str, partition_count: int) -> dict[int, int]:
 def points_at(settings: Settings, moment: datetime, keys: list[int]) -> dict[int, int]:
     """Per partition, how many events were logged at or before ``moment`` (by Kafka timestamp)."""
     millis = int(moment.timestamp() * 1000) + 1
-    overrides: ClientConfig = {"group.id": "rewind-timetravel", "enable.auto.commit": False}
-    consumer = Consumer(settings.client_config(**overrides))
+    consumer = open_reader(settings.client_config(), "rewind-timetravel")
     try:
         wanted = [
             TopicPartition(

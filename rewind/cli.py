@@ -11,9 +11,9 @@ import sys
 
 import click
 
-from projector.native import check_native_build
 from rewind.commands.lazy_group import LazyGroup
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.native_build import check_native_build
 
 _COMMANDS = {
     "kafka": "rewind.commands.kafka_cmd:kafka",

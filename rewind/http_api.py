@@ -38,7 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from projector import queries, views
 from projector.risk_view import risk_rows
 from projector.state_directory import StateDirectory
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 from rewind.service_view import ServiceView
 
 __all__ = ["HttpServer", "create_app", "serve_http"]

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 
 KAFKA_VERSION = os.environ.get("REWIND_KAFKA_VERSION", "4.3.1")
 POM = Path(__file__).parent / "kafka_dist" / "pom.xml"

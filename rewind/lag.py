@@ -25,9 +25,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from rewind.config import Settings
+from rewind.ground.offset_sampler import (
+    ClientConfig,
+    FirstUnconsumed,
+    LogOffsets,
+    OffsetSampler,
+    PartitionKey,
+)
+from rewind.ground.settings import Settings
 from rewind.lag_commitlog import CommitLogReader, CommitLogUnavailable, OffsetCommitRecord
-from rewind.lag_sampler import ClientConfig, FirstUnconsumed, LogOffsets, OffsetSampler, PartitionKey
 from rewind.lag_status import Commit, Sample, Status, consume_rate, group_status, partition_status
 
 __all__ = [
@@ -215,7 +221,7 @@ class LagMonitor:
         """Lag of a consumer group's committed offsets (all its topics, or only ``topic``).
 
         Partitions the group never committed are not listed; a group with no committed offsets
-        gives a report without partitions. Raises :class:`rewind.errors.RewindError` when Kafka
+        gives a report without partitions. Raises :class:`rewind.ground.errors.RewindError` when Kafka
         cannot be reached.
         """
         started = time.perf_counter()

@@ -41,10 +41,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
-from rewind.lag_sampler import drain
-from rewind.watermarks import watermark_offsets
+from rewind.ground.kafka_reader import open_reader
+from rewind.ground.offset_sampler import drain
+from rewind.ground.watermarks import watermark_offsets
 
 OFFSETS_TOPIC = "__consumer_offsets"
 _KNOWN_VALUE_VERSIONS = range(5)
@@ -174,19 +175,16 @@ class CommitLogReader:
         self.skipped = 0
         self.complete = True
         self._prefix = group_key_prefix(group)
-        config = dict(client_config)
-        config.update(
+        self._consumer = open_reader(
+            client_config,
+            "rewind-lag-commitlog",
             {
-                "group.id": "rewind-lag-commitlog",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 10,
-            }
+            },
         )
-        self._consumer = Consumer(config)
         self._partition: int | None = None
         self._next_offset: int | None = None
 

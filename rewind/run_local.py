@@ -21,10 +21,10 @@ from types import FrameType
 
 from confluent_kafka.admin import AdminClient
 
-from rewind.config import Settings, load_settings
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.settings import Settings, load_settings
+from rewind.ground.topics import desired_topics, ensure_topics
 from rewind.kafka_local import LocalKafka
-from rewind.topics import desired_topics, ensure_topics
 
 REWIND = str(Path(sys.executable).with_name("rewind"))
 FLOW_RATE = os.environ.get("REWIND_RUN_RATE", "200")

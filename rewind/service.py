@@ -40,14 +40,14 @@ from projector.runner import CONFIG_PARTITION, Progress, Projector
 from projector.state_directory import StateDirectory
 from replayer.progress import RecoveryTracker
 from replayer.recovery import recover
-from rewind.config import Settings
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.settings import Settings
+from rewind.ground.topics import events_partition_count
 from rewind.http_api import HttpServer, create_app, serve_http
 from rewind.lag import LagMonitor, LagReport
 from rewind.lag_metrics import LagMetrics
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import snapshot_row, snapshot_rows
-from rewind.topics import events_partition_count
 from snapshotter.retention import RetentionPolicy, prune
 from snapshotter.snapshot import load_snapshot
 

@@ -8,7 +8,7 @@ Threading: the API never calls these from the service's main thread. :meth:`Serv
 and :meth:`ServiceView.metrics_registry` are called on the API's event loop and must return at once;
 every other method runs on an API worker thread, possibly concurrently with the others, and must be
 safe to call while the projector runs. Methods that can be refused (a rebuild already
-running, no state yet) raise :class:`rewind.errors.RewindError` with a message and a fix; the API
+running, no state yet) raise :class:`rewind.ground.errors.RewindError` with a message and a fix; the API
 turns that into a JSON error response.
 
 :func:`snapshot_row` and :func:`snapshot_rows` build the snapshot documents the protocol returns, so
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from projector.state_directory import StateDirectory
-from rewind.config import Settings
+from rewind.ground.settings import Settings
 from snapshotter.snapshot import Snapshot, SnapshotInvalid, list_snapshots, load_snapshot
 
 

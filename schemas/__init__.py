@@ -1,1 +1,5 @@
 """rewind: schemas."""
+
+from rewind.ground.native_build import use_pure_python_if_asked
+
+use_pure_python_if_asked()

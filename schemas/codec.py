@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from projector.native import pure_python_asked
+from rewind.ground.native_build import pure_python_asked
 from schemas import codegen
 from schemas.catalog import SchemaCatalog, SchemaVersion, default_catalog
 from schemas.errors import EventEncodeError, UndecodableEventError, UnknownFingerprintError

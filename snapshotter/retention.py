@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewind.config import Settings
+from rewind.ground.settings import Settings
 from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot, snapshot_name
 
 HOUR = 3600.0

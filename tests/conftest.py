@@ -13,13 +13,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from projector.native import check_native_build
+from rewind.ground.native_build import check_native_build
 from tests.broker import session_broker
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Stop before any test if a compiled module is older than its source (it would test old code)."""
     check_native_build()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the broker ``kafka``, so ``pytest -m "not kafka"`` runs the rest.
+
+    A test needs the broker when it asks for the ``bootstrap`` fixture, directly or through another
+    fixture; a test that starts a broker of its own carries the marker itself.
+    """
+    for item in items:
+        if "bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from projector.fixed import SCALE, parse_fixed
 from projector.fold import apply_config, apply_event
 from projector.model import Anomaly
 from projector.state import MemoryConfigState, MemoryState
+from schemas.fixed import SCALE, parse_fixed
 
 Event = dict[str, Any]
 

@@ -11,8 +11,8 @@ from confluent_kafka.admin import AdminClient
 from producers.event_producer import EventProducer
 from producers.simulator import SimulationParams, SimulationSummary, run_simulation
 from projector.digest import state_digest
-from rewind.config import load_settings
-from rewind.topics import desired_topics, ensure_topics
+from rewind.ground.settings import load_settings
+from rewind.ground.topics import desired_topics, ensure_topics
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
 from tests.kafka_helpers import read_partition

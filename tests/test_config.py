@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rewind.config import load_settings
-from rewind.errors import ConfigError
+from rewind.ground.errors import ConfigError
+from rewind.ground.settings import load_settings
 from tests.cli_runner import run_rewind
 
 

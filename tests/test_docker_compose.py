@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from rewind.config import SETTINGS, load_settings
+from rewind.ground.settings import SETTINGS, load_settings
 from rewind.kafka_local import KAFKA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent

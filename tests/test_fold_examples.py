@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from projector.digest import state_digest
-from projector.fixed import div_half_even, format_fixed, parse_fixed
 from projector.fold import EventContractError, InvariantError, apply_config, apply_event
 from projector.model import AnomalyKind, Position, Risk
 from projector.state import MemoryConfigState, MemoryState
 from projector.views import average_cost, average_fill_price, leaves_quantity, unrealized_pnl
+from schemas.fixed import div_half_even, format_fixed, parse_fixed
 from tests.fold_events import (
     accepted,
     adjusted,

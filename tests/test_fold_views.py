@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projector.fixed import format_fixed, parse_fixed
 from projector.model import Anomaly, ConfigEntry, Order, Position, Risk
 from projector.views import (
     average_cost,
@@ -18,6 +17,7 @@ from projector.views import (
     to_dict,
     unrealized_pnl,
 )
+from schemas.fixed import format_fixed, parse_fixed
 
 
 @pytest.mark.parametrize(

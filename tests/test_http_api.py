@@ -26,8 +26,8 @@ from projector.lmdb_state import LmdbConfigState, LmdbPartitionState
 from projector.metrics import ProjectorMetrics
 from projector.state_directory import StateDirectory
 from replayer.progress import RecoveryTracker
-from rewind.config import Settings, load_settings
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.settings import Settings, load_settings
 from rewind.http_api import HttpServer, create_app, openapi_text, serve_http
 from rewind.lag import LagReport, PartitionLag, Status
 from rewind.service_metrics import ServiceMetrics

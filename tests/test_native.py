@@ -1,5 +1,5 @@
 """The native (mypyc) build: it is what runs, it computes exactly what the source says, and a stale
-build is refused (see projector/native.py and docs/native.md)."""
+build is refused (see rewind/ground/native_build.py and docs/native.md)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from projector import native
-from rewind.errors import RewindError
+from rewind.ground import native_build as native
+from rewind.ground.errors import RewindError
 from schemas.codec import default_codec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ _FOLD_SCRIPT = textwrap.dedent(
     import json, sys
     import projector.fold
     from producers.simulator import SimulationParams, simulate
-    from projector import native
+    from rewind.ground import native_build as native
     from projector.digest import state_digest
     from projector.fold import apply_config, apply_event
     from projector.state import MemoryConfigState, MemoryState
@@ -123,7 +123,7 @@ def test_the_compiled_modules_import_from_any_directory(tmp_path: Path) -> None:
     """The installed `rewind` runs anywhere: the compiled runtime must not depend on the working
     directory (it once lived at the project root, which only the project's own directory sees)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", native.PURE_PYTHON_ENV)}
-    script = "import projector.fold as f; from projector import native; print(native.is_native(f))"
+    script = "import projector.fold as f; from rewind.ground.native_build import is_native as n; print(n(f))"
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
     )

@@ -178,6 +178,7 @@ def _processes_with_home(home: Path) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.kafka
 def test_make_run_serves_ready_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     home = tmp_path / "home"
     port = _free_port()

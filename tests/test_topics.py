@@ -7,8 +7,8 @@ import json
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from rewind.errors import RewindError
-from rewind.topics import events_partition_count
+from rewind.ground.errors import RewindError
+from rewind.ground.topics import events_partition_count
 from tests.cli_runner import run_rewind
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from rewind.watermarks import watermark_offsets
+from rewind.ground.watermarks import watermark_offsets
 from tests.kafka_helpers import create_topic
 
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from rewind.config import Settings, load_settings
+from rewind.ground.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

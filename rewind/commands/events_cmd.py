@@ -27,8 +27,8 @@ from producers.event_producer import EventProducer
 from producers.fixed_point import format_decimal, parse_decimal
 from producers.simulator import SimulationParams, run_simulation
 from rewind.commands.context import echo_json, json_option, settings_from
-from rewind.config import Settings
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.settings import Settings
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _ONE_MICROSECOND = datetime.timedelta(microseconds=1)

@@ -15,7 +15,7 @@ from replayer.history import History, HistoryRow, Target
 from replayer.history import history as build_history
 from replayer.timetravel import parse_time
 from rewind.commands.context import echo_json, json_option, settings_from
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 
 
 class TimeParam(click.ParamType):

@@ -10,8 +10,8 @@ import click
 from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME
 from rewind.commands.context import echo_json, json_option, settings_from
-from rewind.config import Settings
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.settings import Settings
 from rewind.lag import LagMonitor, LagReport
 
 _COLUMNS = (

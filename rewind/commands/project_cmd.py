@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import Progress, Projector, parse_partitions
 from rewind.commands.context import echo_json, json_option, settings_from
-from rewind.topics import events_partition_count
+from rewind.ground.topics import events_partition_count
 
 
 @click.command()

@@ -13,7 +13,7 @@ from replayer.progress import RecoveryTracker
 from replayer.recovery import RecoveryReport, recover
 from replayer.timetravel import all_keys, build_state_at, parse_points, parse_time, points_at
 from rewind.commands.context import echo_json, json_option, settings_from
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 
 
 @click.command("recover")
@@ -37,7 +37,7 @@ def recover_cmd(
     if partitions:
         from confluent_kafka.admin import AdminClient
 
-        from rewind.topics import events_partition_count
+        from rewind.ground.topics import events_partition_count
 
         chosen = parse_partitions(
             partitions, events_partition_count(AdminClient(settings.client_config()), settings.events_topic)

@@ -8,7 +8,7 @@ import click
 
 from projector.state_directory import StateDirectory
 from rewind.commands.context import echo_json, json_option, settings_from
-from rewind.config import Settings
+from rewind.ground.settings import Settings
 from snapshotter import retention
 from snapshotter.snapshot import SnapshotInvalid, list_snapshots, load_snapshot, take_snapshot, verify
 

@@ -7,7 +7,7 @@ from confluent_kafka.admin import AdminClient
 
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.commands.lazy_group import LazyGroup
-from rewind.topics import desired_topics, ensure_topics
+from rewind.ground.topics import desired_topics, ensure_topics
 
 
 @click.group()

@@ -28,7 +28,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import OFFSET_INVALID, AdminClient, OffsetSpec
 
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
+from rewind.ground.kafka_reader import reader_config
 
 PartitionKey = tuple[str, int]
 """A partition as ``(topic, partition)``."""
@@ -81,20 +82,17 @@ class OffsetSampler:
         self.timeout = timeout
         self._admin = admin if admin is not None else AdminClient(dict(client_config))
         self._connected = False
-        self._probe_config = dict(client_config)
-        self._probe_config.update(
+        self._probe_config = reader_config(
+            client_config,
+            "rewind-lag-probe",
             {
-                "group.id": "rewind-lag-probe",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
-                "auto.offset.reset": "error",
                 "isolation.level": "read_uncommitted",
                 "queued.min.messages": 1,
                 "fetch.message.max.bytes": 32_768,
                 "fetch.wait.max.ms": 10,
                 "fetch.queue.backoff.ms": 10,
-            }
+            },
         )
 
     def close(self) -> None:

@@ -24,3 +24,7 @@ class RewindError(Exception):
 
 class ConfigError(RewindError):
     """A configuration value is missing or invalid; the message names the key."""
+
+
+class DataLossError(RewindError):
+    """The log no longer holds offsets this state needs: retention deleted them."""

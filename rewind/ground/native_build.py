@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from rewind.errors import RewindError
+from rewind.ground.errors import RewindError
 
 NATIVE_MODULES: tuple[str, ...] = (
-    "projector.fixed",
+    "schemas.fixed",
     "projector.model",
     "projector.state",
     "projector.fold",
@@ -50,7 +50,7 @@ def pure_python_asked() -> bool:
     return bool(os.environ.get(PURE_PYTHON_ENV))
 
 
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).resolve().parents[2]
 EXTENSION_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 """What the build names a compiled module (``fold.cpython-311-x86_64-linux-gnu.so``)."""
 
