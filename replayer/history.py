@@ -22,69 +22,44 @@ Guarantees:
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Generator, Iterator, Mapping
-from contextlib import closing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from projector import encoding, views
+from projector import views
 from projector.fold import EventContractError, InvariantError, apply_event
 from projector.model import Anomaly
 from projector.state import MemoryState
-from projector.store import DATA_FILE, PartitionStore, partition_dir_name, read_layout
-from rewind.ground.errors import DataLossError, RewindError
-from rewind.ground.kafka_reader import consume_error, open_reader
-from rewind.ground.partitioner import partition_for_key
+from replayer.entity_location import (
+    HISTORY_DATA_LOSS_FIX,
+    PROGRESS_EVERY,
+    PhaseProgress,
+    Target,
+    locate_partition,
+)
+from replayer.start_snapshot import starting_state
+from replayer.timestamps import first_millis_after, first_millis_at_or_after, iso_micros, iso_millis
+from rewind.ground.errors import RewindError
+from rewind.ground.kafka_reader import first_offset_at_or_after, open_reader, read_range
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
 from rewind.ground.watermarks import watermark_offsets
 from schemas.codec import decode
 from schemas.errors import EventDecodeError
 from schemas.fixed import SCALE, format_fixed
-from snapshotter.snapshot import newest_valid
 
-Progress = Callable[[str, int, int], None]
-"""``progress(phase, done, total)``: phase is ``"scan"`` (finding an order) or ``"replay"``."""
+__all__ = ["History", "HistoryRow", "PhaseProgress", "Target", "entity_state", "history", "replay_rows"]
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_BATCH: Final = 1000
-_STALL_SECONDS: Final = 60.0
 _COMMON_FIELDS: Final = frozenset({"event_id", "event_type", "occurred_at", "account_id", "source"})
 _FIXED_FIELDS: Final = frozenset(
     {"limit_price", "quantity", "new_limit_price", "new_quantity", "price", "fee", "amount"}
 )
 """Event fields that are scale-8 fixed-point integers (docs/events.md)."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the history is about: ``order_id``, or ``account_id`` (optionally narrowed to ``symbol``)."""
-
-    order_id: str | None = None
-    account_id: str | None = None
-    symbol: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.order_id is None) == (self.account_id is None):
-            raise ValueError("a history is about exactly one order or one account")
-        if self.symbol is not None and self.account_id is None:
-            raise ValueError("a symbol narrows an account's history; it needs an account")
-
-    def describe(self) -> str:
-        if self.order_id is not None:
-            return f"order {self.order_id}"
-        suffix = f" symbol {self.symbol}" if self.symbol is not None else ""
-        return f"account {self.account_id}{suffix}"
-
-    def as_dict(self) -> dict[str, str]:
-        found = {"order_id": self.order_id, "account_id": self.account_id, "symbol": self.symbol}
-        return {name: value for name, value in found.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -160,168 +135,6 @@ class History:
             "undecodable_records": self.undecodable,
             "rows": [row.as_dict() for row in self.rows],
         }
-
-
-def iso_millis(millis: int) -> str:
-    """A Kafka timestamp (ms since the epoch) as ISO-8601 UTC with milliseconds."""
-    moment = _EPOCH + timedelta(milliseconds=millis)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso_micros(micros: int) -> str:
-    """An ``occurred_at`` (µs since the epoch) as ISO-8601 UTC with microseconds, exactly."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-# Reading one partition.
-
-
-def _consumer(settings: Settings) -> Consumer:
-    return open_reader(settings.client_config(), "rewind-history")
-
-
-def _read(
-    consumer: Consumer, topic: str, partition: int, start: int, end: int
-) -> Generator[Message, None, None]:
-    """Every record of ``topic[partition]`` with an offset in ``[start, end)``, in offset order."""
-    if start >= end:
-        return
-    tp = TopicPartition(topic, partition)
-    consumer.assign([TopicPartition(topic, partition, start)])
-    last_progress = time.monotonic()
-    try:
-        while True:
-            batch = consumer.consume(_BATCH, 1.0)
-            if not batch:
-                position = consumer.position([tp])[0].offset
-                if position >= end:
-                    return
-                if time.monotonic() - last_progress > _STALL_SECONDS:
-                    raise RewindError(
-                        f"{topic}[{partition}]: nothing read for {_STALL_SECONDS:.0f} s at offset "
-                        f"{max(position, start)} (log end {end})",
-                        "check that the broker is reachable",
-                    )
-                continue
-            last_progress = time.monotonic()
-            for message in batch:
-                error = message.error()
-                if error is not None:
-                    raise consume_error(
-                        topic,
-                        partition,
-                        error,
-                        "the offsets this history needs were deleted by retention; pass a later --from",
-                    )
-                offset = message.offset()
-                assert offset is not None
-                if offset >= end:
-                    return
-                yield message
-                if offset == end - 1:
-                    return
-    finally:
-        consumer.unassign()
-
-
-def _offset_for_time(consumer: Consumer, tp: TopicPartition, millis: int, high: int) -> int:
-    """The first offset logged at or after ``millis`` (Kafka timestamp), or ``high`` if none is."""
-    found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, millis)], timeout=30)
-    offset = found[0].offset
-    return high if offset < 0 else min(int(offset), high)
-
-
-def _first_millis_at_or_after(moment: datetime) -> int:
-    micros = (moment - _EPOCH) // timedelta(microseconds=1)
-    return -(-micros // 1000)
-
-
-def _first_millis_after(moment: datetime) -> int:
-    micros = (moment - _EPOCH) // timedelta(microseconds=1)
-    return micros // 1000 + 1
-
-
-# Finding the partition.
-
-
-def _order_in_state(state_dir: Path, events_topic: str, order_id: str) -> int | None:
-    """The partition whose store holds ``order_id`` in a state directory of ``events_topic``, if any."""
-    try:
-        layout = read_layout(state_dir)
-    except RewindError:
-        return None
-    if layout.events_topic != events_topic:
-        return None
-    key = encoding.order_key(order_id)
-    for path in sorted(state_dir.glob("events-p*")):
-        if not (path / DATA_FILE).is_file():
-            continue
-        with PartitionStore(path, encoding.EVENTS_TABLES, readonly=True) as store:
-            if store.get(encoding.ORDERS, key) is not None:
-                return int(path.name.removeprefix("events-p"))
-    return None
-
-
-def _scan_for_order(
-    consumer: Consumer, topic: str, count: int, order_id: str, progress: Progress | None
-) -> int | None:
-    """Read the whole events topic for events carrying ``order_id``: the partition of its submit, or
-    else of the first such event. The raw bytes are searched first (Avro strings are plain UTF-8),
-    so only candidate records are decoded."""
-    needle = order_id.encode()
-    marks = [watermark_offsets(consumer, TopicPartition(topic, p), 30) for p in range(count)]
-    total = sum(high - low for low, high in marks)
-    done = 0
-    seen: int | None = None
-    for partition, (low, high) in enumerate(marks):
-        with closing(_read(consumer, topic, partition, low, high)) as messages:
-            for message in messages:
-                done += 1
-                if progress is not None and done % _BATCH == 0:
-                    progress("scan", done, total)
-                value = message.value()
-                if value is None or needle not in value:
-                    continue
-                try:
-                    event = decode(value)
-                except EventDecodeError:
-                    continue
-                if event.get("order_id") != order_id:
-                    continue
-                if event["event_type"] == "OrderSubmitted":
-                    return partition
-                if seen is None:
-                    seen = partition
-    if progress is not None:
-        progress("scan", total, total)
-    return seen
-
-
-def _locate(
-    settings: Settings,
-    consumer: Consumer,
-    target: Target,
-    count: int,
-    lookup_dir: Path | None,
-    progress: Progress | None,
-) -> tuple[int, str]:
-    """The partition the entity lives on, and how it was found."""
-    if target.account_id is not None:
-        partitioner = str(settings.client_config().get("partitioner", "consistent_random"))
-        return partition_for_key(target.account_id, count, partitioner), f"key hash ({partitioner})"
-    assert target.order_id is not None
-    state_dir = lookup_dir or settings.state_dir
-    found = _order_in_state(state_dir, settings.events_topic, target.order_id)
-    if found is not None and found < count:
-        return found, f"state directory {state_dir}"
-    scanned = _scan_for_order(consumer, settings.events_topic, count, target.order_id, progress)
-    if scanned is None:
-        raise RewindError(
-            f"no event on {settings.events_topic} carries order_id {target.order_id}",
-            "check the order id (it is case-sensitive) and the topics rewind is configured for",
-        )
-    return scanned, "scan of the events topic"
 
 
 # The replay.
@@ -422,34 +235,6 @@ def replay_rows(
         )
 
 
-def _starting_state(
-    settings: Settings, partition: int, bound: int, low: int
-) -> tuple[MemoryState, int | None, list[str]]:
-    """The newest verified snapshot at or below ``bound`` as a :class:`MemoryState`, or an empty one.
-
-    Refuses (data loss) when the replay would have to start before the log start ``low``.
-    """
-    name = partition_dir_name(partition)
-    snapshot, rejected = (
-        (None, []) if bound < 0 else newest_valid(settings.snapshot_dir, name, bound, deep=True)
-    )
-    if snapshot is None:
-        state = MemoryState()
-    else:
-        with PartitionStore(snapshot.path, encoding.EVENTS_TABLES, readonly=True, shared=False) as copy:
-            state = MemoryState.from_records(copy.records())
-    start = state.offset + 1
-    if start < low:
-        raise DataLossError(
-            f"data loss on {settings.events_topic}[{partition}]: the history needs offsets "
-            f"{start}-{low - 1}, deleted by retention (the log now starts at {low}), and no verified "
-            f"snapshot between offsets {low - 1} and {bound} covers them",
-            f"pass a later --from (at or after the time of offset {low}) so a newer snapshot can be the "
-            "start, or re-ingest the deleted events",
-        )
-    return state, None if snapshot is None else snapshot.offset, rejected
-
-
 def history(
     settings: Settings,
     target: Target,
@@ -457,7 +242,7 @@ def history(
     until: datetime | None = None,
     *,
     lookup_dir: Path | None = None,
-    progress: Progress | None = None,
+    progress: PhaseProgress | None = None,
 ) -> History:
     """The history of ``target`` in the window ``[since, until]`` (Kafka timestamps; None: open end).
 
@@ -466,27 +251,32 @@ def history(
     """
     topic = settings.events_topic
     count = events_partition_count(AdminClient(settings.client_config()), topic)
-    consumer = _consumer(settings)
+    consumer = open_reader(settings.client_config(), "rewind-history")
     try:
-        partition, found_by = _locate(settings, consumer, target, count, lookup_dir, progress)
+        partition, found_by = locate_partition(settings, consumer, target, count, lookup_dir, progress)
         tp = TopicPartition(topic, partition)
         low, high = watermark_offsets(consumer, tp, 30)
-        end = high if until is None else _offset_for_time(consumer, tp, _first_millis_after(until), high)
-        first = (
-            low if since is None else _offset_for_time(consumer, tp, _first_millis_at_or_after(since), high)
+        end = (
+            high
+            if until is None
+            else first_offset_at_or_after(consumer, topic, partition, first_millis_after(until), high)
         )
-        state, snapshot_offset, rejected = _starting_state(settings, partition, min(first, end) - 1, low)
+        first = (
+            low
+            if since is None
+            else first_offset_at_or_after(consumer, topic, partition, first_millis_at_or_after(since), high)
+        )
+        state, snapshot_offset, rejected = starting_state(settings, partition, min(first, end) - 1, low)
         start = state.offset + 1
         result = History(target, partition, found_by, snapshot_offset, rejected, start, first, end)
         total = max(0, end - start)
 
         def on_event(offset: int) -> None:
-            if progress is not None and (offset - start + 1) % _BATCH == 0:
+            if progress is not None and (offset - start + 1) % PROGRESS_EVERY == 0:
                 progress("replay", offset - start + 1, total)
 
-        replay_rows(
-            state, target, partition, _read(consumer, topic, partition, start, end), first, result, on_event
-        )
+        messages = read_range(consumer, topic, partition, start, end, HISTORY_DATA_LOSS_FIX)
+        replay_rows(state, target, partition, messages, first, result, on_event)
         if progress is not None:
             progress("replay", total, total)
         return result

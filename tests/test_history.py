@@ -14,7 +14,7 @@ from producers import builders
 from producers.builders import now_micros
 from producers.event_producer import EventProducer
 from projector.state_directory import StateDirectory
-from replayer.history import iso_millis
+from replayer.timestamps import iso_millis
 from rewind.ground.partitioner import partition_for_key
 from snapshotter.snapshot import take_snapshot
 from tests.cli_runner import run_rewind
