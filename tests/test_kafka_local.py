@@ -117,7 +117,7 @@ def test_broker_lifecycle_survives_sigkill_and_stops_cleanly(tmp_path: Path) -> 
     if shutil.which("kcat"):
         listing = subprocess.run(["kcat", "-b", address, "-L"], capture_output=True, text=True, timeout=30)
         assert "1 brokers:" in listing.stdout and f"at {address}" in listing.stdout
-        for topic in ("rewind.events", "rewind.ground.settings", "rewind.deadletter"):
+        for topic in ("rewind.events", "rewind.config", "rewind.deadletter"):
             assert f'topic "{topic}"' in listing.stdout
 
     _produce(address, "rewind.events", 2000)

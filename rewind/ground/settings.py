@@ -103,7 +103,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("home", _text, ".rewind", "directory for everything rewind keeps on disk"),
     Setting("kafka.bootstrap", _text, "", "bootstrap servers; empty: the local broker's address"),
     Setting("topics.events", _name, "rewind.events", "the events topic"),
-    Setting("topics.config", _name, "rewind.ground.settings", "the config topic (one partition)"),
+    Setting("topics.config", _name, "rewind.config", "the config topic (one partition)"),
     Setting("topics.deadletter", _name, "rewind.deadletter", "the dead-letter topic"),
     Setting("topics.partitions", _positive_int, 12, "partitions of the events topic"),
     Setting("topics.replication_factor", _positive_int, 1, "replication factor of all topics"),
