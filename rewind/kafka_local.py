@@ -137,7 +137,14 @@ def fetch(version: str = KAFKA_VERSION, quiet: bool = False) -> Path:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether the broker could listen on ``port``: nothing listens there.
+
+    The probe binds as the broker does, with SO_REUSEADDR, so a port whose last connections are
+    still in TIME_WAIT (a broker killed a moment ago) counts as free: the broker comes back on its
+    own address instead of a new one.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

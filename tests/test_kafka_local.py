@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from rewind.kafka_local import port_is_free
 from tests.cli_runner import run_rewind
 from tests.kafka_helpers import create_topic, read_topic
 
@@ -52,6 +53,25 @@ def test_a_failed_fetch_names_the_version_and_the_fix(tmp_path: Path) -> None:
     assert "fetching Apache Kafka 0.0.1-nosuch with Maven failed" in result.stderr
     assert "Maven Central is reachable" in result.stderr
     assert not (tmp_path / "cache" / "kafka-0.0.1-nosuch" / ".complete").exists()
+
+
+def test_a_port_in_time_wait_is_free_for_the_broker() -> None:
+    """A broker SIGKILLed a moment ago leaves its ports in TIME_WAIT; the next start reuses them.
+
+    The server socket sets SO_REUSEADDR as the JVM's server sockets do, so its TIME_WAIT connections
+    allow the port to be bound again by a socket that sets it too.
+    """
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the listening side closes first: its port enters TIME_WAIT
+            client.recv(1)
+        assert not port_is_free(port), "a listening port is in use"
+    assert port_is_free(port), "only TIME_WAIT connections are left on the port"
 
 
 def test_a_port_in_use_is_refused(tmp_path: Path) -> None:
@@ -130,6 +150,7 @@ def test_broker_lifecycle_survives_sigkill_and_stops_cleanly(tmp_path: Path) -> 
         time.sleep(0.1)
     restarted = json.loads(run_rewind("kafka", "start", "--json", env=env, check=True).stdout)
     assert not restarted["already_running"] and restarted["pid"] != status["pid"]
+    assert restarted["address"] == address, "the broker comes back on its own address"
     after = sorted(_consume_all(restarted["address"], "rewind.events"))
     assert after == before, "every message produced before the SIGKILL is still there"
 
