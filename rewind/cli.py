@@ -10,8 +10,11 @@ from __future__ import annotations
 import sys
 
 import click
+import lmdb
+from confluent_kafka import KafkaException
 
 from rewind.commands.lazy_group import LazyGroup
+from rewind.foreseeable_faults import explain
 from rewind.ground.errors import RewindError
 from rewind.ground.native_build import check_native_build
 
@@ -84,6 +87,12 @@ def main() -> None:
     except RewindError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except (KafkaException, OSError, lmdb.Error) as exc:
+        explained = explain(exc)
+        if explained is None:
+            raise
+        click.echo(f"error: {explained}", err=True)
+        sys.exit(explained.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
