@@ -6,11 +6,14 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from projector.state_directory import StateDirectory
+from rewind.ground.settings import load_settings
 from tests.cli_runner import run_rewind
 from tests.kafka_helpers import create_topic
 from tests.lag_helpers import ScriptedConsumer, StoppedGroup, make_stopped_group, produce_old
@@ -57,8 +60,11 @@ def test_the_table_shows_the_status_and_figures(bootstrap: str, stopped: Stopped
     assert lines[3].split()[-1] == "STOPPED"
 
 
-def test_the_default_group_and_topic_are_the_projectors(bootstrap: str, stopped: StoppedGroup) -> None:
+def test_without_group_or_state_the_projectors_group_in_kafka_is_measured(
+    bootstrap: str, stopped: StoppedGroup, rewind_home: str
+) -> None:
     env = {
+        "REWIND_HOME": rewind_home,  # no state directory there
         "REWIND_BOOTSTRAP": bootstrap,
         "REWIND_PROJECTOR_GROUP": stopped.group,
         "REWIND_TOPICS_EVENTS": stopped.topic,
@@ -66,6 +72,60 @@ def test_the_default_group_and_topic_are_the_projectors(bootstrap: str, stopped:
     }
     report = json.loads(run_rewind("lag", "--json", env=env, check=True).stdout)
     assert (report["group"], report["topic"], report["status"]) == (stopped.group, stopped.topic, "STOPPED")
+
+
+def _projector_state(
+    root: Path, topic: str, committed: dict[int, int], opened: list[int]
+) -> tuple[float, float]:
+    """A projector state directory for ``topic``: the stores of ``committed`` applied events up to
+    the given offset, those of ``opened`` (and the config store) exist with nothing applied yet.
+    Returns the wall-clock bounds of the commits."""
+    settings = load_settings(flags={"state.dir": str(root)}, environ={"REWIND_TOPICS_EVENTS": topic})
+    with StateDirectory.open(root, settings, durable=False) as directory:
+        directory.config()
+        for partition in opened:
+            directory.partition(partition)
+        before = time.time()
+        for partition, offset in committed.items():
+            directory.partition(partition).commit({}, offset, offset + 1)
+        after = time.time()
+    return before, after
+
+
+def test_without_group_the_stored_offsets_are_measured_and_empty_stores_left_out(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    topic, group = unique_name, f"{unique_name}-projector"
+    create_topic(bootstrap, topic, partitions=3)
+    produce_old(bootstrap, topic, {0: 10, 1: 6, 2: 4})
+    root = tmp_path / "state"
+    before, after = _projector_state(root, topic, committed={0: 6, 2: 3}, opened=[1])
+    env = {"REWIND_BOOTSTRAP": bootstrap, "REWIND_TOPICS_EVENTS": topic, "REWIND_PROJECTOR_GROUP": group}
+
+    report = json.loads(run_rewind("lag", "--json", "--state", str(root), env=env, check=True).stdout)
+    assert (report["group"], report["topic"], report["commit_timestamps"]) == (group, topic, "caller")
+    rows = [(r["partition"], r["committed_offset"], r["lag_messages"]) for r in report["partitions"]]
+    assert rows == [(0, 7, 3), (2, 4, 0)], "partition 1 applied nothing: it has no offset to show"
+    assert all(before <= r["last_commit_at"] <= after for r in report["partitions"])
+
+    table = run_rewind("lag", "--state", str(root), env=env, check=True).stdout.splitlines()
+    listed = [line.split()[:5] for line in table if line.startswith(topic)]
+    assert listed == [[topic, "0", "0", "10", "7"], [topic, "2", "0", "4", "4"]]
+
+
+def test_without_group_a_state_that_applied_nothing_is_a_clear_error(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    topic = unique_name
+    create_topic(bootstrap, topic, partitions=2)
+    produce_old(bootstrap, topic, {0: 3, 1: 3})
+    root = tmp_path / "state"
+    _projector_state(root, topic, committed={}, opened=[0, 1])
+    env = {"REWIND_BOOTSTRAP": bootstrap, "REWIND_TOPICS_EVENTS": topic}
+    result = run_rewind("lag", "--state", str(root), env=env)
+    assert result.returncode == 1, result.stdout
+    assert f"the projector's state in {root} has no stored offsets on topic {topic}" in result.stderr
+    assert "fix:" in result.stderr
 
 
 def test_watch_feeds_the_window_and_prints_one_document_per_sample(bootstrap: str, unique_name: str) -> None:

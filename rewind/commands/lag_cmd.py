@@ -8,7 +8,7 @@ import time
 import click
 
 from projector.state_directory import StateDirectory
-from projector.store import CONFIG_DIR_NAME
+from projector.store import CONFIG_DIR_NAME, NO_OFFSET
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
@@ -75,8 +75,10 @@ def lag(
 ) -> None:
     """Show consumer lag per partition: offsets, lag in messages and seconds, and a status.
 
-    Without --group: the projector's own lag, from the offsets stored with its state (LMDB) and
-    the time of each commit; with --group: any consumer group's committed offsets.
+    Without --group: the projector's own lag on the events topic, from the offsets stored with
+    its state (LMDB, --state) and the time of each commit; stores that have applied nothing yet are
+    left out. Without a state directory there, the offsets the projector commits to its consumer
+    group (projector.group) in Kafka. With --group: any consumer group's committed offsets.
 
     Statuses (worst last): OK, WARNING (falling behind), REWOUND (offset moved back), STALLED
     (committing without moving), STOPPED (not committing), DATA_LOSS (retention deleted unread
@@ -103,7 +105,7 @@ def lag(
         if not watch:
             report = evaluate()
             if not report.partitions:
-                raise _no_offsets(group, topic)
+                raise _no_offsets(group, topic, settings if use_state else None)
             if as_json:
                 echo_json(report.to_json())
             else:
@@ -127,7 +129,9 @@ def lag(
 def stored_offsets(
     settings: Settings, topic: str | None
 ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], float]]:
-    """The projector's next offsets and commit times, read from its state directory."""
+    """The projector's next offsets (stored offset + 1) and commit times, read from its state
+    directory. A store that has applied no event yet has committed nothing and is left out, as
+    ``rewind lag --group`` leaves out partitions a group never committed."""
     offsets: dict[tuple[str, int], int] = {}
     commit_times: dict[tuple[str, int], float] = {}
     with StateDirectory.open_readonly(settings.state_dir) as directory:
@@ -140,15 +144,24 @@ def stored_offsets(
             )
             if topic is not None and key[0] != topic:
                 continue
-            offsets[key] = store.offset() + 1
+            stored = store.offset()
+            if stored == NO_OFFSET:
+                continue
+            offsets[key] = stored + 1
             committed = store.committed_at()
             if committed is not None:
                 commit_times[key] = committed
     return offsets, commit_times
 
 
-def _no_offsets(group: str, topic: str | None) -> RewindError:
+def _no_offsets(group: str, topic: str | None, state_of: Settings | None) -> RewindError:
     where = f" on topic {topic}" if topic else ""
+    if state_of is not None:
+        return RewindError(
+            f"the projector's state in {state_of.state_dir} has no stored offsets{where}",
+            "the projector stores an offset once it has applied an event: run `rewind project` or "
+            "`rewind serve`, or give --group to measure a consumer group instead",
+        )
     return RewindError(
         f"consumer group {group} has no committed offsets{where}",
         "check the group and topic names (--group, --topic); a group appears once it commits",
