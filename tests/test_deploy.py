@@ -1,5 +1,6 @@
-"""The Grafana dashboard, the Prometheus alert rules and docs/metrics.md against the series the code
-registers: a renamed metric must break this test, not a dashboard nobody looks at until an outage."""
+"""The Grafana dashboard, the Prometheus configuration and alert rules, and docs/metrics.md against
+the series the code registers: a renamed metric or a moved file must break this test, not a
+dashboard nobody looks at until an outage."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import shutil
 import subprocess
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from snapshotter.snapshot import Manifest
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy/grafana/dashboards/rewind.json"
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
+PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
+COMPOSE = ROOT / "docker-compose.yml"
 METRICS_DOC = ROOT / "docs/metrics.md"
 
 _NAME = re.compile(r"\brewind_[a-z0-9_]+")
@@ -246,6 +249,54 @@ def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
         [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Prometheus configuration
+
+
+def _prometheus_mounts() -> dict[PurePosixPath, Path]:
+    """Container path -> repository file, for every file docker-compose.yml mounts into Prometheus."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    mounts = {}
+    for volume in compose["services"]["prometheus"]["volumes"]:
+        source, target = str(volume).split(":")[:2]
+        mounts[PurePosixPath(target)] = (COMPOSE.parent / source).resolve()
+    return mounts
+
+
+def test_the_rule_files_resolve_in_the_repository_and_in_the_container() -> None:
+    rule_files = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["rule_files"]
+    assert rule_files, "the alert rules are not loaded"
+    mounts = _prometheus_mounts()
+    (config_in_container,) = [path for path, source in mounts.items() if source == PROMETHEUS_CONFIG]
+    for rule_file in rule_files:
+        # Prometheus and promtool resolve a relative path against the config file's directory.
+        assert (PROMETHEUS_CONFIG.parent / rule_file).resolve() == ALERTS, rule_file
+        assert mounts.get(config_in_container.parent / rule_file) == ALERTS, (
+            f"{rule_file}: docker-compose.yml mounts nothing there beside {config_in_container}"
+        )
+
+
+def test_promtool_accepts_the_config_from_the_repository_and_as_mounted(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    container = tmp_path / "container"
+    for target, source in _prometheus_mounts().items():
+        copy = container / target.relative_to("/")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, copy)
+    for config in (PROMETHEUS_CONFIG, container / "etc/prometheus/prometheus.yml"):
+        result = subprocess.run(
+            [promtool, "check", "config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, f"{config}: {result.stdout}{result.stderr}"
+        assert "SUCCESS: 1 rule files found" in result.stdout, result.stdout
 
 
 # Documentation
