@@ -34,6 +34,8 @@ METRICS_DOC = ROOT / "docs/metrics.md"
 _NAME = re.compile(r"\brewind_[a-z0-9_]+")
 _SELECTOR = re.compile(r"\b(rewind_[a-z0-9_]+)\{([^}]*)\}")
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*')
+_BY = re.compile(r"\bby\s*\(([^)]*)\)")
+_PARTITION_KEY = {"group", "topic", "partition"}
 _SUFFIXES = {
     "counter": ("_total", "_created"),
     "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -124,6 +126,25 @@ def _problems(expr: str) -> list[str]:
     return found
 
 
+def _merged_partitions(expr: str) -> list[str]:
+    """``by (...)`` clauses that keep ``partition`` but not the rest of what names a partition: its
+    topic (partition 0 of the events topic is not partition 0 of the config topic) and its group
+    (the dashboard shows several groups at once)."""
+    found = []
+    for clause in _BY.findall(expr):
+        kept = {label.strip() for label in clause.split(",")}
+        if "partition" in kept and not kept >= _PARTITION_KEY:
+            found.append(f"by ({clause}) merges {sorted(_PARTITION_KEY - kept)} of equal partition numbers")
+    return found
+
+
+def test_the_partition_check_catches_a_merge() -> None:
+    assert _merged_partitions("max by (partition) (rewind_consumer_lag_messages)")
+    assert _merged_partitions("sum(rate(rewind_consumer_committed_offset[5m])) by (topic, partition)")
+    assert not _merged_partitions("max by (group, topic, partition) (rewind_consumer_lag_seconds)")
+    assert not _merged_partitions("sum by (le) (rate(rewind_batch_apply_seconds_bucket[5m]))")
+
+
 # Dashboard
 
 
@@ -176,6 +197,19 @@ def test_every_dashboard_query_uses_registered_series_and_labels() -> None:
         assert not _problems(expr), f"{expr!r}: {_problems(expr)}"
 
 
+def test_no_dashboard_query_merges_partitions_of_different_topics_or_groups() -> None:
+    for expr in _dashboard_exprs():
+        assert not _merged_partitions(expr), f"{expr!r}: {_merged_partitions(expr)}"
+
+
+def test_legends_that_name_a_partition_name_its_topic_and_group() -> None:
+    for panel in _panels():
+        for target in panel.get("targets", []):
+            legend = target.get("legendFormat", "")
+            if "{{partition}}" in legend:
+                assert "{{topic}}" in legend and "{{group}}" in legend, f"{panel['title']}: {legend!r}"
+
+
 def test_the_dashboard_covers_state_lag_throughput_snapshots_and_failures() -> None:
     used = {name for expr in _dashboard_exprs() for name in _NAME.findall(expr)}
     expected = {
@@ -225,6 +259,11 @@ def test_every_alert_expression_uses_registered_series_and_labels() -> None:
             continue
         assert _NAME.search(expr), f"{rule['alert']} uses no rewind series"
         assert not _problems(expr), f"{rule['alert']}: {_problems(expr)}"
+
+
+def test_no_alert_merges_partitions_of_different_topics_or_groups() -> None:
+    for rule in _rules():
+        assert not _merged_partitions(rule["expr"]), f"{rule['alert']}: {_merged_partitions(rule['expr'])}"
 
 
 def test_the_alerts_cover_lag_statuses_snapshots_recovery_and_dead_letters() -> None:
