@@ -1,27 +1,31 @@
 """The Grafana dashboard, the Prometheus configuration and alert rules, and docs/metrics.md against
-the series the code registers: a renamed metric or a moved file must break this test, not a
-dashboard nobody looks at until an outage."""
+the series the code registers and the service serves: a renamed metric or a moved file must break
+this test, not a dashboard nobody looks at until an outage."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import shutil
 import subprocess
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from projector.metrics import ProjectorMetrics
 from replayer.progress import RecoveryTracker
+from rewind.http_api import create_app, serve_http
 from rewind.lag import LagReport, PartitionLag
 from rewind.lag_metrics import LagMetrics
 from rewind.lag_status import Status
 from rewind.service_metrics import ServiceMetrics
+from rewind.service_view import ServiceView
 from snapshotter.snapshot import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -339,6 +343,30 @@ def test_promtool_accepts_the_config_from_the_repository_and_as_mounted(tmp_path
 
 
 # Documentation
+
+
+class _MetricsOnly:
+    """Just enough of the service for ``GET /metrics``."""
+
+    def metrics_registry(self) -> CollectorRegistry:
+        return _registry()
+
+
+def test_docs_name_the_format_metrics_is_served_in() -> None:
+    server = serve_http(create_app(cast(ServiceView, _MetricsOnly())), "127.0.0.1", 0)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text"})
+        reply = connection.getresponse()
+        body = reply.read().decode()
+        connection.close()
+    finally:
+        server.stop()
+    assert reply.status == 200, body
+    content_type = reply.getheader("Content-Type")
+    assert f"`Content-Type: {content_type}`" in " ".join(METRICS_DOC.read_text().split())
+    families = {family.name for family in text_string_to_metric_families(body)}
+    assert "rewind_events_applied" in families and "rewind_consumer_lag_messages" in families
 
 
 def test_docs_list_exactly_the_registered_series() -> None:
