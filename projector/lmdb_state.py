@@ -15,6 +15,7 @@ import lmdb
 from projector import encoding
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 from projector.store import PartitionStore
+from rewind.ground.errors import InvariantViolation
 
 _MISSING = object()
 DEFAULT_CACHE_ENTRIES = 1_000_000
@@ -73,7 +74,11 @@ class _CachedView:
         encode_record = encoding.encode_record
         for (table, _), entity in self._dirty.items():
             encoded_table, key, value = encode_record(entity)
-            assert encoded_table == table, f"a {encoded_table} row was put into {table}"
+            if encoded_table != table:
+                raise InvariantViolation(
+                    f"a {encoded_table} row was put into {table}; the batch was not committed",
+                    "this is a bug in the fold: report it with this message",
+                )
             rows = changes.get(table)
             if rows is None:
                 rows = changes[table] = {}

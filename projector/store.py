@@ -10,7 +10,8 @@ Layout of a state directory::
 Each environment holds one named database per table plus ``meta``. A batch's state changes and the
 offset of the last event it applied are written in **one** write transaction, so after a crash at any
 instant the environment holds either all of a batch or none of it, and the stored offset says exactly
-where to resume. Offsets only move forward; anything else is an assertion failure.
+where to resume. Offsets only move forward; a batch that would move one back is refused with
+:class:`~rewind.ground.errors.InvariantViolation` and nothing of it is written.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import lmdb
 
 from projector.crashpoints import crashpoint
 from projector.digest import digest_rows, new_hasher
-from rewind.ground.errors import RewindError
+from rewind.ground.errors import InvariantViolation, RewindError
 
 FORMAT_VERSION = 1
 OFFSET_KEY = b"offset"
@@ -229,10 +230,13 @@ class PartitionStore:
         with self.env.begin(write=True) as txn:
             previous = txn.get(OFFSET_KEY, db=meta)
             previous_offset = NO_OFFSET if previous is None else int(previous)
-            assert last_offset > previous_offset, (
-                f"{self.path}: offsets only move forward, but a batch ending at {last_offset} "
-                f"follows state at offset {previous_offset}"
-            )
+            if last_offset <= previous_offset:
+                raise InvariantViolation(
+                    f"{self.path}: offsets only move forward, but a batch ending at {last_offset} "
+                    f"follows state at offset {previous_offset}; nothing of the batch was written",
+                    "the stored state is as it was before this batch: report this message, then restart "
+                    "(the projector resumes after the stored offset)",
+                )
             for table, rows in changes.items():
                 db = self._dbs[table]
                 for key, value in rows.items():

@@ -43,6 +43,7 @@ from replayer.recovery_steps import (
     store_name,
     validate_stores,
 )
+from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
 from snapshotter.snapshot import prefetch_newest
@@ -211,7 +212,11 @@ def _finish_restore(
         del restored[name]
     missing = [key for name, key in wanted.items() if name not in restored]
     restored |= restore_stores(settings, staging, missing, io)
-    assert set(restored) == set(wanted), "every partition recovered is restored exactly once"
+    if set(restored) != set(wanted):
+        raise InvariantViolation(
+            f"recovery restored {sorted(restored)}, not exactly the stores to recover {sorted(wanted)}",
+            "the live state was not changed; report this message, then run `rewind recover` again",
+        )
     return restored
 
 

@@ -32,6 +32,7 @@ from projector.store import (
     advise_page_cache,
     fsync_directory,
 )
+from rewind.ground.errors import InvariantViolation
 from schemas.catalog import default_catalog
 
 MANIFEST = "MANIFEST.json"
@@ -296,7 +297,11 @@ def restore(snapshot: Snapshot, store_dir: Path, durable: bool = True) -> None:
     syncs the store itself later (recovery syncs each staging store once, after its replay)."""
     store_dir.mkdir(parents=True, exist_ok=True)
     target = store_dir / DATA_FILE
-    assert not target.exists(), f"{store_dir} already holds state"
+    if target.exists():
+        raise InvariantViolation(
+            f"{store_dir} already holds state; a snapshot is restored only into an empty store directory",
+            f"restore into another directory, or move {store_dir} aside first",
+        )
     copy_in_kernel(snapshot.path / DATA_FILE, target)
     if durable:
         sync_store_files(store_dir)

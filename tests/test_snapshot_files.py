@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from projector.store import DATA_FILE
-from snapshotter.snapshot import copy_in_kernel, prefetch_newest
+from rewind.ground.errors import InvariantViolation
+from snapshotter.snapshot import Manifest, Snapshot, copy_in_kernel, prefetch_newest, restore
 
 
 def _source(tmp_path: Path, size: int) -> Path:
@@ -33,6 +34,19 @@ def test_an_existing_target_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         copy_in_kernel(source, target)
     assert target.read_bytes() == b"live state"
+
+
+def test_a_restore_into_a_store_that_holds_state_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "snapshot"
+    source.mkdir()
+    (source / DATA_FILE).write_bytes(os.urandom(4096))
+    manifest = Manifest("events-p0000", 7, 8, 0.0, 4096, "", "", ())
+    store = tmp_path / "events-p0000"
+    store.mkdir()
+    (store / DATA_FILE).write_bytes(b"live state")
+    with pytest.raises(InvariantViolation, match="already holds state"):
+        restore(Snapshot(source, manifest), store)
+    assert (store / DATA_FILE).read_bytes() == b"live state"
 
 
 def test_a_file_system_without_copy_file_range_gets_the_portable_copy(

@@ -28,3 +28,10 @@ class ConfigError(RewindError):
 
 class DataLossError(RewindError):
     """The log no longer holds offsets this state needs: retention deleted them."""
+
+
+class InvariantViolation(RewindError):
+    """A check that protects stored state failed, and the operation stopped before writing anything
+    that breaks it (an offset moving backwards, a store restored twice). Checked explicitly, never
+    with ``assert``, so it holds under ``python -O`` too. The cause is a bug or a second writer, never
+    bad input."""
