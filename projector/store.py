@@ -29,15 +29,15 @@ import lmdb
 
 from projector.crashpoints import crashpoint
 from projector.digest import digest_rows, new_hasher
+from projector.encoding import META, OFFSET_KEY, decode_offset, encode_offset, meta_record
+from projector.encoding import NO_OFFSET as NO_OFFSET  # re-exported: callers read store offsets against it
 from rewind.ground.errors import InvariantViolation, RewindError
 
 FORMAT_VERSION = 1
-OFFSET_KEY = b"offset"
 EVENTS_KEY = b"events_applied"
 COMMITTED_AT_KEY = b"committed_at"
 INITIAL_MAP_SIZE = 64 << 20
 MAX_DBS = 16
-NO_OFFSET = -1
 
 # A batch of changes: table -> key -> encoded value, or None to delete the key.
 Changes = Mapping[str, Mapping[bytes, bytes | None]]
@@ -172,7 +172,7 @@ class PartitionStore:
             lock=shared,
             readahead=False,
         )
-        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in (*tables, "meta")}
+        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in (*tables, META)}
 
     def close(self) -> None:
         self.env.close()
@@ -188,18 +188,18 @@ class PartitionStore:
 
     def offset(self) -> int:
         """The offset of the last event applied to this state, or -1 when none was."""
-        with self.env.begin(db=self._dbs["meta"]) as txn:
+        with self.env.begin(db=self._dbs[META]) as txn:
             raw = txn.get(OFFSET_KEY)
-        return NO_OFFSET if raw is None else int(raw)
+        return NO_OFFSET if raw is None else decode_offset(raw)
 
     def events_applied(self) -> int:
-        with self.env.begin(db=self._dbs["meta"]) as txn:
+        with self.env.begin(db=self._dbs[META]) as txn:
             raw = txn.get(EVENTS_KEY)
         return 0 if raw is None else int(raw)
 
     def committed_at(self) -> float | None:
         """Wall-clock time of the last commit (bookkeeping for lag status; not part of the state)."""
-        with self.env.begin(db=self._dbs["meta"]) as txn:
+        with self.env.begin(db=self._dbs[META]) as txn:
             raw = txn.get(COMMITTED_AT_KEY)
         return None if raw is None else float(raw)
 
@@ -226,10 +226,10 @@ class PartitionStore:
                 self.env.set_mapsize(self.env.info()["map_size"] * 2)
 
     def _commit_once(self, changes: Changes, last_offset: int, events: int) -> None:
-        meta = self._dbs["meta"]
+        meta = self._dbs[META]
         with self.env.begin(write=True) as txn:
             previous = txn.get(OFFSET_KEY, db=meta)
-            previous_offset = NO_OFFSET if previous is None else int(previous)
+            previous_offset = NO_OFFSET if previous is None else decode_offset(previous)
             if last_offset <= previous_offset:
                 raise InvariantViolation(
                     f"{self.path}: offsets only move forward, but a batch ending at {last_offset} "
@@ -246,7 +246,7 @@ class PartitionStore:
                         txn.put(key, value, db=db)
             applied = txn.get(EVENTS_KEY, db=meta)
             txn.put(EVENTS_KEY, b"%d" % ((0 if applied is None else int(applied)) + events), db=meta)
-            txn.put(OFFSET_KEY, b"%d" % last_offset, db=meta)
+            txn.put(OFFSET_KEY, encode_offset(last_offset), db=meta)
             txn.put(COMMITTED_AT_KEY, b"%.6f" % time.time(), db=meta)
             crashpoint("lmdb-commit")
         crashpoint("after-lmdb-commit")
@@ -261,8 +261,8 @@ class PartitionStore:
             for table in self.tables:
                 rows = view.cursor(db=self._dbs[table]).iternext()
                 digest_rows(hasher, table, cast(Iterator[tuple[bytes, bytes]], rows))  # not buffers=True
-            offset = view.get(OFFSET_KEY, db=self._dbs["meta"])
-            digest_rows(hasher, "meta", [(OFFSET_KEY, b"-1" if offset is None else bytes(offset))])
+            meta, key, value = self._meta_record(view)
+            digest_rows(hasher, meta, [(key, value)])
             return str(hasher.hexdigest())
         finally:
             if own:
@@ -271,8 +271,9 @@ class PartitionStore:
     def records(self, txn: lmdb.Transaction | None = None) -> Iterator[tuple[str, bytes, bytes]]:
         """Every (table, key, value) in canonical order: tables as declared, keys sorted bytewise.
 
-        The last record is ``("meta", b"offset", ...)``; ``events_applied`` and ``committed_at`` are
-        bookkeeping, not state, and are left out so a replayed state and a recovered one compare equal.
+        The last record is the stored offset (:meth:`_meta_record`); ``events_applied`` and
+        ``committed_at`` are bookkeeping, not state, and are left out so a replayed state and a
+        recovered one compare equal.
         """
         own = txn is None
         view = self.env.begin() if txn is None else txn
@@ -280,8 +281,13 @@ class PartitionStore:
             for table in self.tables:
                 for key, value in view.cursor(db=self._dbs[table]):
                     yield table, bytes(key), bytes(value)
-            offset = view.get(OFFSET_KEY, db=self._dbs["meta"])
-            yield "meta", OFFSET_KEY, b"-1" if offset is None else bytes(offset)
+            yield self._meta_record(view)
         finally:
             if own:
                 view.abort()
+
+    def _meta_record(self, view: lmdb.Transaction) -> tuple[str, bytes, bytes]:
+        """The last record of the canonical sequence: ``meta.offset`` as stored, or
+        :func:`~projector.encoding.meta_record` of :data:`~projector.encoding.NO_OFFSET` when none is."""
+        raw = view.get(OFFSET_KEY, db=self._dbs[META])
+        return meta_record(NO_OFFSET) if raw is None else (META, OFFSET_KEY, bytes(raw))

@@ -271,7 +271,7 @@ class _StoreView:
         self.store = store
         self.txn = store.read_txn()
         raw = self.txn.get(encoding.OFFSET_KEY, db=store.db(encoding.META))
-        self.offset = encoding.NO_OFFSET if raw is None else int(raw)
+        self.offset = encoding.NO_OFFSET if raw is None else encoding.decode_offset(bytes(raw))
 
     def records(self) -> Iterator[Record]:
         return self.store.records(self.txn)

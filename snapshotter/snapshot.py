@@ -23,11 +23,12 @@ import lmdb
 import xxhash
 
 from projector.crashpoints import crashpoint
+from projector.encoding import META, OFFSET_KEY, decode_offset
 from projector.state_directory import tables_for
 from projector.store import (
     DATA_FILE,
+    EVENTS_KEY,
     FORMAT_VERSION,
-    OFFSET_KEY,
     PartitionStore,
     advise_page_cache,
     fsync_directory,
@@ -164,16 +165,16 @@ def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot
     staging.mkdir()
     try:
         with store.env.begin() as txn:
-            raw_offset = txn.get(OFFSET_KEY, db=store.db("meta"))
+            raw_offset = txn.get(OFFSET_KEY, db=store.db(META))
             if raw_offset is None:
                 return None
-            offset = int(raw_offset)
+            offset = decode_offset(raw_offset)
             existing = directory / snapshot_name(offset)
             if (existing / MANIFEST).is_file():
                 return load_snapshot(existing)
             data_xxh3 = _write_compact_copy(store, txn, staging / DATA_FILE)
             digest = store.digest(txn)
-            events = txn.get(b"events_applied", db=store.db("meta"))
+            events = txn.get(EVENTS_KEY, db=store.db(META))
         data = staging / DATA_FILE
         crashpoint("snapshot-copied")
         manifest = Manifest(
