@@ -17,6 +17,7 @@ from projector import encoding
 from projector.store import (
     CONFIG_DIR_NAME,
     DATA_FILE,
+    MAP_CEILING,
     Layout,
     PartitionStore,
     ensure_layout,
@@ -41,10 +42,14 @@ def combined_digest(partition_digests: dict[str, str]) -> str:
 class StateDirectory:
     """The stores under one state directory, each opened once and closed together."""
 
-    def __init__(self, root: Path, durable: bool = True, readonly: bool = False) -> None:
+    def __init__(
+        self, root: Path, durable: bool = True, readonly: bool = False, max_map_size: int | None = None
+    ) -> None:
+        """``max_map_size``: how far (bytes) each store's map may grow; None: no cap."""
         self.root = root
         self.durable = durable
         self.readonly = readonly
+        self.max_map_size = max_map_size
         self._stores: dict[str, PartitionStore] = {}
         self._lock_fd: int | None = None
 
@@ -52,10 +57,11 @@ class StateDirectory:
     def open(cls, root: Path, settings: Settings, durable: bool = True) -> StateDirectory:
         """Open (creating if needed) the state directory of the configured topics, for writing.
 
-        Only one writer at a time: a second one (another projector, a recovery) is refused.
+        Only one writer at a time: a second one (another projector, a recovery) is refused. Each
+        store may grow to ``state.max_map_mb``.
         """
         ensure_layout(root, Layout(settings.events_topic, settings.config_topic))
-        directory = cls(root, durable=durable)
+        directory = cls(root, durable=durable, max_map_size=int(settings[MAP_CEILING.key]) << 20)
         directory._lock_for_writing()
         return directory
 
@@ -84,7 +90,11 @@ class StateDirectory:
     def store(self, name: str) -> PartitionStore:
         if name not in self._stores:
             self._stores[name] = PartitionStore(
-                self.root / name, tables_for(name), durable=self.durable, readonly=self.readonly
+                self.root / name,
+                tables_for(name),
+                durable=self.durable,
+                readonly=self.readonly,
+                max_map_size=self.max_map_size,
             )
         return self._stores[name]
 

@@ -12,6 +12,10 @@ offset of the last event it applied are written in **one** write transaction, so
 instant the environment holds either all of a batch or none of it, and the stored offset says exactly
 where to resume. Offsets only move forward; a batch that would move one back is refused with
 :class:`~rewind.ground.errors.InvariantViolation` and nothing of it is written.
+
+A store's data file can never outgrow its memory map, which commits grow with the state up to
+``state.max_map_mb``; a commit that needs more is refused with :class:`MapCeilingReached`, and nothing
+of it is written.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ from projector.digest import digest_rows, new_hasher
 from projector.encoding import META, OFFSET_KEY, decode_offset, encode_offset, meta_record
 from projector.encoding import NO_OFFSET as NO_OFFSET  # re-exported: callers read store offsets against it
 from rewind.ground.errors import InvariantViolation, RewindError
+from rewind.ground.settings import setting
 
 FORMAT_VERSION = 1
 EVENTS_KEY = b"events_applied"
 COMMITTED_AT_KEY = b"committed_at"
 INITIAL_MAP_SIZE = 64 << 20
 MAX_DBS = 16
+MAP_CEILING = setting("state.max_map_mb")
+"""The setting that caps a store's map, in MiB (:attr:`PartitionStore.max_map_size` in bytes)."""
 
 # A batch of changes: table -> key -> encoded value, or None to delete the key.
 Changes = Mapping[str, Mapping[bytes, bytes | None]]
@@ -143,6 +150,11 @@ def advise_page_cache(path: Path, advice: Literal["WILLNEED", "DONTNEED"]) -> No
             os.close(descriptor)
 
 
+class MapCeilingReached(RewindError):
+    """A commit needs a bigger map than the store may grow to (``state.max_map_mb``); nothing of the
+    batch was written."""
+
+
 class PartitionStore:
     """One LMDB environment: the state of one input partition and the offset it reflects."""
 
@@ -153,18 +165,21 @@ class PartitionStore:
         durable: bool = True,
         readonly: bool = False,
         shared: bool = True,
+        max_map_size: int | None = None,
     ) -> None:
         """``shared=False`` opens without LMDB's reader lock table: only for files nobody writes
-        (snapshots); live state is always opened shared so readers and the writer coordinate."""
+        (snapshots); live state is always opened shared so readers and the writer coordinate.
+        ``max_map_size`` (bytes) caps how far commits may grow the map; None: no cap."""
         self.path = path
         self.tables = tables
+        self.max_map_size = max_map_size
         if not readonly:
             path.mkdir(parents=True, exist_ok=True)
         elif not (path / DATA_FILE).exists():
             raise RewindError(f"no state at {path}", "build it with `rewind project` or `rewind recover`")
         self.env = lmdb.open(
             str(path),
-            map_size=INITIAL_MAP_SIZE,
+            map_size=INITIAL_MAP_SIZE if max_map_size is None else min(INITIAL_MAP_SIZE, max_map_size),
             max_dbs=MAX_DBS,
             sync=durable,
             metasync=durable,
@@ -216,14 +231,29 @@ class PartitionStore:
         """Write ``changes`` and advance the stored offset to ``last_offset``, atomically.
 
         ``events`` is how many events the batch applied (counted for snapshots and metrics).
-        Grows the map and retries when LMDB reports it full.
+        Grows the map and retries when LMDB reports it full; raises :class:`MapCeilingReached` when
+        it is already as big as ``max_map_size`` allows.
         """
         while True:
             try:
                 self._commit_once(changes, last_offset, events)
                 return
             except lmdb.MapFullError:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                self._grow_map()
+
+    def _grow_map(self) -> None:
+        """Double the map, or grow it to the ceiling when doubling would pass it."""
+        size = int(self.env.info()["map_size"])
+        ceiling = self.max_map_size
+        if ceiling is not None and size >= ceiling:
+            limit = f"{ceiling / (1 << 20):g} MiB"
+            raise MapCeilingReached(
+                f"{self.path}: a commit needs more than the {limit} this store may grow to "
+                f"({MAP_CEILING.key}); nothing of the batch was written",
+                f"make sure the disk has room, then raise {MAP_CEILING.key} above {limit} (env "
+                f"{MAP_CEILING.env}, or [state] max_map_mb in rewind.toml) and start again",
+            )
+        self.env.set_mapsize(size * 2 if ceiling is None else min(size * 2, ceiling))
 
     def _commit_once(self, changes: Changes, last_offset: int, events: int) -> None:
         meta = self._dbs[META]

@@ -50,6 +50,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("[topics]\nevnts = 'x'\n", {}, "unknown setting 'topics.evnts'"),
         ("", {"REWIND_HTTP_PORT": "http"}, "env REWIND_HTTP_PORT: http.port"),
         ("[projector]\nbatch_events = 'abc'\n", {}, "projector.batch_events"),
+        ("", {"REWIND_STATE_MAX_MAP_MB": "0"}, "state.max_map_mb must be a positive integer"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(

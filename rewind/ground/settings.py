@@ -108,6 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topics.partitions", _positive_int, 12, "partitions of the events topic"),
     Setting("topics.replication_factor", _positive_int, 1, "replication factor of all topics"),
     Setting("state.dir", _text, "", "LMDB state directory; empty: $home/state"),
+    Setting(
+        "state.max_map_mb",
+        _positive_int,
+        64 << 10,
+        "MiB one partition's LMDB store may grow to; a commit that needs more stops with an error",
+    ),
     Setting("snapshots.dir", _text, "", "snapshot directory; empty: $home/snapshots"),
     Setting(
         "recovery.parallel_min_events",
@@ -132,6 +138,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lag.window_seconds", _positive_int, 60, "sliding window for lag status"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def setting(key: str) -> Setting:
+    """The declaration of setting ``key``: its environment variable, default and help."""
+    return _BY_KEY[key]
 
 
 @dataclass(frozen=True)
