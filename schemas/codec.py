@@ -212,13 +212,26 @@ class Codec:
 
         Raises :class:`UnknownFingerprintError` when the writer schema is not in this catalog and
         :class:`UndecodableEventError` for anything else that is not a complete, valid record
-        (including a record without a value).
+        (including a record without a value, and one whose ``event_type`` names another schema).
         """
         try:
-            return self._decoders[value[:HEADER_SIZE]](value)  # type: ignore[index,arg-type]
+            event = self._decoders[value[:HEADER_SIZE]](value)  # type: ignore[index,arg-type]
         except Exception:  # not a clean record, or not a known header: the reference decides
-            pass
-        return self.reference_decode(value)
+            return self.reference_decode(value)
+        return self._named_by_its_schema(value, event)  # type: ignore[arg-type]
+
+    def _named_by_its_schema(self, value: bytes, event: Event) -> Event:
+        """``event``, whose ``event_type`` must name the schema it was written with: a record saying
+        "Fill" in an OrderAccepted schema would be folded as a fill."""
+        version = self._readers[value[2:HEADER_SIZE]].version
+        if event["event_type"] != version.type_name:
+            raise UndecodableEventError(
+                f"the event_type field says {event['event_type']!r}, but the record was written with "
+                f"{version.label}: a record's event_type must name its own schema",
+                fingerprint=version.fingerprint_hex,
+                offset=HEADER_SIZE,
+            )
+        return event
 
     def reference_decode(self, value: bytes | None) -> Event:
         """:meth:`decode` by fastavro alone: the reference, and what finds the offset of an error."""
@@ -244,7 +257,7 @@ class Codec:
                 fingerprint=reader.version.fingerprint_hex,
                 offset=HEADER_SIZE + stream.tell(),
             )
-        return event
+        return self._named_by_its_schema(value, event)
 
     def writer_version(self, value: bytes) -> SchemaVersion:
         """The schema version ``value`` was written with (header only; the body is not checked)."""

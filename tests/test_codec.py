@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from fastavro import parse_schema, schemaless_reader
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -180,3 +180,19 @@ def test_a_record_without_value_is_undecodable() -> None:
     with pytest.raises(UndecodableEventError, match="no value") as caught:
         decode(None)
     assert (caught.value.offset, caught.value.fingerprint) == (0, None)
+
+
+@pytest.mark.parametrize("codec", [default_codec(), Codec(CATALOG)], ids=["default", "fresh"])
+def test_an_event_type_naming_another_schema_is_undecodable(codec: Codec) -> None:
+    """An OrderAccepted record whose event_type says "Fill" would be dispatched to the wrong handler."""
+    accepted = _current_sample("OrderAccepted")
+    version = CATALOG.current("OrderAccepted")
+    stream = io.BytesIO()
+    stream.write(MAGIC + version.fingerprint)
+    schemaless_writer(
+        stream, parse_schema(physical_schema(version.schema)), accepted | {"event_type": "Fill"}
+    )
+    with pytest.raises(UndecodableEventError, match="event_type field says 'Fill'") as caught:
+        codec.decode(stream.getvalue())
+    assert caught.value.fingerprint == version.fingerprint_hex
+    assert codec.decode(codec.encode(accepted)) == accepted

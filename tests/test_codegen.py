@@ -229,8 +229,11 @@ def test_corrupt_bytes_get_fastavros_verdict(value: bytes) -> None:
             generated = decoder(value)
         except Exception:
             generated = None
-        if generated is not None:
+        if generated is not None and reference[0] == "value":
             assert reference == ("value", typed(generated))
+        elif generated is not None:  # a body that decodes, but names another schema's event_type
+            assert "event_type field says" in reference[1][1]
+            assert generated["event_type"] != CODEC.writer_version(value).type_name
     assert _outcome(lambda: CODEC.decode(value)) == reference
 
 
