@@ -32,7 +32,8 @@ _KAFKA_PROPERTIES_FIX = (
 )
 _BROKER_FIX = (
     "check that the brokers in kafka.bootstrap (REWIND_BOOTSTRAP, --bootstrap) are running and "
-    "reachable from here; for the local broker, `rewind kafka status` and `rewind kafka start`"
+    "reachable from here; for the local broker, `rewind kafka status` and `rewind kafka start`. "
+    "A command waits broker.wait_seconds (REWIND_BROKER_WAIT_SECONDS) for an answer"
 )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rewind.ground.errors import ConfigError
-from rewind.ground.settings import load_settings
+from rewind.ground.settings import load_settings, unknown_variables
 from tests.cli_runner import run_rewind
 
 
@@ -104,3 +104,20 @@ def test_bad_config_exits_1_with_the_key_and_bad_usage_exits_2(tmp_path: Path) -
     assert result.returncode == 1
     assert "projector.batch_events" in result.stderr and "fix:" in result.stderr
     assert run_rewind("config", "show", "--no-such-flag").returncode == 2
+
+
+def test_a_misspelled_variable_is_named_with_the_closest_one() -> None:
+    environ = {"REWIND_TOPIC_EVENTS": "x", "REWIND_HOME": "/tmp", "REWIND_KAFKA_LINGER_MS": "5"}
+    assert unknown_variables(environ) == [
+        "warning: REWIND_TOPIC_EVENTS is not a rewind variable and is ignored; "
+        "did you mean REWIND_TOPICS_EVENTS?"
+    ]
+    assert unknown_variables({"REWIND_PURE_PYTHON": "1", "REWIND_BOOTSTRAP": "h:1"}) == []
+
+
+def test_the_cli_warns_of_a_misspelled_variable_and_still_runs(tmp_path: Path) -> None:
+    env = {"REWIND_HOME": str(tmp_path), "REWIND_BOOTSTRAP": "127.0.0.1:9", "REWIND_HTTP_PROT": "9000"}
+    result = run_rewind("config", "show", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "REWIND_HTTP_PROT is not a rewind variable" in result.stderr
+    assert "did you mean REWIND_HTTP_PORT?" in result.stderr

@@ -11,7 +11,9 @@ the TOML file, ``REWIND_KAFKA_<NAME>`` in the environment (``REWIND_KAFKA_SASL_P
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -102,6 +104,12 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", _text, ".rewind", "directory for everything rewind keeps on disk"),
     Setting("kafka.bootstrap", _text, "", "bootstrap servers; empty: the local broker's address"),
+    Setting(
+        "broker.wait_seconds",
+        _positive_int,
+        30,
+        "how long a command waits for the brokers to answer before it reports them unreachable",
+    ),
     Setting("topics.events", _name, "rewind.events", "the events topic"),
     Setting("topics.config", _name, "rewind.config", "the config topic (one partition)"),
     Setting("topics.deadletter", _name, "rewind.deadletter", "the dead-letter topic"),
@@ -255,6 +263,39 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+OTHER_VARIABLES = frozenset(
+    {
+        "REWIND_BOOTSTRAP",
+        "REWIND_CONFIG",
+        "REWIND_PURE_PYTHON",
+        "REWIND_NATIVE",
+        "REWIND_CRASHPOINT",
+        "REWIND_CACHE",
+        "REWIND_RUN_RATE",
+        "REWIND_TEST_BOOTSTRAP",
+    }
+)
+"""REWIND_* variables that are not settings: the bootstrap shorthand, the config file, the build
+and test switches, and ``make run``'s simulated rate (docs/runbook.md)."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for every REWIND_* variable rewind does not read, naming the closest one it does.
+
+    A misspelled variable would otherwise be ignored without a word. ``REWIND_KAFKA_*`` variables
+    are librdkafka properties, checked by the Kafka client itself.
+    """
+    known = {s.env for s in SETTINGS} | OTHER_VARIABLES
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("REWIND_") or name in known or name.startswith("REWIND_KAFKA_"):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else "; `rewind config show` lists the settings"
+        warnings.append(f"warning: {name} is not a rewind variable and is ignored{hint}")
+    return warnings
+
+
 def _closest(key: str) -> str:
     candidates = [k for k in _BY_KEY if k.split(".")[-1] == key.split(".")[-1]]
     return f" (did you mean {candidates[0]}?)" if candidates else ""
@@ -298,6 +339,9 @@ def load_settings(
     ``kafka_flags`` are ``name=value`` librdkafka properties from ``-X``.
     """
     env = os.environ if environ is None else environ
+    if environ is None:
+        for warning in unknown_variables(env):
+            print(warning, file=sys.stderr)
     values: dict[str, Any] = {s.key: s.default for s in SETTINGS}
     sources: dict[str, str] = {s.key: "default" for s in SETTINGS}
     properties: dict[str, str] = {}
