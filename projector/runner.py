@@ -23,16 +23,15 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from projector.crashpoints import crashpoint
 from projector.deadletter import DeadLetters
-from projector.fold import apply_config, apply_event
 from projector.lmdb_state import EntityCache, LmdbConfigState, LmdbPartitionState
 from projector.metrics import ProjectorMetrics
+from projector.policy import HALTED, RECORDED, UNDECODABLE, ConfigStep, EventsStep, PolicyStep
 from projector.state_directory import StateDirectory
-from rewind.ground.errors import DataLossError, RewindError
+from rewind.ground.errors import DataLossError, InvariantViolation, RewindError
 from rewind.ground.kafka_reader import consume_error, open_reader
 from rewind.ground.settings import Settings
 from rewind.ground.watermarks import watermark_offsets
 from schemas.codec import default_codec
-from schemas.errors import EventDecodeError
 
 CONFIG_PARTITION = -1  # how the config topic's single partition is keyed among the stores
 
@@ -259,55 +258,48 @@ class Projector:
 
     def _fold(self, key: int, batch: list[Message]) -> tuple[Callable[[], None] | None, AnomalyHalt | None]:
         """Fold one partition's messages; return the commit to run and, under ``halt``, why it stopped."""
-        is_config = key == CONFIG_PARTITION
-        store = self.directory.config() if is_config else self.directory.partition(key)
         cache = self._caches.get(key)
         if cache is None:
             cache = self._caches[key] = EntityCache()
-        state = LmdbConfigState(store, cache) if is_config else LmdbPartitionState(store, cache)
         last_offset = self.progress.offsets[key]
+        state: LmdbConfigState | LmdbPartitionState
+        step: PolicyStep
+        if key == CONFIG_PARTITION:
+            store = self.directory.config()
+            state = LmdbConfigState(store, cache)
+            step = ConfigStep(state, self.policy, last_offset, self._decode)
+        else:
+            store = self.directory.partition(key)
+            state = LmdbPartitionState(store, cache)
+            step = EventsStep(state, key, self.policy, last_offset, self._decode)
         applied = 0
         anomalies = 0
         counts: dict[str, int] = {}
         halt: AnomalyHalt | None = None
-        halting = self.policy == "halt"
         limit = self.until.get(key)
-        decode = self._decode
         for message in batch:
             offset = message.offset()
-            if limit is not None and offset is not None and offset > limit:
+            if offset is None:
+                raise InvariantViolation(f"partition {key}: a consumed record has no offset")
+            if limit is not None and offset > limit:
                 break
-            assert offset is not None and offset > last_offset, (
-                f"partition {key}: offset {offset} after {last_offset}"
-            )
-            try:
-                event = decode(message.value())
-            except EventDecodeError as exc:
-                self.dead_letters.send(message, exc, getattr(exc, "fingerprint", None))
+            outcome = step.record(message.value(), offset)
+            if outcome == UNDECODABLE:
+                error = step.error
+                self.dead_letters.send(message, error, error.fingerprint)
                 self.progress.dead_letters += 1
                 if self.metrics is not None:
-                    self.metrics.dead_letter(type(exc).__name__)
-                last_offset = offset
+                    self.metrics.dead_letter(type(error).__name__)
                 continue
-            if is_config:
-                anomaly = apply_config(state, event, offset)  # type: ignore[arg-type]
-            else:
-                anomaly = apply_event(state, event, key, offset)  # type: ignore[arg-type]
-            if anomaly is not None:
-                if halting and not anomaly.benign:
-                    halt = AnomalyHalt(
-                        f"halted before partition {key} offset {offset} ({event['event_type']} "
-                        f"{event['event_id']}): {anomaly.kind}: {anomaly.detail}",
-                        "inspect it with `rewind history`/`rewind state anomalies`; fix the source or "
-                        "restart with --anomaly-policy quarantine to record it and continue",
-                    )
-                    break
-                state.put_anomaly(anomaly)
+            if outcome == HALTED:
+                halt = self._halt(key, offset, step)
+                break
+            if outcome == RECORDED:
                 anomalies += 1
-            event_type = event["event_type"]
+            event_type = step.event["event_type"]
             counts[event_type] = counts.get(event_type, 0) + 1
             applied += 1
-            last_offset = offset
+        last_offset = step.offset
         if last_offset == self.progress.offsets[key]:
             return None, halt
         self.progress.offsets[key] = last_offset
@@ -317,6 +309,16 @@ class Projector:
             self.metrics.applied(counts, anomalies)
         changes = state.changes()
         return (lambda: store.commit(changes, last_offset, applied)), halt
+
+    @staticmethod
+    def _halt(key: int, offset: int, step: PolicyStep) -> AnomalyHalt:
+        event, anomaly = step.event, step.anomaly
+        why = "" if anomaly is None else f": {anomaly.kind}: {anomaly.detail}"
+        return AnomalyHalt(
+            f"halted before partition {key} offset {offset} ({event['event_type']} {event['event_id']}){why}",
+            "inspect it with `rewind history`/`rewind state anomalies`; fix the source or "
+            "restart with --anomaly-policy quarantine to record it and continue",
+        )
 
     def _raise_consume_error(self, message: Message, error: KafkaError) -> None:
         raise consume_error(

@@ -4,8 +4,8 @@ An entity (an order, or an account and optionally one of its symbols) lives in e
 events-topic partition, because every event is keyed by its ``account_id``. :func:`history` finds that
 partition, starts from the newest snapshot that :func:`snapshotter.snapshot.verify` accepts at or
 before the first offset the history needs (or from the log start with an empty state), replays the
-partition with the projector's own fold (:func:`projector.fold.apply_event`, anomalies recorded as
-under the ``quarantine`` policy) up to the end of the window, and keeps a :class:`HistoryRow` for every
+partition with the projector's own step (:class:`projector.policy.EventsStep`, under the
+``quarantine`` policy) up to the end of the window, and keeps a :class:`HistoryRow` for every
 event that touched the entity from the start of the window on.
 
 Guarantees:
@@ -32,8 +32,8 @@ from confluent_kafka import Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from projector import views
-from projector.fold import EventContractError, InvariantError, apply_event
-from projector.model import Anomaly
+from projector.fold import EventContractError, InvariantError
+from projector.policy import QUARANTINE, UNDECODABLE, EventsStep
 from projector.state import MemoryState
 from replayer.entity_location import (
     HISTORY_DATA_LOSS_FIX,
@@ -44,13 +44,11 @@ from replayer.entity_location import (
 )
 from replayer.start_snapshot import starting_state
 from replayer.timestamps import first_millis_after, first_millis_at_or_after, iso_micros, iso_millis
-from rewind.ground.errors import RewindError
+from rewind.ground.errors import InvariantViolation, RewindError
 from rewind.ground.kafka_reader import first_offset_at_or_after, open_reader, read_range
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
 from rewind.ground.watermarks import watermark_offsets
-from schemas.codec import decode
-from schemas.errors import EventDecodeError
 from schemas.fixed import SCALE, format_fixed
 
 __all__ = ["History", "HistoryRow", "PhaseProgress", "Target", "entity_state", "history", "replay_rows"]
@@ -189,29 +187,27 @@ def replay_rows(
     history: History,
     on_event: Callable[[int], None] | None = None,
 ) -> None:
-    """Fold ``messages`` into ``state`` with the projector's fold and append the target's rows at or
-    after ``first_offset`` to ``history.rows``. Anomalies are recorded in the state, as the projector
-    does under the ``quarantine`` policy; undecodable records only advance the offset, as they do
-    when the projector sends them to the dead-letter topic."""
+    """Fold ``messages`` into ``state`` with the projector's step (:mod:`projector.policy`) and append
+    the target's rows at or after ``first_offset`` to ``history.rows``. Anomalies are recorded in the
+    state, as the projector does under the ``quarantine`` policy; undecodable records only advance
+    the offset, as they do when the projector sends them to the dead-letter topic."""
+    step = EventsStep(state, partition, QUARANTINE, state.offset)
     for message in messages:
         offset = message.offset()
-        assert offset is not None
+        if offset is None:
+            raise InvariantViolation(f"partition {partition}: a record read from the log has no offset")
         try:
-            event = decode(message.value())
-        except EventDecodeError:
-            history.undecodable += 1
-            state.offset = offset
-            continue
-        try:
-            anomaly: Anomaly | None = apply_event(state, event, partition, offset)
+            outcome = step.record(message.value(), offset)
         except (EventContractError, InvariantError) as exc:
             raise RewindError(
                 f"the fold refused partition {partition} offset {offset}: {exc}",
                 "the projector stops at this record too; report it with the partition and offset",
             ) from exc
-        if anomaly is not None:
-            state.put_anomaly(anomaly)
         state.offset = offset
+        if outcome == UNDECODABLE:
+            history.undecodable += 1
+            continue
+        event, anomaly = step.event, step.anomaly
         history.replayed += 1
         if on_event is not None:
             on_event(offset)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from projector.fold import apply_config, apply_event
 from projector.model import Anomaly
+from projector.policy import QUARANTINE, ConfigStep, EventsStep, PolicyStep
 from projector.state import MemoryConfigState, MemoryState
 from schemas.fixed import SCALE, parse_fixed
 
@@ -148,27 +148,26 @@ def config(key: str, value: bool | int | str, version: int, value_type: str | No
     }
 
 
-def apply_all(state: MemoryState, events: list[Event], partition: int = 0) -> list[Anomaly | None]:
-    """Fold ``events`` at consecutive offsets after ``state.offset`` under the quarantine policy."""
+def apply_in_order(step: PolicyStep, events: list[Event]) -> list[Anomaly | None]:
+    """Step through ``events`` at the offsets after ``step.offset``; return each one's anomaly."""
     results: list[Anomaly | None] = []
     for event in events:
-        offset = state.offset + 1
-        anomaly = apply_event(state, event, partition, offset)
-        if anomaly is not None:
-            state.put_anomaly(anomaly)
-        state.offset = offset
-        results.append(anomaly)
+        step.apply(event, step.offset + 1)
+        results.append(step.anomaly)
+    return results
+
+
+def apply_all(state: MemoryState, events: list[Event], partition: int = 0) -> list[Anomaly | None]:
+    """Fold ``events`` at consecutive offsets after ``state.offset`` under the quarantine policy."""
+    step = EventsStep(state, partition, QUARANTINE, state.offset)
+    results = apply_in_order(step, events)
+    state.offset = step.offset
     return results
 
 
 def apply_all_config(state: MemoryConfigState, events: list[Event]) -> list[Anomaly | None]:
     """Fold config events at consecutive offsets after ``state.offset`` under the quarantine policy."""
-    results: list[Anomaly | None] = []
-    for event in events:
-        offset = state.offset + 1
-        anomaly = apply_config(state, event, offset)
-        if anomaly is not None:
-            state.put_anomaly(anomaly)
-        state.offset = offset
-        results.append(anomaly)
+    step = ConfigStep(state, QUARANTINE, state.offset)
+    results = apply_in_order(step, events)
+    state.offset = step.offset
     return results

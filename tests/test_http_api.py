@@ -21,10 +21,11 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from projector.fold import apply_config, apply_event
 from projector.lmdb_state import LmdbConfigState, LmdbPartitionState
 from projector.metrics import ProjectorMetrics
+from projector.policy import QUARANTINE, ConfigStep, EventsStep, PolicyStep
 from projector.state_directory import StateDirectory
+from projector.store import PartitionStore
 from replayer.progress import RecoveryTracker
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings, load_settings
@@ -46,25 +47,24 @@ D = 10**8  # scale 8
 def _fold(directory: StateDirectory, partition: int, events: list[dict[str, Any]]) -> None:
     store = directory.partition(partition)
     state = LmdbPartitionState(store)
-    offset = store.offset()
-    for event in events:
-        offset += 1
-        anomaly = apply_event(state, event, partition, offset)
-        if anomaly is not None:
-            state.put_anomaly(anomaly)
-    store.commit(state.changes(), offset, len(events))
+    _commit(store, state, EventsStep(state, partition, QUARANTINE, store.offset()), events)
 
 
 def _fold_config(directory: StateDirectory, events: list[dict[str, Any]]) -> None:
     store = directory.config()
     state = LmdbConfigState(store)
-    offset = store.offset()
-    for event in events:
-        offset += 1
-        anomaly = apply_config(state, event, offset)
-        if anomaly is not None:
-            state.put_anomaly(anomaly)
-    store.commit(state.changes(), offset, len(events))
+    _commit(store, state, ConfigStep(state, QUARANTINE, store.offset()), events)
+
+
+def _commit(
+    store: PartitionStore,
+    state: LmdbPartitionState | LmdbConfigState,
+    step: PolicyStep,
+    events: list[dict[str, Any]],
+) -> None:
+    """Step through ``events`` after the store's offset and commit them in one transaction."""
+    ev.apply_in_order(step, events)
+    store.commit(state.changes(), step.offset, len(events))
 
 
 def _build_state(root: Path, settings: Settings) -> None:

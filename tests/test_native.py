@@ -18,38 +18,35 @@ from schemas.codec import default_codec
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Simulated events with anomalies, through the codec (bytes -> decode) and the fold, per partition;
-# prints the digest of every partition's state and which implementation ran.
+# Simulated events with anomalies, through the policy step (bytes -> decode -> fold -> anomaly
+# recorded) per partition; prints the digest of every partition's state and which implementation ran.
 _FOLD_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    import projector.fold
+    import projector.fold, projector.policy
     from producers.simulator import SimulationParams, simulate
     from rewind.ground import native_build as native
     from projector.digest import state_digest
-    from projector.fold import apply_config, apply_event
+    from projector.policy import ConfigStep, EventsStep
     from projector.state import MemoryConfigState, MemoryState
     from schemas.codec import default_codec
 
     codec = default_codec()
-    states = {}
-    config = MemoryConfigState()
-    offsets = {}
+    steps = {}
+    config = ConfigStep(MemoryConfigState())
     params = SimulationParams(events=20000, accounts=7, symbols=9, seed=5, anomaly_rate=0.05)
     for event in simulate(params):
-        decoded = codec.decode(codec.encode(event))
-        if decoded["event_type"] == "ConfigChanged":
-            offsets[-1] = offsets.get(-1, -1) + 1
-            apply_config(config, decoded, offsets[-1])
-            continue
-        partition = sum(decoded["account_id"].encode()) % 3
-        offsets[partition] = offset = offsets.get(partition, -1) + 1
-        apply_event(states.setdefault(partition, MemoryState()), decoded, partition, offset)
-    digests = {str(p): state_digest(s.records()) for p, s in sorted(states.items())}
-    digests["config"] = state_digest(config.records())
+        if event["event_type"] == "ConfigChanged":
+            step = config
+        else:
+            partition = sum(event["account_id"].encode()) % 3
+            step = steps.setdefault(partition, EventsStep(MemoryState(), partition))
+        step.record(codec.encode(event), step.offset + 1)
+    digests = {str(p): state_digest(s.state.records()) for p, s in sorted(steps.items())}
+    digests["config"] = state_digest(config.state.records())
     print(json.dumps({
         "digests": digests,
-        "native_fold": native.is_native(projector.fold),
+        "native_fold": native.is_native(projector.fold) and native.is_native(projector.policy),
         "native_codecs": codec.native_codecs,
     }))
     """

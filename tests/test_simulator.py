@@ -169,27 +169,22 @@ def test_same_seed_twice_gives_identical_topics_readable_by_plain_fastavro(
 
 
 def test_the_fold_sees_no_anomaly_in_a_clean_day_and_exactly_the_injected_kinds_otherwise() -> None:
-    from projector.fold import apply_config, apply_event
+    from projector.policy import ConfigStep, EventsStep, PolicyStep
     from projector.state import MemoryConfigState, MemoryState
-    from schemas.codec import decode, encode
+    from schemas.codec import encode
 
     def fold(params: SimulationParams) -> Counter[str]:
-        partitions = [MemoryState() for _ in range(3)]
-        config = MemoryConfigState()
-        offsets = [0, 0, 0]
-        config_offset = 0
+        partitions = [EventsStep(MemoryState(), p) for p in range(3)]
+        config = ConfigStep(MemoryConfigState())
         kinds: Counter[str] = Counter()
         for event in simulate(params):
-            decoded = decode(encode(event))
-            if decoded["event_type"] == "ConfigChanged":
-                anomaly = apply_config(config, decoded, config_offset)
-                config_offset += 1
+            if event["event_type"] == "ConfigChanged":
+                step: PolicyStep = config
             else:
-                p = int(decoded["account_id"][-1]) % 3
-                anomaly = apply_event(partitions[p], decoded, p, offsets[p])
-                offsets[p] += 1
-            if anomaly is not None:
-                kinds[anomaly.kind] += 1
+                step = partitions[int(event["account_id"][-1]) % 3]
+            step.record(encode(event), step.offset + 1)
+            if step.anomaly is not None:
+                kinds[step.anomaly.kind] += 1
         return kinds
 
     assert fold(SimulationParams(events=EVENTS, accounts=6, seed=11)) == Counter()

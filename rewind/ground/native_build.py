@@ -30,6 +30,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "projector.model",
     "projector.state",
     "projector.fold",
+    "projector.policy",
     "projector.encoding",
     "projector.lmdb_state",
     "projector.digest",

@@ -1,0 +1,162 @@
+"""The anomaly policy: one record decoded, folded, and its outcome named.
+
+Every consumer of the log takes the same step per record: decode its value, apply the event with the
+fold, record an anomaly (or stop before it), and move past the offset. :class:`EventsStep` (an
+events-topic partition) and :class:`ConfigStep` (the config topic) are that step, bound to one
+state and one policy:
+
+- ``quarantine``: an event that cannot apply is recorded in ``anomalies`` and the step moves on.
+- ``halt``: the same, except that a non-benign anomaly stops the step *before* the event:
+  nothing is recorded and the offset does not move. Benign duplicates are recorded under both.
+- A value that cannot be decoded changes no state; the step moves past it (the projector sends it
+  to the dead-letter topic before it commits).
+
+Guarantees:
+
+- **Pure**: no Kafka, no LMDB, no metrics. Only the bound state is changed; sending dead letters,
+  counting and committing are the caller's.
+- **Offsets only move forward**: a record at or before the last offset stepped past raises
+  :class:`~rewind.ground.errors.InvariantViolation` (checked explicitly, so under ``python -O`` too)
+  before anything changes.
+- **No per-record allocation of its own**: a step answers with one of the int codes below and keeps
+  what the caller may need (the event, the anomaly, the decode error) on itself until the next step.
+- Fold errors (:class:`~projector.fold.EventContractError`, :class:`~projector.fold.InvariantError`)
+  pass through unchanged: the batch must be discarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from projector.encoding import NO_OFFSET
+from projector.fold import Event, apply_config, apply_event
+from projector.model import Anomaly
+from projector.state import ConfigState, PartitionState
+from rewind.ground.errors import InvariantViolation
+from rewind.ground.settings import ANOMALY_POLICIES
+from schemas.codec import default_codec
+from schemas.errors import EventDecodeError
+
+QUARANTINE: Final = "quarantine"
+"""Record an event that cannot apply, and go on (the default)."""
+HALT: Final = "halt"
+"""Stop before an event that cannot apply, unless its anomaly is benign."""
+
+APPLIED: Final = 0
+"""The event was applied; ``step.event`` is it."""
+RECORDED: Final = 1
+"""The event could not apply; ``step.anomaly`` was recorded and the state is otherwise unchanged."""
+HALTED: Final = 2
+"""``halt`` stopped before the event: nothing changed, the offset did not move; ``step.anomaly`` says why."""
+UNDECODABLE: Final = 3
+"""The value could not be decoded; ``step.error`` says why. The state is unchanged, the offset moved."""
+
+Decoder = Callable[[bytes | None], Mapping[str, Any]]
+
+_NO_EVENT: Final[Mapping[str, Any]] = {}
+_NO_ERROR: Final = EventDecodeError("no record was undecodable", fingerprint=None, offset=0)
+
+
+class PolicyStep:
+    """The step over one store's records; see the module docstring. Use a subclass.
+
+    ``offset`` is the last offset stepped past (applied, recorded or undecodable), starting at the
+    store's offset. After each step, ``event`` is the decoded event (empty when undecodable),
+    ``anomaly`` the anomaly (None when the event applied), ``error`` the decode error (meaningful
+    only after :data:`UNDECODABLE`).
+    """
+
+    def __init__(self, where: str, policy: str, offset: int, decode: Decoder | None) -> None:
+        if policy not in ANOMALY_POLICIES:
+            raise ValueError(f"anomaly policy {policy!r} is not one of {', '.join(ANOMALY_POLICIES)}")
+        self.where = where
+        self.halting = policy == HALT
+        self.offset = offset
+        self.event: Mapping[str, Any] = _NO_EVENT
+        self.anomaly: Anomaly | None = None
+        self.error: EventDecodeError = _NO_ERROR
+        self._decode: Decoder = default_codec().decode if decode is None else decode
+
+    def record(self, value: bytes | None, offset: int) -> int:
+        """Decode ``value`` and :meth:`apply` it at ``offset``; :data:`UNDECODABLE` if it cannot be."""
+        try:
+            event = self._decode(value)
+        except EventDecodeError as exc:
+            self._check_order(offset)
+            self.event = _NO_EVENT
+            self.anomaly = None
+            self.error = exc
+            self.offset = offset
+            return UNDECODABLE
+        return self.apply(event, offset)
+
+    def apply(self, event: Event, offset: int) -> int:
+        """Apply a decoded ``event`` at ``offset`` under the policy: :data:`APPLIED`,
+        :data:`RECORDED` or :data:`HALTED`."""
+        self._check_order(offset)
+        self.event = event
+        anomaly = self.anomaly = self._fold(event, offset)
+        if anomaly is None:
+            self.offset = offset
+            return APPLIED
+        if self.halting and not anomaly.benign:
+            return HALTED
+        self._put_anomaly(anomaly)
+        self.offset = offset
+        return RECORDED
+
+    def _check_order(self, offset: int) -> None:
+        if offset <= self.offset:
+            raise InvariantViolation(
+                f"{self.where}: offset {offset} after {self.offset}: offsets must only move forward",
+                "a bug or a second writer; report it with the partition and offsets",
+            )
+
+    def _fold(self, event: Event, offset: int) -> Anomaly | None:
+        raise NotImplementedError
+
+    def _put_anomaly(self, anomaly: Anomaly) -> None:
+        raise NotImplementedError
+
+
+class EventsStep(PolicyStep):
+    """The step over one events-topic partition's state (:func:`projector.fold.apply_event`)."""
+
+    def __init__(
+        self,
+        state: PartitionState,
+        partition: int,
+        policy: str = QUARANTINE,
+        offset: int = NO_OFFSET,
+        decode: Decoder | None = None,
+    ) -> None:
+        super().__init__(f"partition {partition}", policy, offset, decode)
+        self.state = state
+        self.partition = partition
+
+    def _fold(self, event: Event, offset: int) -> Anomaly | None:
+        return apply_event(self.state, event, self.partition, offset)
+
+    def _put_anomaly(self, anomaly: Anomaly) -> None:
+        self.state.put_anomaly(anomaly)
+
+
+class ConfigStep(PolicyStep):
+    """The step over the config topic's state (:func:`projector.fold.apply_config`)."""
+
+    def __init__(
+        self,
+        state: ConfigState,
+        policy: str = QUARANTINE,
+        offset: int = NO_OFFSET,
+        decode: Decoder | None = None,
+    ) -> None:
+        super().__init__("the config topic", policy, offset, decode)
+        self.state = state
+
+    def _fold(self, event: Event, offset: int) -> Anomaly | None:
+        return apply_config(self.state, event, offset)
+
+    def _put_anomaly(self, anomaly: Anomaly) -> None:
+        self.state.put_anomaly(anomaly)
