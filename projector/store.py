@@ -33,8 +33,7 @@ import lmdb
 
 from projector.crashpoints import crashpoint
 from projector.digest import digest_rows, new_hasher
-from projector.encoding import META, OFFSET_KEY, decode_offset, encode_offset, meta_record
-from projector.encoding import NO_OFFSET as NO_OFFSET  # re-exported: callers read store offsets against it
+from projector.encoding import META, NO_OFFSET, OFFSET_KEY, decode_offset, encode_offset, meta_record
 from rewind.ground.errors import InvariantViolation, RewindError
 from rewind.ground.settings import setting
 

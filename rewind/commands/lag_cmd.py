@@ -7,8 +7,9 @@ import time
 
 import click
 
+from projector.encoding import NO_OFFSET
 from projector.state_directory import StateDirectory
-from projector.store import CONFIG_DIR_NAME, NO_OFFSET
+from projector.store import CONFIG_DIR_NAME
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
