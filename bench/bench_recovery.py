@@ -30,10 +30,10 @@ from bench.harness import bench_broker, bench_topics, produce
 from projector import queries
 from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
-from projector.runner import CONFIG_PARTITION, Projector
+from projector.runner import Projector
 from projector.state_directory import StateDirectory
+from projector.store import CONFIG_DIR_NAME, partition_dir_name
 from replayer.recovery import recover, wait_for_cleanup
-from replayer.recovery_steps import store_name
 from replayer.timetravel import build_state_at
 from rewind.ground.settings import Settings
 from rewind.service import REWIND, snapshot_in_child
@@ -265,19 +265,20 @@ def measure_time_travel(args: argparse.Namespace, settings: Settings, scratch: P
         partition = chooser.randrange(args.partitions)
         k = chooser.randrange(1, ends[partition] + 1)
         started = time.perf_counter()
-        stores = build_state_at(settings, scratch / f"travel-{trial}", {partition: k})
+        stores = build_state_at(settings, scratch / f"travel-{trial}", {partition_dir_name(partition): k})
         seconds = time.perf_counter() - started
         base = stores[0].snapshot_offset
         travels.append(
             {"partition": partition, "k": k, "snapshot_offset": base, "seconds": round(seconds, 3)}
         )
         print(
-            f"  {store_name(partition)} first {k:,} events from snapshot @{base}: {seconds:.2f} s", flush=True
+            f"  {partition_dir_name(partition)} first {k:,} events from snapshot @{base}: {seconds:.2f} s",
+            flush=True,
         )
     travels_at = []
     for trial in range(2):
-        points = {p: chooser.randrange(1, ends[p] + 1) for p in range(args.partitions)}
-        points[CONFIG_PARTITION] = 0
+        points = {partition_dir_name(p): chooser.randrange(1, ends[p] + 1) for p in range(args.partitions)}
+        points[CONFIG_DIR_NAME] = 0
         started = time.perf_counter()
         build_state_at(settings, scratch / f"travel-all-{trial}", points)
         seconds = time.perf_counter() - started

@@ -44,8 +44,8 @@ Event = Mapping[str, Any]
 
 Handler = Callable[[PartitionState, Event, int, int], Anomaly | None]
 
-CONFIG_PARTITION: Final = 0
-"""The config topic has one partition; its anomalies carry this partition number."""
+CONFIG_TOPIC_PARTITION: Final = 0
+"""The config topic's one partition: the partition number its anomalies carry."""
 
 _NEW: Final = OrderStatus.NEW
 _ACCEPTED: Final = OrderStatus.ACCEPTED
@@ -554,11 +554,11 @@ def apply_config(state: ConfigState, event: Event, offset: int) -> Anomaly | Non
         elif type(value) is not _VALUE_TYPES[value_type]:
             problem = f"value does not match value_type {value_type}"
     if problem is not None:
-        return _anomaly(event, CONFIG_PARTITION, offset, _K.INVALID_EVENT, problem)
+        return _anomaly(event, CONFIG_TOPIC_PARTITION, offset, _K.INVALID_EVENT, problem)
     entry = state.config(key)
     if entry is not None and version <= entry.version:
         detail = f"version {version} of {key} is not newer than the stored version {entry.version}"
-        return _anomaly(event, CONFIG_PARTITION, offset, _K.STALE_CONFIG_VERSION, detail)
+        return _anomaly(event, CONFIG_TOPIC_PARTITION, offset, _K.STALE_CONFIG_VERSION, detail)
     changed_by = event["changed_by"]
     occurred_at = event["occurred_at"]
     if entry is None:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from projector.encoding import NO_OFFSET
-from projector.fold import Event, apply_config, apply_event
+from projector.fold import CONFIG_TOPIC_PARTITION, Event, apply_config, apply_event
 from projector.model import Anomaly
 from projector.state import ConfigState, PartitionState
 from rewind.ground.errors import InvariantViolation
@@ -152,7 +152,7 @@ class ConfigStep(PolicyStep):
         offset: int = NO_OFFSET,
         decode: Decoder | None = None,
     ) -> None:
-        super().__init__("the config topic", policy, offset, decode)
+        super().__init__(f"config partition {CONFIG_TOPIC_PARTITION}", policy, offset, decode)
         self.state = state
 
     def _fold(self, event: Event, offset: int) -> Anomaly | None:

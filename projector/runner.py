@@ -18,22 +18,61 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
+from typing import Final
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from projector.crashpoints import crashpoint
 from projector.deadletter import DeadLetters
+from projector.encoding import NO_OFFSET
+from projector.fold import CONFIG_TOPIC_PARTITION
 from projector.lmdb_state import EntityCache, LmdbConfigState, LmdbPartitionState
 from projector.metrics import ProjectorMetrics
 from projector.policy import HALTED, RECORDED, UNDECODABLE, ConfigStep, EventsStep, PolicyStep
 from projector.state_directory import StateDirectory
+from projector.store import CONFIG_DIR_NAME, partition_dir_name, partition_of_dir_name
 from rewind.ground.errors import DataLossError, InvariantViolation, RewindError
 from rewind.ground.kafka_reader import consume_error, open_reader
 from rewind.ground.settings import Settings
 from rewind.ground.watermarks import watermark_offsets
 from schemas.codec import default_codec
 
-CONFIG_PARTITION = -1  # how the config topic's single partition is keyed among the stores
+
+def store_source(settings: Settings, store: str) -> tuple[str, int]:
+    """The (topic, partition) a store folds: ``config`` -> (the config topic, its partition),
+    ``events-p0003`` -> (the events topic, 3). Stores are named as on disk
+    (:func:`projector.store.partition_dir_name`, :data:`projector.store.CONFIG_DIR_NAME`)."""
+    topic = settings.config_topic if store == CONFIG_DIR_NAME else settings.events_topic
+    return topic, store_partition(store)
+
+
+def store_partition(store: str) -> int:
+    """The partition (of its topic) a store folds; ValueError for a name that is not a store's."""
+    if store == CONFIG_DIR_NAME:
+        return CONFIG_TOPIC_PARTITION
+    partition = partition_of_dir_name(store)
+    if partition is None:
+        raise ValueError(f"{store!r} is not the name of a store")
+    return partition
+
+
+CONFIG_LABEL: Final = "config"
+"""The config store as a person names it (``--to 3:1200,config:40``); an events store is its partition."""
+
+
+def store_label(store: str) -> str:
+    """``events-p0003`` -> ``"3"``, ``config`` -> ``"config"``."""
+    return CONFIG_LABEL if store == CONFIG_DIR_NAME else str(store_partition(store))
+
+
+def labelled_store(label: str) -> str:
+    """``"3"`` -> ``events-p0003``, ``"config"`` -> ``config``; ValueError for anything else."""
+    if label == CONFIG_LABEL:
+        return CONFIG_DIR_NAME
+    partition = int(label)
+    if partition < 0:
+        raise ValueError(f"partition {partition} is negative")
+    return partition_dir_name(partition)
 
 
 class AnomalyHalt(RewindError):
@@ -42,18 +81,22 @@ class AnomalyHalt(RewindError):
 
 @dataclass
 class Progress:
-    """Where the projector stands: what it applied, and how far each partition is from its target."""
+    """Where the projector stands: what it applied, and how far each store is from its target.
+
+    ``offsets`` (the last offset applied), ``targets`` (the offset to stop before) and
+    ``commit_times`` are keyed by store name (:func:`store_source` gives its topic and partition).
+    """
 
     applied: int = 0
     dead_letters: int = 0
     anomalies: int = 0
     batches: int = 0
-    offsets: dict[int, int] = field(default_factory=dict)
-    targets: dict[int, int] = field(default_factory=dict)
-    commit_times: dict[int, float] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
+    commit_times: dict[str, float] = field(default_factory=dict)
 
     def remaining(self) -> int:
-        return sum(max(0, self.targets[p] - 1 - self.offsets.get(p, -1)) for p in self.targets)
+        return sum(max(0, self.targets[s] - 1 - self.offsets.get(s, NO_OFFSET)) for s in self.targets)
 
 
 def parse_partitions(text: str | None, count: int) -> list[int]:
@@ -89,13 +132,13 @@ class Projector:
         anomaly_policy: str | None = None,
         *,
         state_dir: Path | None = None,
-        until: Mapping[int, int] | None = None,
+        until: Mapping[str, int] | None = None,
         include_config: bool = True,
         commit_group: bool = True,
         durable: bool | None = None,
     ) -> None:
-        """``until`` maps a partition (or :data:`CONFIG_PARTITION`) to the last offset to apply; the run
-        then stops there instead of at the log end. ``state_dir`` overrides the configured one (replay
+        """``until`` maps a store name (``events-p0003``, ``config``) to the last offset to apply; the
+        run then stops there instead of at the log end. ``state_dir`` overrides the configured one (replay
         and recovery build elsewhere); ``commit_group`` is off for them, as they are not the projector.
         ``durable`` overrides ``projector.durable``: recovery builds a staging copy it syncs once at
         the end, so it does not need every commit on disk."""
@@ -108,8 +151,14 @@ class Projector:
         self.policy = anomaly_policy or str(settings["projector.anomaly_policy"])
         self.batch_events = int(settings["projector.batch_events"])
         self.batch_seconds = int(settings["projector.batch_ms"]) / 1000.0
-        self.events_topic = settings.events_topic
-        self.config_topic = settings.config_topic
+        names = [partition_dir_name(p) for p in self.partitions]
+        if include_config:
+            names.append(CONFIG_DIR_NAME)
+        self._sources = {name: store_source(settings, name) for name in names}
+        """Each store this projector folds, and its (topic, partition)."""
+        self._stores_by_source: dict[str, dict[int, str]] = {}
+        for name, (topic, partition) in self._sources.items():
+            self._stores_by_source.setdefault(topic, {})[partition] = name
         self.directory = StateDirectory.open(
             state_dir or settings.state_dir,
             settings,
@@ -118,7 +167,7 @@ class Projector:
         self.dead_letters = DeadLetters(settings.client_config(), settings.deadletter_topic)
         self.progress = Progress()
         self._consumer: Consumer | None = None
-        self._caches: dict[int, EntityCache] = {}
+        self._caches: dict[str, EntityCache] = {}
         self._decode = default_codec().decode
 
     def close(self) -> None:
@@ -135,22 +184,20 @@ class Projector:
         )
 
     def _assignment(self, consumer: Consumer, bounded: bool) -> list[TopicPartition]:
-        """Each owned partition at its stored offset + 1, once the log is known to still hold it.
+        """Each owned store's partition at its stored offset + 1, once the log is known to still hold it.
 
         A bounded run leaves out partitions that are already at their target; a follower keeps them.
         """
-        wanted = [
-            TopicPartition(self.events_topic, p, self.directory.partition(p).offset() + 1)
-            for p in self.partitions
-        ]
-        if self.include_config:
-            wanted.append(TopicPartition(self.config_topic, 0, self.directory.config().offset() + 1))
-        return [tp for tp in wanted if self._check_log_holds(consumer, tp) or not bounded]
+        wanted: list[TopicPartition] = []
+        for key, (topic, partition) in self._sources.items():
+            tp = TopicPartition(topic, partition, self.directory.store(key).offset() + 1)
+            if self._check_log_holds(consumer, key, tp) or not bounded:
+                wanted.append(tp)
+        return wanted
 
-    def _check_log_holds(self, consumer: Consumer, tp: TopicPartition) -> bool:
-        """Record the partition's target; refuse a gap; True when there is anything to apply."""
+    def _check_log_holds(self, consumer: Consumer, key: str, tp: TopicPartition) -> bool:
+        """Record the store's target; refuse a gap; True when there is anything to apply."""
         low, high = watermark_offsets(consumer, tp, 30)
-        key = CONFIG_PARTITION if tp.topic == self.config_topic else tp.partition
         target = high
         if key in self.until:
             target = self.until[key] + 1
@@ -212,21 +259,23 @@ class Projector:
     def apply_batch(self, messages: list[Message], consumer: Consumer | None = None) -> None:
         """Apply one consumed batch: fold per partition, then one LMDB commit per partition."""
         started = time.perf_counter()
-        by_partition: dict[int, list[Message]] = {}
+        by_store: dict[str, list[Message]] = {}
+        stores_by_source = self._stores_by_source
         for message in messages:
             error = message.error()
             if error is not None:
                 self._raise_consume_error(message, error)
-            partition = message.partition()
-            assert partition is not None
-            key = CONFIG_PARTITION if message.topic() == self.config_topic else partition
-            by_partition.setdefault(key, []).append(message)
+            topic, partition = message.topic(), message.partition()
+            if topic is None or partition is None:
+                raise InvariantViolation("a consumed record names no topic or partition")
+            key = stores_by_source[topic][partition]
+            by_store.setdefault(key, []).append(message)
 
-        pending: list[tuple[int, Callable[[], None]]] = []
+        pending: list[tuple[str, Callable[[], None]]] = []
         halt: AnomalyHalt | None = None
         committed: list[TopicPartition] = []
         try:
-            for key, batch in by_partition.items():
+            for key, batch in by_store.items():
                 commit, halt = self._fold(key, batch)
                 if commit is not None:
                     pending.append((key, commit))
@@ -240,9 +289,8 @@ class Projector:
                 commit()
                 self.progress.commit_times[key] = time.time()
                 self._caches[key].trim()
-                offset = self.progress.offsets[key]
-                topic = self.config_topic if key == CONFIG_PARTITION else self.events_topic
-                committed.append(TopicPartition(topic, 0 if key == CONFIG_PARTITION else key, offset + 1))
+                topic, partition = self._sources[key]
+                committed.append(TopicPartition(topic, partition, self.progress.offsets[key] + 1))
         except BaseException:
             for cache in self._caches.values():
                 cache.clear()
@@ -256,22 +304,21 @@ class Projector:
         if halt is not None:
             raise halt
 
-    def _fold(self, key: int, batch: list[Message]) -> tuple[Callable[[], None] | None, AnomalyHalt | None]:
-        """Fold one partition's messages; return the commit to run and, under ``halt``, why it stopped."""
+    def _fold(self, key: str, batch: list[Message]) -> tuple[Callable[[], None] | None, AnomalyHalt | None]:
+        """Fold one store's messages; return the commit to run and, under ``halt``, why it stopped."""
         cache = self._caches.get(key)
         if cache is None:
             cache = self._caches[key] = EntityCache()
         last_offset = self.progress.offsets[key]
         state: LmdbConfigState | LmdbPartitionState
         step: PolicyStep
-        if key == CONFIG_PARTITION:
-            store = self.directory.config()
+        store = self.directory.store(key)
+        if key == CONFIG_DIR_NAME:
             state = LmdbConfigState(store, cache)
             step = ConfigStep(state, self.policy, last_offset, self._decode)
         else:
-            store = self.directory.partition(key)
             state = LmdbPartitionState(store, cache)
-            step = EventsStep(state, key, self.policy, last_offset, self._decode)
+            step = EventsStep(state, self._sources[key][1], self.policy, last_offset, self._decode)
         applied = 0
         anomalies = 0
         counts: dict[str, int] = {}
@@ -280,7 +327,7 @@ class Projector:
         for message in batch:
             offset = message.offset()
             if offset is None:
-                raise InvariantViolation(f"partition {key}: a consumed record has no offset")
+                raise InvariantViolation(f"{step.where}: a consumed record has no offset")
             if limit is not None and offset > limit:
                 break
             outcome = step.record(message.value(), offset)
@@ -292,7 +339,7 @@ class Projector:
                     self.metrics.dead_letter(type(error).__name__)
                 continue
             if outcome == HALTED:
-                halt = self._halt(key, offset, step)
+                halt = self._halt(offset, step)
                 break
             if outcome == RECORDED:
                 anomalies += 1
@@ -311,11 +358,11 @@ class Projector:
         return (lambda: store.commit(changes, last_offset, applied)), halt
 
     @staticmethod
-    def _halt(key: int, offset: int, step: PolicyStep) -> AnomalyHalt:
+    def _halt(offset: int, step: PolicyStep) -> AnomalyHalt:
         event, anomaly = step.event, step.anomaly
         why = "" if anomaly is None else f": {anomaly.kind}: {anomaly.detail}"
         return AnomalyHalt(
-            f"halted before partition {key} offset {offset} ({event['event_type']} {event['event_id']}){why}",
+            f"halted before {step.where} offset {offset} ({event['event_type']} {event['event_id']}){why}",
             "inspect it with `rewind history`/`rewind state anomalies`; fix the source or "
             "restart with --anomaly-policy quarantine to record it and continue",
         )

@@ -24,10 +24,9 @@ from confluent_kafka.admin import AdminClient
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
-from projector.runner import CONFIG_PARTITION
 from replayer.progress import RecoveryTracker
 from replayer.recovery_helper import HelperFailed, RecoveryHelper
-from replayer.recovery_steps import StoreRecovery, store_name
+from replayer.recovery_steps import CONFIG_STORE_KEY, StoreRecovery, store_name
 from rewind.ground.errors import RewindError
 from rewind.ground.offset_sampler import OffsetSampler
 from rewind.ground.settings import Settings
@@ -53,7 +52,7 @@ def helper_share(settings: Settings, keys: list[int], admin: AdminClient) -> lis
     """The event partitions a helper should recover: :data:`HELPER_SHARE` of the tail, or none when
     the tail is under ``recovery.parallel_min_events`` (a second process costs more than it saves)."""
     threshold = int(settings["recovery.parallel_min_events"])
-    partitions = [k for k in keys if k != CONFIG_PARTITION]
+    partitions = [k for k in keys if k != CONFIG_STORE_KEY]
     if len(partitions) < 2:
         return []
     tails = _tails(settings, partitions, admin)

@@ -31,12 +31,12 @@ from confluent_kafka.admin import AdminClient
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
-from projector.runner import CONFIG_PARTITION
 from projector.state_directory import StateDirectory, combined_digest
 from projector.store import fsync_directory, partition_of_dir_name
 from replayer.helper_coordination import HelperCoordinator, helper_share, start_helper
 from replayer.progress import RecoveryTracker
 from replayer.recovery_steps import (
+    CONFIG_STORE_KEY,
     StoreRecovery,
     replay_stores,
     restore_stores,
@@ -121,7 +121,7 @@ def recover(
             try:
                 admin = AdminClient(settings.client_config())
                 count = events_partition_count(admin, settings.events_topic)
-                keys = [CONFIG_PARTITION, *(partitions if partitions is not None else range(count))]
+                keys = [CONFIG_STORE_KEY, *(partitions if partitions is not None else range(count))]
                 helper_keys = helper_share(settings, keys, admin) if helper is not None else []
             except BaseException:
                 if helper is not None:
@@ -240,7 +240,7 @@ def _snapshotted_keys(settings: Settings, partitions: list[int] | None) -> list[
     """The stores worth restoring before the partition count is known: the config store and every
     event partition with a snapshot (only those of ``partitions`` when given)."""
     names = {store_name(k): k for k in partitions} if partitions is not None else None
-    keys = [CONFIG_PARTITION]
+    keys = [CONFIG_STORE_KEY]
     root = settings.snapshot_dir
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
         key = partition_of_dir_name(directory.name)

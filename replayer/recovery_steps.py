@@ -13,18 +13,24 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
-from projector.runner import CONFIG_PARTITION, Progress, Projector
+from projector.runner import Progress, Projector
 from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache, partition_dir_name
 from rewind.ground.settings import Settings
 from snapshotter.snapshot import newest_valid, restore, sync_store_files
 
+CONFIG_STORE_KEY: Final = -1
+"""How recovery's lists of store keys, where an events-partition store is its partition number, name
+the config store (no partition has this number). :func:`store_name` maps every key to its store."""
+
 
 def store_name(key: int) -> str:
-    return CONFIG_DIR_NAME if key == CONFIG_PARTITION else partition_dir_name(key)
+    """The name of the store recovery knows as ``key`` (``events-p0003`` for 3, ``config``)."""
+    return CONFIG_DIR_NAME if key == CONFIG_STORE_KEY else partition_dir_name(key)
 
 
 @dataclass
@@ -77,9 +83,9 @@ def replay_stores(
     projector = Projector(
         settings,
         metrics=metrics,
-        partitions=[k for k in keys if k != CONFIG_PARTITION],
+        partitions=[k for k in keys if k != CONFIG_STORE_KEY],
         state_dir=root,
-        include_config=CONFIG_PARTITION in keys,
+        include_config=CONFIG_STORE_KEY in keys,
         commit_group=False,
         durable=False,
     )
@@ -96,10 +102,10 @@ def replay_stores(
         projector.close()
     for key in keys:
         store = stores[store_name(key)]
-        store.offset = progress.offsets[key]
+        store.offset = progress.offsets[store.name]
         base = -1 if store.snapshot_offset is None else store.snapshot_offset
         store.replayed = store.offset - base
-        assert store.offset == progress.targets[key] - 1, f"{store.name} stopped at {store.offset}"
+        assert store.offset == progress.targets[store.name] - 1, f"{store.name} stopped at {store.offset}"
 
 
 def validate_stores(

@@ -10,20 +10,18 @@ Live state is never touched: the output directory must be elsewhere and empty.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from projector.runner import CONFIG_PARTITION, Progress, Projector
-from replayer.recovery_steps import store_name
+from projector.runner import Progress, Projector, labelled_store, store_source
+from projector.store import CONFIG_DIR_NAME, partition_dir_name, partition_of_dir_name
 from rewind.ground.errors import RewindError
 from rewind.ground.kafka_reader import open_reader
 from rewind.ground.settings import Settings
-from rewind.ground.topics import events_partition_count
 from rewind.ground.watermarks import watermark_offsets
 from snapshotter.snapshot import newest_valid, restore
 
@@ -45,45 +43,39 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def parse_points(text: str, partition_count: int) -> dict[int, int]:
-    """``"3:1200,config:40"`` -> {3: 1200, CONFIG_PARTITION: 40} (events to include per partition)."""
-    points: dict[int, int] = {}
+def parse_points(text: str, partition_count: int) -> dict[str, int]:
+    """``"3:1200,config:40"`` -> {"events-p0003": 1200, "config": 40} (events to include per store)."""
+    points: dict[str, int] = {}
     for part in text.split(","):
-        name, sep, count = part.strip().partition(":")
+        label, sep, count = part.strip().partition(":")
         try:
-            key = CONFIG_PARTITION if name == "config" else int(name)
+            store = labelled_store(label)
             events = int(count)
         except ValueError as exc:
             raise RewindError(
                 f"--to: '{part}' is not PARTITION:OFFSET", "write e.g. --to 3:1200,config:40"
             ) from exc
-        if not sep or events < 0 or not (key == CONFIG_PARTITION or 0 <= key < partition_count):
+        partition = partition_of_dir_name(store)
+        if not sep or events < 0 or not (partition is None or 0 <= partition < partition_count):
             raise RewindError(
                 f"--to: '{part}' is not a partition of the events topic "
                 f"(0-{partition_count - 1}) or 'config' "
                 "with a non-negative offset",
                 "write e.g. --to 3:1200",
             )
-        points[key] = events
+        points[store] = events
     return points
 
 
-def points_at(settings: Settings, moment: datetime, keys: list[int]) -> dict[int, int]:
-    """Per partition, how many events were logged at or before ``moment`` (by Kafka timestamp)."""
+def points_at(settings: Settings, moment: datetime, stores: list[str]) -> dict[str, int]:
+    """Per store, how many events were logged at or before ``moment`` (by Kafka timestamp)."""
     millis = int(moment.timestamp() * 1000) + 1
     consumer = open_reader(settings.client_config(), "rewind-timetravel")
     try:
-        wanted = [
-            TopicPartition(
-                settings.config_topic if k == CONFIG_PARTITION else settings.events_topic,
-                0 if k == CONFIG_PARTITION else k,
-                millis,
-            )
-            for k in keys
-        ]
+        wanted = [TopicPartition(*store_source(settings, store), millis) for store in stores]
         found = consumer.offsets_for_times(wanted, timeout=30)
-        points: dict[int, int] = {}
-        for key, tp in zip(keys, found, strict=True):
+        points: dict[str, int] = {}
+        for key, tp in zip(stores, found, strict=True):
             if tp.offset < 0:
                 _low, high = watermark_offsets(consumer, tp, 30)
                 points[key] = high
@@ -94,18 +86,18 @@ def points_at(settings: Settings, moment: datetime, keys: list[int]) -> dict[int
         consumer.close()
 
 
-def all_keys(settings: Settings, partitions: list[int] | None) -> list[int]:
-    count = events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
-    return [CONFIG_PARTITION, *(partitions if partitions is not None else range(count))]
+def stores_with_config(partitions: Iterable[int]) -> list[str]:
+    """The config store and the stores of ``partitions``: what ``--at`` rebuilds."""
+    return [CONFIG_DIR_NAME, *map(partition_dir_name, partitions)]
 
 
 def build_state_at(
     settings: Settings,
     out_dir: Path,
-    points: dict[int, int],
+    points: dict[str, int],
     on_batch: Callable[[Progress], None] | None = None,
 ) -> list[ReplayedStore]:
-    """Build, in ``out_dir``, the state after the first ``points[key]`` events of each partition."""
+    """Build, in ``out_dir``, the state after the first ``points[store]`` events of each store."""
     out = out_dir.resolve()
     live = settings.state_dir.resolve()
     if out == live or live in out.parents or out in live.parents:
@@ -117,8 +109,7 @@ def build_state_at(
         raise RewindError(f"--out {out_dir} is not empty", "choose a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
     stores: list[ReplayedStore] = []
-    for key, events in sorted(points.items()):
-        name = store_name(key)
+    for name, events in sorted(points.items()):
         snapshot, rejected = newest_valid(settings.snapshot_dir, name, max_offset=events - 1)
         if snapshot is not None:
             restore(snapshot, out / name)
@@ -127,10 +118,10 @@ def build_state_at(
         )
     projector = Projector(
         settings,
-        [k for k in points if k != CONFIG_PARTITION],
+        [store_source(settings, name)[1] for name in points if name != CONFIG_DIR_NAME],
         state_dir=out,
-        until={k: n - 1 for k, n in points.items()},
-        include_config=CONFIG_PARTITION in points,
+        until={name: n - 1 for name, n in points.items()},
+        include_config=CONFIG_DIR_NAME in points,
         commit_group=False,
     )
     try:

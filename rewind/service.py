@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from projector.metrics import ProjectorMetrics
-from projector.runner import CONFIG_PARTITION, Progress, Projector
+from projector.runner import Progress, Projector, store_source
 from projector.state_directory import StateDirectory
 from replayer.progress import RecoveryTracker
 from replayer.recovery import recover
@@ -324,11 +324,9 @@ def projector_offsets(
     partition: what the lag monitor judges it on."""
     offsets: dict[tuple[str, int], int] = {}
     commit_times: dict[tuple[str, int], float] = {}
-    for key, offset in dict(progress.offsets).items():
-        topic_partition = (
-            (settings.config_topic, 0) if key == CONFIG_PARTITION else (settings.events_topic, key)
-        )
+    for store, offset in dict(progress.offsets).items():
+        topic_partition = store_source(settings, store)
         offsets[topic_partition] = offset + 1
-        if key in progress.commit_times:
-            commit_times[topic_partition] = progress.commit_times[key]
+        if store in progress.commit_times:
+            commit_times[topic_partition] = progress.commit_times[store]
     return offsets, commit_times

@@ -10,7 +10,7 @@ import click
 from confluent_kafka.admin import AdminClient
 
 from projector.gc_tuning import tune_gc_for_projection
-from projector.runner import Progress, Projector, parse_partitions
+from projector.runner import Progress, Projector, parse_partitions, store_label
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.topics import events_partition_count
 
@@ -69,7 +69,7 @@ def project(
         "anomalies": progress.anomalies,
         "dead_letters": progress.dead_letters,
         "batches": progress.batches,
-        "offsets": {("config" if p < 0 else str(p)): o for p, o in sorted(progress.offsets.items())},
+        "offsets": {store_label(store): o for store, o in sorted(progress.offsets.items())},
     }
     if as_json:
         echo_json(summary)

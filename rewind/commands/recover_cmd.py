@@ -11,9 +11,18 @@ from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import Progress, parse_partitions
 from replayer.progress import RecoveryTracker
 from replayer.recovery import RecoveryReport, recover
-from replayer.timetravel import all_keys, build_state_at, parse_points, parse_time, points_at
+from replayer.timetravel import build_state_at, parse_points, parse_time, points_at, stores_with_config
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
+from rewind.ground.settings import Settings
+
+
+def _partition_count(settings: Settings) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from rewind.ground.topics import events_partition_count
+
+    return events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
 
 
 @click.command("recover")
@@ -33,15 +42,7 @@ def recover_cmd(
     snapshots are reported and skipped; a gap in the log (retention) is a data-loss error.
     """
     settings = settings_from(ctx, **{"state.dir": state_dir})
-    chosen = None
-    if partitions:
-        from confluent_kafka.admin import AdminClient
-
-        from rewind.ground.topics import events_partition_count
-
-        chosen = parse_partitions(
-            partitions, events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
-        )
+    chosen = parse_partitions(partitions, _partition_count(settings)) if partitions else None
     tune_gc_for_projection()
     tracker = RecoveryTracker()
     outcome: dict[str, object] = {}
@@ -116,13 +117,13 @@ def replay(
     if (at_time is None) == (to_points is None):
         raise click.UsageError("give exactly one of --at TIME or --to P:OFFSET[,P:OFFSET...]")
     settings = settings_from(ctx)
-    keys = all_keys(settings, None)
+    count = _partition_count(settings)
     if to_points is not None:
-        points = parse_points(to_points, len(keys) - 1)
+        points = parse_points(to_points, count)
     else:
         assert at_time is not None
-        chosen = parse_partitions(partitions, len(keys) - 1) if partitions else None
-        points = points_at(settings, parse_time(at_time), all_keys(settings, chosen))
+        chosen = parse_partitions(partitions, count) if partitions else range(count)
+        points = points_at(settings, parse_time(at_time), stores_with_config(chosen))
     show_bar = not (no_progress or as_json)
     tune_gc_for_projection()
     with click.progressbar(
