@@ -80,7 +80,7 @@ class AnomalyHalt(RewindError):
 
 
 @dataclass
-class Progress:
+class ProjectionProgress:
     """Where the projector stands: what it applied, and how far each store is from its target.
 
     ``offsets`` (the last offset applied), ``targets`` (the offset to stop before) and
@@ -165,7 +165,7 @@ class Projector:
             durable=bool(settings["projector.durable"]) if durable is None else durable,
         )
         self.dead_letters = DeadLetters(settings.client_config(), settings.deadletter_topic)
-        self.progress = Progress()
+        self.progress = ProjectionProgress()
         self._consumer: Consumer | None = None
         self._caches: dict[str, EntityCache] = {}
         self._decode = default_codec().decode
@@ -230,8 +230,8 @@ class Projector:
         self,
         stop: Event | None = None,
         until_caught_up: bool = False,
-        on_batch: Callable[[Progress], None] | None = None,
-    ) -> Progress:
+        on_batch: Callable[[ProjectionProgress], None] | None = None,
+    ) -> ProjectionProgress:
         """Consume and apply until ``stop`` is set or, with ``until_caught_up``, exactly up to the log end
         seen at start (records appended meanwhile are left for the next run)."""
         consumer = self._consumer = self._consumer_for(str(self.settings["projector.group"]))

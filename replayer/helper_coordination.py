@@ -24,9 +24,9 @@ from confluent_kafka.admin import AdminClient
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
-from replayer.progress import RecoveryTracker
 from replayer.recovery_helper import HelperFailed, RecoveryHelper
 from replayer.recovery_steps import CONFIG_STORE_KEY, StoreRecovery, store_name
+from replayer.recovery_tracker import RecoveryTracker
 from rewind.ground.errors import RewindError
 from rewind.ground.offset_sampler import OffsetSampler
 from rewind.ground.settings import Settings

@@ -34,7 +34,6 @@ from projector.metrics import ProjectorMetrics
 from projector.state_directory import StateDirectory, combined_digest
 from projector.store import fsync_directory, partition_of_dir_name
 from replayer.helper_coordination import HelperCoordinator, helper_share, start_helper
-from replayer.progress import RecoveryTracker
 from replayer.recovery_steps import (
     CONFIG_STORE_KEY,
     StoreRecovery,
@@ -43,6 +42,7 @@ from replayer.recovery_steps import (
     store_name,
     validate_stores,
 )
+from replayer.recovery_tracker import RecoveryTracker
 from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count

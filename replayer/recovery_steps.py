@@ -17,7 +17,7 @@ from typing import Final
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
-from projector.runner import Progress, Projector
+from projector.runner import ProjectionProgress, Projector
 from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache, partition_dir_name
 from rewind.ground.settings import Settings
@@ -90,7 +90,7 @@ def replay_stores(
         durable=False,
     )
 
-    def on_batch(progress: Progress) -> None:
+    def on_batch(progress: ProjectionProgress) -> None:
         if on_progress is not None:
             done = progress.applied + progress.dead_letters
             on_progress(done, done + progress.remaining())

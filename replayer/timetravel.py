@@ -17,7 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
-from projector.runner import Progress, Projector, labelled_store, store_source
+from projector.runner import ProjectionProgress, Projector, labelled_store, store_source
 from projector.store import CONFIG_DIR_NAME, partition_dir_name, partition_of_dir_name
 from rewind.ground.errors import RewindError
 from rewind.ground.kafka_reader import open_reader
@@ -95,7 +95,7 @@ def build_state_at(
     settings: Settings,
     out_dir: Path,
     points: dict[str, int],
-    on_batch: Callable[[Progress], None] | None = None,
+    on_batch: Callable[[ProjectionProgress], None] | None = None,
 ) -> list[ReplayedStore]:
     """Build, in ``out_dir``, the state after the first ``points[store]`` events of each store."""
     out = out_dir.resolve()

@@ -36,10 +36,10 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
 from projector.metrics import ProjectorMetrics
-from projector.runner import Progress, Projector, store_source
+from projector.runner import ProjectionProgress, Projector, store_source
 from projector.state_directory import StateDirectory
-from replayer.progress import RecoveryTracker
 from replayer.recovery import recover
+from replayer.recovery_tracker import RecoveryTracker
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
@@ -256,7 +256,7 @@ class Service:
         projector = self._projector
         return 0 if projector is None else projector.progress.applied
 
-    def _after_batch(self, progress: Progress) -> None:
+    def _after_batch(self, progress: ProjectionProgress) -> None:
         every_events = int(self._settings["snapshots.every_events"])
         every_seconds = int(self._settings["snapshots.every_seconds"])
         if (every_events and progress.applied - self._events_at_last_snapshot >= every_events) or (
@@ -318,7 +318,7 @@ class Service:
 
 
 def projector_offsets(
-    settings: Settings, progress: Progress
+    settings: Settings, progress: ProjectionProgress
 ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], float]]:
     """The projector's next offsets (stored offset + 1) and when each was committed, by topic
     partition: what the lag monitor judges it on."""

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from replayer.progress import RecoveryState
+from replayer.recovery_tracker import RecoveryState
 from snapshotter.snapshot import Manifest
 
 RECOVERY_PHASES: Final = ("restore", "replay", "validate")

@@ -43,7 +43,7 @@ class ServiceView(Protocol):
         ...
 
     def recovery_status(self) -> dict[str, Any]:
-        """The recovery document (:meth:`replayer.progress.RecoveryTracker.status`)."""
+        """The recovery document (:meth:`replayer.recovery_tracker.RecoveryTracker.status`)."""
         ...
 
     def recovered(self) -> bool:

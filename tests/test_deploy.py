@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from projector.metrics import ProjectorMetrics
-from replayer.progress import RecoveryTracker
+from replayer.recovery_tracker import RecoveryTracker
 from rewind.http_api import create_app, serve_http
 from rewind.lag import LagReport, PartitionLag
 from rewind.lag_metrics import LagMetrics

@@ -26,7 +26,7 @@ from projector.metrics import ProjectorMetrics
 from projector.policy import QUARANTINE, ConfigStep, EventsStep, PolicyStep
 from projector.state_directory import StateDirectory
 from projector.store import PartitionStore
-from replayer.progress import RecoveryTracker
+from replayer.recovery_tracker import RecoveryTracker
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings, load_settings
 from rewind.http_api import HttpServer, create_app, openapi_text, serve_http

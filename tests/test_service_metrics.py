@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from replayer.progress import RecoveryTracker
+from replayer.recovery_tracker import RecoveryTracker
 from rewind.service_metrics import ServiceMetrics
 from snapshotter.snapshot import Manifest
 

@@ -10,7 +10,7 @@ import click
 from confluent_kafka.admin import AdminClient
 
 from projector.gc_tuning import tune_gc_for_projection
-from projector.runner import Progress, Projector, parse_partitions, store_label
+from projector.runner import ProjectionProgress, Projector, parse_partitions, store_label
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.topics import events_partition_count
 
@@ -80,7 +80,9 @@ def project(
         )
 
 
-def _run(projector: Projector, stop: threading.Event, until_caught_up: bool, show_bar: bool) -> Progress:
+def _run(
+    projector: Projector, stop: threading.Event, until_caught_up: bool, show_bar: bool
+) -> ProjectionProgress:
     if not show_bar:
         return projector.run(stop=stop, until_caught_up=until_caught_up)
     with click.progressbar(
@@ -88,7 +90,7 @@ def _run(projector: Projector, stop: threading.Event, until_caught_up: bool, sho
     ) as bar:
         seen = {"total": 0}
 
-        def on_batch(progress: Progress) -> None:
+        def on_batch(progress: ProjectionProgress) -> None:
             if not seen["total"]:
                 seen["total"] = progress.applied + progress.dead_letters + progress.remaining()
                 bar.length = seen["total"]

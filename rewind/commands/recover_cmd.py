@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from projector.gc_tuning import tune_gc_for_projection
-from projector.runner import Progress, parse_partitions
-from replayer.progress import RecoveryTracker
+from projector.runner import ProjectionProgress, parse_partitions
 from replayer.recovery import RecoveryReport, recover
+from replayer.recovery_tracker import RecoveryTracker
 from replayer.timetravel import build_state_at, parse_points, parse_time, points_at, stores_with_config
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
@@ -130,7 +130,7 @@ def replay(
         length=max(1, sum(points.values())), label="replaying", file=click.get_text_stream("stderr")
     ) as bar:
 
-        def on_batch(progress: Progress) -> None:
+        def on_batch(progress: ProjectionProgress) -> None:
             if show_bar:
                 bar.update(progress.applied + progress.dead_letters - bar.pos)
 
