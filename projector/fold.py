@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from projector.encoding import MAX_KEY_PART_BYTES
 from projector.model import (
     AdjustMode,
     Anomaly,
@@ -78,11 +79,21 @@ def _anomaly(event: Event, partition: int, offset: int, kind: str, detail: str) 
     return Anomaly(partition, offset, event["event_id"], event["event_type"], kind, detail)
 
 
+_KEY_PART_CHARS_ALWAYS_FIT: Final = MAX_KEY_PART_BYTES // 4
+"""A string of at most this many characters is a short enough key part (UTF-8 takes at most 4 bytes
+a character), so only longer ones are encoded to be measured."""
+
+
 def _id_problem(field: str, value: str) -> str | None:
-    """Why ``value`` cannot be a key part (empty, NUL, longer than 255 UTF-8 bytes), or None."""
-    if value and "\x00" not in value and (len(value) <= 63 or len(value.encode()) <= 255):
+    """Why ``value`` cannot be a key part (empty, NUL, longer than :data:`MAX_KEY_PART_BYTES` UTF-8
+    bytes), or None."""
+    if (
+        value
+        and "\x00" not in value
+        and (len(value) <= _KEY_PART_CHARS_ALWAYS_FIT or len(value.encode()) <= MAX_KEY_PART_BYTES)
+    ):
         return None
-    return f"{field} must be 1 to 255 UTF-8 bytes without NUL"
+    return f"{field} must be 1 to {MAX_KEY_PART_BYTES} UTF-8 bytes without NUL"
 
 
 def _enum(field: str, value: str, allowed: frozenset[str]) -> None:

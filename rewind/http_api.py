@@ -9,8 +9,8 @@ Guarantees:
 * Every response except ``/metrics`` (Prometheus text) and ``/openapi.yaml`` is JSON, errors included:
   ``{"error": ...}`` plus ``"parameter"`` on a 400 and ``"fix"`` when there is one.
 * Bad input never reaches the state: an unknown or repeated query parameter, or an account, symbol or
-  id that is empty, contains NUL or is over 255 UTF-8 bytes (what the fold accepts as a key) is a 400
-  naming the parameter.
+  id that is empty, contains NUL or is longer than :data:`projector.encoding.MAX_KEY_PART_BYTES`
+  UTF-8 bytes (what the fold accepts as a key) is a 400 naming the parameter.
 * Mutating calls (``POST /snapshots``, ``POST /rebuild``) need ``Authorization: Bearer <http.token>``:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
 * The event loop never waits on LMDB or the service: state reads run on one worker thread (so a
@@ -36,6 +36,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from projector import queries, views
+from projector.encoding import MAX_KEY_PART_BYTES
 from projector.risk_view import risk_rows
 from projector.state_directory import StateDirectory
 from rewind.ground.errors import RewindError
@@ -46,7 +47,6 @@ __all__ = ["HttpServer", "create_app", "serve_http"]
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-MAX_ID_BYTES: Final = 255
 SHUTDOWN_SECONDS: Final = 5.0
 OPENAPI_CONTENT_TYPE: Final = "application/yaml"
 
@@ -117,8 +117,8 @@ def _identifier(name: str, value: str) -> str:
         raise BadParameter(name, f"{name} must not be empty")
     if "\x00" in value:
         raise BadParameter(name, f"{name} must not contain NUL")
-    if len(value.encode()) > MAX_ID_BYTES:
-        raise BadParameter(name, f"{name} must be at most {MAX_ID_BYTES} UTF-8 bytes")
+    if len(value.encode()) > MAX_KEY_PART_BYTES:
+        raise BadParameter(name, f"{name} must be at most {MAX_KEY_PART_BYTES} UTF-8 bytes")
     return value
 
 
