@@ -17,7 +17,7 @@ from pathlib import Path
 
 from confluent_kafka import TopicPartition
 
-from projector.runner import ProjectionProgress, Projector, labelled_store, store_source
+from projector.runner import ProjectionProgress, Projector, labelled_store, store_partition, store_source
 from projector.store import CONFIG_DIR_NAME, partition_dir_name, partition_of_dir_name
 from rewind.ground.errors import RewindError
 from rewind.ground.kafka_reader import open_reader
@@ -118,7 +118,7 @@ def build_state_at(
         )
     projector = Projector(
         settings,
-        [store_source(settings, name)[1] for name in points if name != CONFIG_DIR_NAME],
+        [store_partition(name) for name in points if name != CONFIG_DIR_NAME],
         state_dir=out,
         until={name: n - 1 for name, n in points.items()},
         include_config=CONFIG_DIR_NAME in points,
