@@ -24,8 +24,10 @@ from confluent_kafka.admin import AdminClient
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
+from projector.runner import store_partition, store_source
+from projector.store import CONFIG_DIR_NAME
 from replayer.recovery_helper import HelperFailed, RecoveryHelper
-from replayer.recovery_steps import CONFIG_STORE_KEY, StoreRecovery, store_name
+from replayer.recovery_steps import StoreRecovery
 from replayer.recovery_tracker import RecoveryTracker
 from rewind.ground.errors import RewindError
 from rewind.ground.offset_sampler import OffsetSampler
@@ -48,45 +50,46 @@ def start_helper(settings: Settings, root: Path) -> RecoveryHelper | None:
         return None
 
 
-def helper_share(settings: Settings, keys: list[int], admin: AdminClient) -> list[int]:
-    """The event partitions a helper should recover: :data:`HELPER_SHARE` of the tail, or none when
-    the tail is under ``recovery.parallel_min_events`` (a second process costs more than it saves)."""
+def helper_share(settings: Settings, names: list[str], admin: AdminClient) -> list[str]:
+    """The event partitions' stores a helper should recover: :data:`HELPER_SHARE` of the tail, or none
+    when the tail is under ``recovery.parallel_min_events`` (a second process costs more than it
+    saves)."""
     threshold = int(settings["recovery.parallel_min_events"])
-    partitions = [k for k in keys if k != CONFIG_STORE_KEY]
-    if len(partitions) < 2:
+    events_stores = [name for name in names if name != CONFIG_DIR_NAME]
+    if len(events_stores) < 2:
         return []
-    tails = _tails(settings, partitions, admin)
+    tails = _tails(settings, events_stores, admin)
     if tails is None or sum(tails.values()) < threshold:
         return []
-    share: list[int] = []
+    share: list[str] = []
     helper_load = own_load = 0
-    for partition in sorted(partitions, key=lambda p: (-tails[p], p)):
+    for name in sorted(events_stores, key=lambda n: (-tails[n], store_partition(n))):
         if helper_load / HELPER_SHARE < own_load / (1 - HELPER_SHARE):
-            share.append(partition)
-            helper_load += tails[partition]
+            share.append(name)
+            helper_load += tails[name]
         else:
-            own_load += tails[partition]
-    return sorted(share)
+            own_load += tails[name]
+    return sorted(share, key=store_partition)
 
 
-def _tails(settings: Settings, partitions: list[int], admin: AdminClient) -> dict[int, int] | None:
-    """Events after each partition's newest snapshot (by its manifest), or None if the log end
-    offsets cannot be listed (then recovery runs in one process, and replay reports the problem)."""
-    topic = settings.events_topic
+def _tails(settings: Settings, names: list[str], admin: AdminClient) -> dict[str, int] | None:
+    """Events after each store's newest snapshot (by its manifest), or None if the log end offsets
+    cannot be listed (then recovery runs in one process, and replay reports the problem)."""
+    sources = {name: store_source(settings, name) for name in names}
     try:
         sampler = OffsetSampler(settings.client_config(), admin=admin)
-        found, failed = sampler.log_offsets((topic, p) for p in partitions)
+        found, failed = sampler.log_offsets(sources.values())
     except RewindError:
         return None
     if failed:
         return None
-    tails: dict[int, int] = {}
-    for partition in partitions:
+    tails: dict[str, int] = {}
+    for name, source in sources.items():
         start = 0
-        for path in list_snapshots(settings.snapshot_dir, store_name(partition))[:1]:
+        for path in list_snapshots(settings.snapshot_dir, name)[:1]:
             with contextlib.suppress(SnapshotInvalid):  # an estimate; restore reports a bad snapshot
                 start = load_snapshot(path).offset + 1
-        tails[partition] = max(0, found[(topic, partition)].end - start)
+        tails[name] = max(0, found[source].end - start)
     return tails
 
 
@@ -103,13 +106,14 @@ class HelperCoordinator:
         tracker: RecoveryTracker,
         metrics: ProjectorMetrics | None,
         roots: tuple[Path, Path],
-        keys: list[int],
+        names: list[str],
         helper: RecoveryHelper | None,
-        helper_keys: list[int],
+        helper_names: list[str],
     ) -> None:
         self.tracker, self.metrics = tracker, metrics
         self.staging, self.helper_root = roots
-        self.keys = keys
+        self.names = names
+        """Every store this recovery recovers, by name."""
         self.stores: dict[str, StoreRecovery] = {}
         self.roots: dict[str, Path] = {}
         """Where each recovered store is: this side's staging directory, or the helper's."""
@@ -120,18 +124,19 @@ class HelperCoordinator:
         self._totals: dict[str, int] = {}
         self._phase = 0
         self.helper = helper
-        self.helped_keys = helper_keys
-        if helper is not None and not helper_keys:
+        self.helper_names = helper_names
+        """The stores the helper recovers."""
+        if helper is not None and not helper_names:
             helper.stop()  # not worth it for this recovery
             self.helper = None
         if self.helper is None:
-            self.helped_keys = []
-        tracker.start_step("restore", total=len(keys))
+            self.helper_names = []
+        tracker.start_step("restore", total=len(names))
 
     @property
-    def own_keys(self) -> list[int]:
-        """The partitions this side replays and validates."""
-        return [k for k in self.keys if k not in self.helped_keys]
+    def own_names(self) -> list[str]:
+        """The stores this side replays and validates."""
+        return [name for name in self.names if name not in self.helper_names]
 
     def restored(self, stores: dict[str, StoreRecovery]) -> None:
         """Every store is restored in the staging directory: hand the helper its own, and end the
@@ -141,9 +146,9 @@ class HelperCoordinator:
         self.roots = dict.fromkeys(stores, self.staging)
         if self.helper is not None:
             self._hand_over()
-        self._progress("restore", "here", len(self.keys))
+        self._progress("restore", "here", len(self.names))
         self._finished("restore", "here")
-        if self.helped_keys:
+        if self.helper_names:
             self._finished("restore", "helper")
 
     def progressed_here(self, phase: str, done: int, total: int | None = None) -> None:
@@ -154,24 +159,24 @@ class HelperCoordinator:
     def finished_here(self, phase: str) -> None:
         self._finished(phase, "here")
 
-    def wait_for_helper(self) -> list[int]:
-        """Wait until the helper finished its share. Returns the partitions left to recover here:
-        all of its share when it failed, else none."""
+    def wait_for_helper(self) -> list[str]:
+        """Wait until the helper finished its share. Returns the stores left to recover here: all of
+        its share when it failed, else none."""
         while self.helper is not None and not self.helper.finished:
             self._hear_helper(block=True)
-        if self.helped_keys and not (self.helper is not None and self.helper.finished):
-            return list(self.helped_keys)
+        if self.helper_names and not (self.helper is not None and self.helper.finished):
+            return list(self.helper_names)
         return []
 
     def recovered_here(self, redone: dict[str, StoreRecovery]) -> None:
         """The failed helper's share was recovered in this process (``redone``, in the staging
         directory): the helper's steps end with it."""
-        keys = self.helped_keys
+        names = self.helper_names
         self.roots |= dict.fromkeys(redone, self.staging)
         for phase in PHASES[1:]:
-            self._progress(phase, "helper", len(keys) if phase != "replay" else 0)
+            self._progress(phase, "helper", len(names) if phase != "replay" else 0)
             self._finished(phase, "helper")
-        self.helped_keys = []
+        self.helper_names = []
 
     def side_ends(self) -> dict[str, dict[str, float]]:
         """When each side finished each phase, in seconds from the restore's start."""
@@ -188,14 +193,13 @@ class HelperCoordinator:
     def _hand_over(self) -> None:
         """Move the helper's restored stores into its staging directory and let it start."""
         assert self.helper is not None
-        names = [store_name(k) for k in self.helped_keys]
         self.helper_root.mkdir()
-        for name in names:
+        for name in self.helper_names:
             if (self.staging / name).exists():  # a partition without a snapshot has no store yet
                 os.rename(self.staging / name, self.helper_root / name)
             self.roots[name] = self.helper_root
         try:
-            self.helper.assign({k: self.stores[store_name(k)].snapshot_offset for k in self.helped_keys})
+            self.helper.assign({name: self.stores[name].snapshot_offset for name in self.helper_names})
             crashpoint("recover-helper-started")
         except HelperFailed as exc:
             self._drop_helper(exc)
@@ -214,7 +218,7 @@ class HelperCoordinator:
             kind, at = report
             phase = RecoveryHelper.PHASES[RecoveryHelper.STEPS.index(kind)]
             if phase == "validate":
-                self._progress(phase, "helper", len(self.helped_keys))
+                self._progress(phase, "helper", len(self.helper_names))
             self._finished(phase, "helper", at)
             if block:
                 return
@@ -226,7 +230,7 @@ class HelperCoordinator:
         self.helper.stop()
         self.helper = None
         shutil.rmtree(self.helper_root, ignore_errors=True)
-        self.roots |= dict.fromkeys(map(store_name, self.helped_keys), self.staging)
+        self.roots |= dict.fromkeys(self.helper_names, self.staging)
 
     def _progress(self, phase: str, side: str, done: int, total: int | None = None) -> None:
         self._done[phase][side] = done
@@ -245,7 +249,7 @@ class HelperCoordinator:
     def _finished(self, phase: str, side: str, at: float | None = None) -> None:
         """``side`` finished ``phase``; end the tracker's steps both sides finished, in order."""
         self._ended[phase][side] = time.monotonic() if at is None else at
-        sides = {"here", "helper"} if self.helped_keys else {"here"}
+        sides = {"here", "helper"} if self.helper_names else {"here"}
         while self._phase < len(PHASES) and set(self._ended[PHASES[self._phase]]) >= sides:
             current = PHASES[self._phase]
             self.phase_ends[current] = max(self._ended[current].values())
@@ -254,5 +258,5 @@ class HelperCoordinator:
             if self._phase < len(PHASES):
                 self.tracker.finish_step(current)
                 upcoming = PHASES[self._phase]
-                self.tracker.start_step(upcoming, total=len(self.keys) if upcoming != "replay" else 0)
+                self.tracker.start_step(upcoming, total=len(self.names) if upcoming != "replay" else 0)
                 self._show(upcoming)

@@ -31,17 +31,11 @@ from confluent_kafka.admin import AdminClient
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
+from projector.runner import store_partition
 from projector.state_directory import StateDirectory, combined_digest
-from projector.store import fsync_directory, partition_of_dir_name
+from projector.store import CONFIG_DIR_NAME, fsync_directory, partition_dir_name, partition_of_dir_name
 from replayer.helper_coordination import HelperCoordinator, helper_share, start_helper
-from replayer.recovery_steps import (
-    CONFIG_STORE_KEY,
-    StoreRecovery,
-    replay_stores,
-    restore_stores,
-    store_name,
-    validate_stores,
-)
+from replayer.recovery_steps import StoreRecovery, replay_stores, restore_stores, validate_stores
 from replayer.recovery_tracker import RecoveryTracker
 from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import Settings
@@ -113,7 +107,7 @@ def recover(
             StateDirectory.open(live_root, settings),
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io,
         ):
-            ahead = _snapshotted_keys(settings, partitions)
+            ahead = _snapshotted_stores(settings, partitions)
             _prefetch_snapshots(settings, ahead)
             _remove_leftovers(live_root, staging, helper_root)
             restoring = _restore_ahead(settings, (live_root, staging), ahead, io)
@@ -121,15 +115,16 @@ def recover(
             try:
                 admin = AdminClient(settings.client_config())
                 count = events_partition_count(admin, settings.events_topic)
-                keys = [CONFIG_STORE_KEY, *(partitions if partitions is not None else range(count))]
-                helper_keys = helper_share(settings, keys, admin) if helper is not None else []
+                chosen = partitions if partitions is not None else range(count)
+                names = [CONFIG_DIR_NAME, *map(partition_dir_name, chosen)]
+                helper_names = helper_share(settings, names, admin) if helper is not None else []
             except BaseException:
                 if helper is not None:
                     helper.stop()
                 wait([restoring])  # nothing may write into staging once it is removed
                 raise
             tracker.finish_step("detect", detail=reason)
-            run = HelperCoordinator(tracker, metrics, (staging, helper_root), keys, helper, helper_keys)
+            run = HelperCoordinator(tracker, metrics, (staging, helper_root), names, helper, helper_names)
             stores = _recover_stores(settings, run, restoring, io)
             replaced = _swap_in(run.roots, live_root)
             tracker.finish_step("validate")
@@ -156,7 +151,7 @@ def recover(
         ended - ends["validate"],
         ended - started,
         digest,
-        run.helped_keys,
+        [store_partition(name) for name in run.helper_names],
         run.side_ends(),
     )
 
@@ -170,15 +165,15 @@ def _recover_stores(
     """Finish the restore begun ahead, then replay and validate this side's stores while the helper
     does its share; the helper's share is recovered here too if it failed."""
     staging, metrics = run.staging, run.metrics
-    stores = _finish_restore(settings, staging, run.keys, restoring.result(), io)
+    stores = _finish_restore(settings, staging, run.names, restoring.result(), io)
     run.restored(stores)
-    own_keys = run.own_keys
-    own = {name: stores[name] for name in map(store_name, own_keys)}
+    own_names = run.own_names
+    own = {name: stores[name] for name in own_names}
 
     def replayed(done: int, total: int) -> None:
         run.progressed_here("replay", done, total)
 
-    replay_stores(settings, staging, own_keys, stores, replayed, metrics)
+    replay_stores(settings, staging, own_names, stores, replayed, metrics)
     run.finished_here("replay")
 
     def validated(done: int) -> None:
@@ -199,20 +194,20 @@ def _recover_stores(
 def _finish_restore(
     settings: Settings,
     staging: Path,
-    keys: list[int],
+    names: list[str],
     restored: dict[str, StoreRecovery],
     io: ThreadPoolExecutor,
 ) -> dict[str, StoreRecovery]:
     """The stores restored ahead, completed to exactly this recovery's partitions: a partition
     without a snapshot (or one whose snapshot appeared meanwhile) is restored now, a snapshotted
     store that is not to be recovered is discarded."""
-    wanted = {store_name(k): k for k in keys}
-    for name in set(restored) - set(wanted):
+    wanted = set(names)
+    for name in set(restored) - wanted:
         shutil.rmtree(staging / name, ignore_errors=True)
         del restored[name]
-    missing = [key for name, key in wanted.items() if name not in restored]
+    missing = [name for name in names if name not in restored]
     restored |= restore_stores(settings, staging, missing, io)
-    if set(restored) != set(wanted):
+    if set(restored) != wanted:
         raise InvariantViolation(
             f"recovery restored {sorted(restored)}, not exactly the stores to recover {sorted(wanted)}",
             "the live state was not changed; report this message, then run `rewind recover` again",
@@ -227,39 +222,38 @@ def _remove_leftovers(live_root: Path, *staging: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _prefetch_snapshots(settings: Settings, keys: list[int]) -> None:
+def _prefetch_snapshots(settings: Settings, names: list[str]) -> None:
     """Ask the disk for every snapshot restore will read, at once and in the background: the restore
     threads, a few stores at a time, then find the later ones in memory."""
-    names = [store_name(k) for k in keys]
     threading.Thread(
         target=prefetch_newest, args=(settings.snapshot_dir, names), name="recover-prefetch", daemon=True
     ).start()
 
 
-def _snapshotted_keys(settings: Settings, partitions: list[int] | None) -> list[int]:
+def _snapshotted_stores(settings: Settings, partitions: list[int] | None) -> list[str]:
     """The stores worth restoring before the partition count is known: the config store and every
-    event partition with a snapshot (only those of ``partitions`` when given)."""
-    names = {store_name(k): k for k in partitions} if partitions is not None else None
-    keys = [CONFIG_STORE_KEY]
+    event partition's store with a snapshot (only those of ``partitions`` when given)."""
+    chosen = set(partitions) if partitions is not None else None
+    names = [CONFIG_DIR_NAME]
     root = settings.snapshot_dir
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
-        key = partition_of_dir_name(directory.name)
-        if key is not None and (names is None or directory.name in names):
-            keys.append(key)
-    return keys
+        partition = partition_of_dir_name(directory.name)
+        if partition is not None and (chosen is None or partition in chosen):
+            names.append(directory.name)
+    return names
 
 
 def _restore_ahead(
-    settings: Settings, roots: tuple[Path, Path], keys: list[int], io: ThreadPoolExecutor
+    settings: Settings, roots: tuple[Path, Path], names: list[str], io: ThreadPoolExecutor
 ) -> Future[dict[str, StoreRecovery]]:
-    """Restore ``keys`` into the staging root in the background (on ``io``), starting now, in place
-    of the live stores."""
+    """Restore the stores ``names`` into the staging root in the background (on ``io``), starting
+    now, in place of the live stores."""
     live_root, staging = roots
     restored: Future[dict[str, StoreRecovery]] = Future()
 
     def run() -> None:
         try:
-            restored.set_result(restore_stores(settings, staging, keys, io, replacing=live_root))
+            restored.set_result(restore_stores(settings, staging, names, io, replacing=live_root))
         except BaseException as exc:
             restored.set_exception(exc)
 

@@ -40,7 +40,8 @@ from prometheus_client import CollectorRegistry
 from projector.crashpoints import crashpoint
 from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
-from replayer.recovery_steps import StoreRecovery, replay_stores, store_name, validate_stores
+from projector.store import partition_dir_name, partition_of_dir_name
+from replayer.recovery_steps import StoreRecovery, replay_stores, validate_stores
 from rewind.ground.settings import Settings, load_settings
 from schemas.codec import default_codec
 
@@ -108,13 +109,14 @@ class RecoveryHelper:
             raise HelperFailed(f"could not start: {exc}") from exc
         return cls(process, errors)
 
-    def assign(self, snapshot_offsets: dict[int, int | None]) -> None:
-        """Give the helper its partitions, their stores restored in its root (from a snapshot at
-        the given offset, or none): it starts replaying them."""
-        self._names = set(map(store_name, snapshot_offsets))
+    def assign(self, snapshot_offsets: dict[str, int | None]) -> None:
+        """Give the helper its stores (event partitions' only), restored in its root from a snapshot at
+        the given offset or from none: it starts replaying them."""
+        assigned = sorted((_events_partition(name), offset) for name, offset in snapshot_offsets.items())
+        self._names = set(snapshot_offsets)
         try:
             assert self._process.stdin is not None
-            self._process.stdin.write(json.dumps(sorted(snapshot_offsets.items())) + "\n")
+            self._process.stdin.write(json.dumps(assigned) + "\n")
             self._process.stdin.close()
         except OSError as exc:
             raise HelperFailed(f"did not take its partitions ({exc})") from exc
@@ -210,6 +212,14 @@ class RecoveryHelper:
             self._messages.put(None)
 
 
+def _events_partition(name: str) -> int:
+    """An event partition's store as the helper's input names it: by its partition."""
+    partition = partition_of_dir_name(name)
+    if partition is None:
+        raise ValueError(f"a recovery helper recovers event partitions' stores, not {name!r}")
+    return partition
+
+
 @contextlib.contextmanager
 def _malformed(kind: str, found: object) -> Iterator[None]:
     """Turn an answer of the wrong shape into :class:`HelperFailed`."""
@@ -249,15 +259,16 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     default_codec()  # built before the partitions arrive, while the parent is still restoring
     line = sys.stdin.readline()
-    assigned = [(int(k), None if o is None else int(o)) for k, o in json.loads(line)] if line.strip() else []
+    assigned = [(int(p), None if o is None else int(o)) for p, o in json.loads(line)] if line.strip() else []
     if not assigned:
         return 0
-    keys = [key for key, _ in assigned]
-    stores = {store_name(key): StoreRecovery(store_name(key), offset) for key, offset in assigned}
+    named = [(partition_dir_name(partition), offset) for partition, offset in assigned]
+    stores = {name: StoreRecovery(name, offset) for name, offset in named}
+    names = list(stores)
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix="recover-io") as io:
         crashpoint("recovery-helper-assigned")
         tally = ReplayTally()
-        replay_stores(settings, root, keys, stores, _progress, tally)
+        replay_stores(settings, root, names, stores, _progress, tally)
         crashpoint("recovery-helper-replayed")
         _send(
             "replayed",

@@ -13,24 +13,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
 from projector.crashpoints import crashpoint
 from projector.metrics import ProjectorMetrics
-from projector.runner import ProjectionProgress, Projector
+from projector.runner import ProjectionProgress, Projector, store_partition
 from projector.state_directory import StateDirectory
-from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache, partition_dir_name
+from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache
 from rewind.ground.settings import Settings
 from snapshotter.snapshot import newest_valid, restore, sync_store_files
-
-CONFIG_STORE_KEY: Final = -1
-"""How recovery's lists of store keys, where an events-partition store is its partition number, name
-the config store (no partition has this number). :func:`store_name` maps every key to its store."""
-
-
-def store_name(key: int) -> str:
-    """The name of the store recovery knows as ``key`` (``events-p0003`` for 3, ``config``)."""
-    return CONFIG_DIR_NAME if key == CONFIG_STORE_KEY else partition_dir_name(key)
 
 
 @dataclass
@@ -48,17 +38,16 @@ class StoreRecovery:
 def restore_stores(
     settings: Settings,
     root: Path,
-    keys: list[int],
+    names: list[str],
     io: ThreadPoolExecutor,
     replacing: Path | None = None,
 ) -> dict[str, StoreRecovery]:
-    """Each store under ``root`` from its newest valid snapshot (checksum, then copy), several at a
-    time; a store without one starts empty. The stores of the same name under ``replacing`` (the
-    live ones, to be replaced) first give up their page cache, so each copy reuses that memory
-    instead of evicting other files."""
+    """Each store of ``names`` under ``root`` from its newest valid snapshot (checksum, then copy),
+    several at a time; a store without one starts empty. The stores of the same name under
+    ``replacing`` (the live ones, to be replaced) first give up their page cache, so each copy reuses
+    that memory instead of evicting other files."""
 
-    def restore_one(key: int) -> StoreRecovery:
-        name = store_name(key)
+    def restore_one(name: str) -> StoreRecovery:
         if replacing is not None:
             advise_page_cache(replacing / name / DATA_FILE, "DONTNEED")
         snapshot, rejected = newest_valid(settings.snapshot_dir, name)
@@ -67,25 +56,26 @@ def restore_stores(
             crashpoint("recover-restored")
         return StoreRecovery(name, None if snapshot is None else snapshot.offset, rejected)
 
-    return {recovery.name: recovery for recovery in io.map(restore_one, keys)}
+    return {recovery.name: recovery for recovery in io.map(restore_one, names)}
 
 
 def replay_stores(
     settings: Settings,
     root: Path,
-    keys: list[int],
+    names: list[str],
     stores: dict[str, StoreRecovery],
     on_progress: Callable[[int, int], None] | None = None,
     metrics: ProjectorMetrics | None = None,
 ) -> None:
-    """Replay each store from its offset + 1 to the log end the projector found when it started;
-    records where each store stopped. ``on_progress(done, total)`` after every batch."""
+    """Replay each store of ``names`` from its offset + 1 to the log end the projector found when it
+    started; records where each store stopped in ``stores``. ``on_progress(done, total)`` after every
+    batch."""
     projector = Projector(
         settings,
         metrics=metrics,
-        partitions=[k for k in keys if k != CONFIG_STORE_KEY],
+        partitions=[store_partition(name) for name in names if name != CONFIG_DIR_NAME],
         state_dir=root,
-        include_config=CONFIG_STORE_KEY in keys,
+        include_config=CONFIG_DIR_NAME in names,
         commit_group=False,
         durable=False,
     )
@@ -100,12 +90,12 @@ def replay_stores(
         progress = projector.progress
     finally:
         projector.close()
-    for key in keys:
-        store = stores[store_name(key)]
-        store.offset = progress.offsets[store.name]
+    for name in names:
+        store = stores[name]
+        store.offset = progress.offsets[name]
         base = -1 if store.snapshot_offset is None else store.snapshot_offset
         store.replayed = store.offset - base
-        assert store.offset == progress.targets[store.name] - 1, f"{store.name} stopped at {store.offset}"
+        assert store.offset == progress.targets[name] - 1, f"{name} stopped at {store.offset}"
 
 
 def validate_stores(

@@ -125,7 +125,7 @@ def test_a_helper_that_answers_wrongly_or_dies_is_a_failure_never_a_hang(output:
     )
     with tempfile.TemporaryFile() as errors:
         helper = RecoveryHelper(process, errors)
-        helper.assign({0: None})
+        helper.assign({"events-p0000": None})
         with pytest.raises(HelperFailed):
             helper.next_report({}, None, block=True)
         helper.stop()
