@@ -13,6 +13,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from projector.state_directory import StateDirectory
+from rewind.commands.lag_cmd import stored_offsets
 from rewind.ground.settings import load_settings
 from tests.cli_runner import run_rewind
 from tests.kafka_helpers import create_topic
@@ -111,6 +112,19 @@ def test_without_group_the_stored_offsets_are_measured_and_empty_stores_left_out
     table = run_rewind("lag", "--state", str(root), env=env, check=True).stdout.splitlines()
     listed = [line.split()[:5] for line in table if line.startswith(topic)]
     assert listed == [[topic, "0", "0", "10", "7"], [topic, "2", "0", "4", "4"]]
+
+
+def test_stored_offsets_are_keyed_by_the_topic_and_partition_each_store_folds(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    settings = load_settings(flags={"state.dir": str(root)}, environ={})
+    with StateDirectory.open(root, settings, durable=False) as directory:
+        directory.config().commit({}, 4, 5)
+        directory.partition(3).commit({}, 11, 12)
+        directory.partition(5)
+    offsets, commit_times = stored_offsets(settings, None)
+    assert offsets == {(settings.config_topic, 0): 5, (settings.events_topic, 3): 12}
+    assert set(commit_times) == set(offsets)
+    assert stored_offsets(settings, settings.config_topic)[0] == {(settings.config_topic, 0): 5}
 
 
 def test_without_group_a_state_that_applied_nothing_is_a_clear_error(

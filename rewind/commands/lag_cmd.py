@@ -8,8 +8,8 @@ import time
 import click
 
 from projector.encoding import NO_OFFSET
+from projector.runner import store_source
 from projector.state_directory import StateDirectory
-from projector.store import CONFIG_DIR_NAME
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
@@ -138,11 +138,7 @@ def stored_offsets(
     with StateDirectory.open_readonly(settings.state_dir) as directory:
         for name in directory.store_names():
             store = directory.store(name)
-            key = (
-                (settings.config_topic, 0)
-                if name == CONFIG_DIR_NAME
-                else (settings.events_topic, int(name.removeprefix("events-p")))
-            )
+            key = store_source(settings, name)
             if topic is not None and key[0] != topic:
                 continue
             stored = store.offset()
