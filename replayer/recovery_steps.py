@@ -19,6 +19,7 @@ from projector.metrics import ProjectorMetrics
 from projector.runner import ProjectionProgress, Projector, store_partition
 from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache
+from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import Settings
 from snapshotter.snapshot import newest_valid, restore, sync_store_files
 
@@ -69,7 +70,7 @@ def replay_stores(
 ) -> None:
     """Replay each store of ``names`` from its offset + 1 to the log end the projector found when it
     started; records where each store stopped in ``stores``. ``on_progress(done, total)`` after every
-    batch."""
+    batch. Raises :class:`InvariantViolation` if a store stopped anywhere else."""
     projector = Projector(
         settings,
         metrics=metrics,
@@ -95,7 +96,13 @@ def replay_stores(
         store.offset = progress.offsets[name]
         base = -1 if store.snapshot_offset is None else store.snapshot_offset
         store.replayed = store.offset - base
-        assert store.offset == progress.targets[name] - 1, f"{name} stopped at {store.offset}"
+        target = progress.targets[name] - 1
+        if store.offset != target:
+            raise InvariantViolation(
+                f"recovery replayed {name} to offset {store.offset}, not to offset {target}, the last "
+                "before the log end it found",
+                "the live state was not changed; report this message, then run `rewind recover` again",
+            )
 
 
 def validate_stores(
@@ -104,8 +111,8 @@ def validate_stores(
     io: ThreadPoolExecutor,
     on_validated: Callable[[int], None] | None = None,
 ) -> None:
-    """Every store is on disk, at the offset replay reached, and its digest recomputes from its own
-    content (recorded in ``digest``).
+    """Every store is on disk, at the offset replay reached (:class:`InvariantViolation` otherwise),
+    and its digest recomputes from its own content (recorded in ``digest``).
 
     Entity invariants (filled <= quantity, basis sign, ...) were asserted by the fold on every change
     that built this state, and the snapshot it started from was checksum-verified. The stores were
@@ -117,7 +124,12 @@ def validate_stores(
         for done, (name, recovery) in enumerate(sorted(stores.items()), start=1):
             store = directory.store(name)
             offset, recovery.digest = store.offset(), store.digest()
-            assert offset == recovery.offset, f"{name}: stored offset {offset} != {recovery.offset}"
+            if offset != recovery.offset:
+                raise InvariantViolation(
+                    f"recovered {name} holds offset {offset} on disk, not the offset {recovery.offset} "
+                    "its replay reached",
+                    "the live state was not changed; report this message, then run `rewind recover` again",
+                )
             if on_validated is not None:
                 on_validated(done)
     for sync in syncs:
