@@ -10,6 +10,11 @@ state and one policy:
   nothing is recorded and the offset does not move. Benign duplicates are recorded under both.
 - A value that cannot be decoded changes no state; the step moves past it (the projector sends it
   to the dead-letter topic before it commits).
+- A record that decodes but does not fit the contract is refused the same way, with the reason: an
+  event that belongs on the other topic, an enum symbol the fold does not know, or a record key that
+  is not the one the contract prescribes (``account_id`` on the events topic, the config ``key`` on
+  the config topic). A refused record never reaches the state, so one bad record never stops the
+  partition or any other.
 
 Guarantees:
 
@@ -20,8 +25,8 @@ Guarantees:
   before anything changes.
 - **No per-record allocation of its own**: a step answers with one of the int codes below and keeps
   what the caller may need (the event, the anomaly, the decode error) on itself until the next step.
-- Fold errors (:class:`~projector.fold.EventContractError`, :class:`~projector.fold.InvariantError`)
-  pass through unchanged: the batch must be discarded.
+- :class:`~projector.fold.InvariantError` (a bug of the fold, never data) passes through unchanged:
+  the batch must be discarded.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from projector.encoding import NO_OFFSET
-from projector.fold import CONFIG_TOPIC_PARTITION, Event, apply_config, apply_event
+from projector.fold import CONFIG_TOPIC_PARTITION, Event, EventContractError, apply_config, apply_event
 from projector.model import Anomaly
 from projector.state import ConfigState, PartitionState
 from rewind.ground.errors import InvariantViolation
@@ -51,6 +56,20 @@ HALTED: Final = 2
 """``halt`` stopped before the event: nothing changed, the offset did not move; ``step.anomaly`` says why."""
 UNDECODABLE: Final = 3
 """The value could not be decoded; ``step.error`` says why. The state is unchanged, the offset moved."""
+REFUSED: Final = 4
+"""The event does not fit the contract (topic, enum symbol or record key); ``step.error`` says why.
+The state is unchanged, the offset moved: it goes where undecodable records go."""
+
+KEY_NOT_CHECKED: Final = b"\x00key not checked\x00"
+"""Passed as ``key`` by callers that feed events without Kafka records (tests, benchmarks)."""
+
+
+class RefusedRecord(EventDecodeError):
+    """A record that decodes but does not fit the event contract; the message says what and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, fingerprint=None, offset=0)
+
 
 Decoder = Callable[[bytes | None], Mapping[str, Any]]
 
@@ -67,10 +86,11 @@ class PolicyStep:
     only after :data:`UNDECODABLE`).
     """
 
-    def __init__(self, where: str, policy: str, offset: int, decode: Decoder | None) -> None:
+    def __init__(self, where: str, policy: str, offset: int, decode: Decoder | None, key_field: str) -> None:
         if policy not in ANOMALY_POLICIES:
             raise ValueError(f"anomaly policy {policy!r} is not one of {', '.join(ANOMALY_POLICIES)}")
         self.where = where
+        self._key_field = key_field
         self.halting = policy == HALT
         self.offset = offset
         self.event: Mapping[str, Any] = _NO_EVENT
@@ -78,25 +98,46 @@ class PolicyStep:
         self.error: EventDecodeError = _NO_ERROR
         self._decode: Decoder = default_codec().decode if decode is None else decode
 
-    def record(self, value: bytes | None, offset: int) -> int:
-        """Decode ``value`` and :meth:`apply` it at ``offset``; :data:`UNDECODABLE` if it cannot be."""
+    def record(self, value: bytes | None, offset: int, key: bytes | None = KEY_NOT_CHECKED) -> int:
+        """Decode ``value`` and :meth:`apply` it at ``offset``: :data:`UNDECODABLE` if it cannot be,
+        :data:`REFUSED` if its record ``key`` is not the one the contract prescribes for it."""
         try:
             event = self._decode(value)
         except EventDecodeError as exc:
-            self._check_order(offset)
-            self.event = _NO_EVENT
-            self.anomaly = None
-            self.error = exc
-            self.offset = offset
-            return UNDECODABLE
+            return self._pass_over(offset, exc, UNDECODABLE)
+        if key is not KEY_NOT_CHECKED:
+            expected = self._expected_key(event)
+            if expected is not None and key != expected:
+                shown = "no key" if key is None else f"key {key!r}"
+                return self._pass_over(
+                    offset,
+                    RefusedRecord(
+                        f"{event['event_type']} {event['event_id']} at {self.where} offset {offset} has "
+                        f"{shown}; the contract prescribes key {expected!r} ({self._key_field}), so it "
+                        "may sit in a partition that does not own its entity: fix the producer's key"
+                    ),
+                    REFUSED,
+                )
         return self.apply(event, offset)
+
+    def _pass_over(self, offset: int, error: EventDecodeError, outcome: int) -> int:
+        self._check_order(offset)
+        self.event = _NO_EVENT
+        self.anomaly = None
+        self.error = error
+        self.offset = offset
+        return outcome
 
     def apply(self, event: Event, offset: int) -> int:
         """Apply a decoded ``event`` at ``offset`` under the policy: :data:`APPLIED`,
-        :data:`RECORDED` or :data:`HALTED`."""
+        :data:`RECORDED`, :data:`HALTED` or :data:`REFUSED`."""
         self._check_order(offset)
+        try:
+            anomaly = self._fold(event, offset)
+        except EventContractError as exc:
+            return self._pass_over(offset, RefusedRecord(f"{self.where} offset {offset}: {exc}"), REFUSED)
         self.event = event
-        anomaly = self.anomaly = self._fold(event, offset)
+        self.anomaly = anomaly
         if anomaly is None:
             self.offset = offset
             return APPLIED
@@ -112,6 +153,12 @@ class PolicyStep:
                 f"{self.where}: offset {offset} after {self.offset}: offsets must only move forward",
                 "a bug or a second writer; report it with the partition and offsets",
             )
+
+    def _expected_key(self, event: Event) -> bytes | None:
+        """The record key the contract prescribes for ``event``; None for an event of the other topic
+        (it has no such field, and :meth:`apply` refuses it)."""
+        value = event.get(self._key_field)
+        return None if value is None else str(value).encode()
 
     def _fold(self, event: Event, offset: int) -> Anomaly | None:
         raise NotImplementedError
@@ -131,7 +178,7 @@ class EventsStep(PolicyStep):
         offset: int = NO_OFFSET,
         decode: Decoder | None = None,
     ) -> None:
-        super().__init__(f"partition {partition}", policy, offset, decode)
+        super().__init__(f"partition {partition}", policy, offset, decode, "account_id")
         self.state = state
         self.partition = partition
 
@@ -152,7 +199,7 @@ class ConfigStep(PolicyStep):
         offset: int = NO_OFFSET,
         decode: Decoder | None = None,
     ) -> None:
-        super().__init__(f"config partition {CONFIG_TOPIC_PARTITION}", policy, offset, decode)
+        super().__init__(f"config partition {CONFIG_TOPIC_PARTITION}", policy, offset, decode, "key")
         self.state = state
 
     def _fold(self, event: Event, offset: int) -> Anomaly | None:

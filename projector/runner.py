@@ -28,7 +28,7 @@ from projector.encoding import NO_OFFSET
 from projector.fold import CONFIG_TOPIC_PARTITION
 from projector.lmdb_state import EntityCache, LmdbConfigState, LmdbPartitionState
 from projector.metrics import ProjectorMetrics
-from projector.policy import HALTED, RECORDED, UNDECODABLE, ConfigStep, EventsStep, PolicyStep
+from projector.policy import HALTED, RECORDED, REFUSED, UNDECODABLE, ConfigStep, EventsStep, PolicyStep
 from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME, partition_dir_name, partition_of_dir_name
 from rewind.ground.errors import DataLossError, InvariantViolation, RewindError
@@ -330,8 +330,8 @@ class Projector:
                 raise InvariantViolation(f"{step.where}: a consumed record has no offset")
             if limit is not None and offset > limit:
                 break
-            outcome = step.record(message.value(), offset)
-            if outcome == UNDECODABLE:
+            outcome = step.record(message.value(), offset, message.key())
+            if outcome in (UNDECODABLE, REFUSED):
                 error = step.error
                 self.dead_letters.send(message, error, error.fingerprint)
                 self.progress.dead_letters += 1

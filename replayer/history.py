@@ -32,8 +32,8 @@ from confluent_kafka import Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from projector import views
-from projector.fold import EventContractError, InvariantError
-from projector.policy import QUARANTINE, UNDECODABLE, EventsStep
+from projector.fold import InvariantError
+from projector.policy import QUARANTINE, REFUSED, UNDECODABLE, EventsStep
 from projector.state import MemoryState
 from replayer.entity_location import (
     HISTORY_DATA_LOSS_FIX,
@@ -189,22 +189,22 @@ def replay_rows(
 ) -> None:
     """Fold ``messages`` into ``state`` with the projector's step (:mod:`projector.policy`) and append
     the target's rows at or after ``first_offset`` to ``history.rows``. Anomalies are recorded in the
-    state, as the projector does under the ``quarantine`` policy; undecodable records only advance
-    the offset, as they do when the projector sends them to the dead-letter topic."""
+    state, as the projector does under the ``quarantine`` policy; undecodable and refused records only
+    advance the offset, as they do when the projector sends them to the dead-letter topic."""
     step = EventsStep(state, partition, QUARANTINE, state.offset)
     for message in messages:
         offset = message.offset()
         if offset is None:
             raise InvariantViolation(f"partition {partition}: a record read from the log has no offset")
         try:
-            outcome = step.record(message.value(), offset)
-        except (EventContractError, InvariantError) as exc:
+            outcome = step.record(message.value(), offset, message.key())
+        except InvariantError as exc:
             raise RewindError(
-                f"the fold refused partition {partition} offset {offset}: {exc}",
+                f"the fold broke an invariant at partition {partition} offset {offset}: {exc}",
                 "the projector stops at this record too; report it with the partition and offset",
             ) from exc
         state.offset = offset
-        if outcome == UNDECODABLE:
+        if outcome in (UNDECODABLE, REFUSED):
             history.undecodable += 1
             continue
         event, anomaly = step.event, step.anomaly

@@ -12,9 +12,11 @@ from projector.policy import (
     HALTED,
     QUARANTINE,
     RECORDED,
+    REFUSED,
     UNDECODABLE,
     ConfigStep,
     EventsStep,
+    RefusedRecord,
 )
 from projector.state import MemoryConfigState, MemoryState
 from rewind.ground.errors import InvariantViolation
@@ -90,3 +92,38 @@ def test_the_config_step_folds_config_and_records_its_anomalies() -> None:
 def test_an_unknown_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="anomaly policy 'ignore'"):
         EventsStep(MemoryState(), 0, "ignore")
+
+
+def test_an_event_of_the_other_topic_is_refused_and_changes_nothing() -> None:
+    state, step = _filled_order(QUARANTINE)
+    before = state_digest(state.records())
+    assert step.apply(config("risk.max_gross_exposure", 3, 1), 2) == REFUSED
+    assert isinstance(step.error, RefusedRecord) and "config topic" in str(step.error)
+    assert step.offset == 2 and state.anomalies == {}
+    assert state_digest(state.records()) == before
+    config_step = ConfigStep(MemoryConfigState(), HALT)
+    assert config_step.apply(submitted("o2", "1", "5"), 0) == REFUSED
+    assert "only ConfigChanged" in str(config_step.error) and config_step.offset == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [(None, "no key"), (b"\xff\xfe", "key b'\\xff\\xfe'"), (b"ACC-OTHER", "key b'ACC-OTHER'")],
+    ids=["null", "not-utf8", "another-account"],
+)
+def test_a_record_keyed_other_than_its_account_is_refused(key: bytes | None, shown: str) -> None:
+    state = MemoryState()
+    step = EventsStep(state, 0, HALT)
+    event = submitted("o", "10", "5")
+    assert step.record(encode(event), 0, key) == REFUSED
+    message = str(step.error)
+    assert shown in message and repr(event["account_id"].encode()) in message
+    assert step.offset == 0 and state_digest(state.records()) == state_digest(MemoryState().records())
+    assert step.record(encode(event), 1, event["account_id"].encode()) == APPLIED
+
+
+def test_a_config_record_keyed_other_than_its_key_is_refused() -> None:
+    step = ConfigStep(MemoryConfigState(), QUARANTINE)
+    event = config("risk.max_gross_exposure", 3, 1)
+    assert step.record(encode(event), 0, b"risk.other") == REFUSED
+    assert step.record(encode(event), 1, b"risk.max_gross_exposure") == APPLIED

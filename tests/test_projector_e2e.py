@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from fastavro import parse_schema, schemaless_writer
 
 from producers import builders
-from schemas.codec import encode
+from schemas.catalog import default_catalog
+from schemas.codec import MAGIC, encode, physical_schema
 from tests.cli_runner import run_rewind
+from tests.golden.make_golden import sample_for
 from tests.kafka_helpers import read_partition
 from tests.pipeline import Pipeline
 
@@ -168,3 +172,90 @@ def test_halt_policy_stops_before_the_anomaly_and_resume_continues(pipeline: Pip
     assert resumed["applied"] == 2 and resumed["anomalies"] == 1
     anomalies = json.loads(run_rewind("state", "anomalies", "--json", env=pipeline.env, check=True).stdout)
     assert [a["kind"] for a in anomalies] == ["UNKNOWN_ORDER"]
+
+
+def test_records_that_break_the_contract_are_dead_lettered_and_nothing_blocks(pipeline: Pipeline) -> None:
+    """Mislabelled, wrong-topic and wrongly keyed records, between good ones on every partition: each
+    goes to the dead-letter topic with its reason, and every good record is applied."""
+    from confluent_kafka import Producer
+
+    summary = pipeline.simulate(events=4_000, seed=3)
+    account = builders.balance_changed(
+        account_id="ACC-0001",
+        source="test",
+        occurred_at=1_700_000_000_000_000,
+        currency="CHF",
+        amount=7 * E8,
+        reason="DEPOSIT",
+    )
+    version = default_catalog().current("OrderAccepted")
+    mislabelled = io.BytesIO()
+    mislabelled.write(MAGIC + version.fingerprint)
+    accepted = sample_for("OrderAccepted", version.field_names()) | {"event_type": "Fill"}
+    schemaless_writer(mislabelled, parse_schema(physical_schema(version.schema)), accepted)
+    config_change = builders.config_changed(
+        key="risk.max_gross_exposure",
+        value_type="DECIMAL",
+        value=5 * E8,
+        version=1,
+        changed_by="ops",
+        source="test",
+    )
+    order = builders.order_submitted(
+        account_id="ACC-0002",
+        source="test",
+        occurred_at=1_700_000_000_000_000,
+        order_id="O-ON-CONFIG",
+        client_order_id="C-ON-CONFIG",
+        symbol="ABC",
+        side="BUY",
+        order_type="LIMIT",
+        limit_price=E8,
+        quantity=E8,
+        time_in_force="DAY",
+    )
+    ids = "5b9d0c1e-0000-4000-8000-00000000000"
+    poison: list[tuple[str, bytes | None, bytes]] = [
+        (pipeline.events, b"ACC-0001", mislabelled.getvalue()),
+        (pipeline.events, b"*", encode(config_change)),
+        (pipeline.config, b"ACC-0002", encode(order)),
+        (pipeline.events, None, encode(account | {"event_id": f"{ids}2"})),
+        (
+            pipeline.events,
+            b"\xff\xfe",
+            encode(account | {"event_id": f"{ids}3"}),
+        ),
+        (
+            pipeline.events,
+            b"ACC-0003",
+            encode(account | {"event_id": f"{ids}4"}),
+        ),
+    ]
+    raw = Producer({"bootstrap.servers": pipeline.bootstrap})
+    for topic, key, value in poison:
+        raw.produce(topic, key=key, value=value)
+    assert raw.flush(30) == 0
+    pipeline.simulate(events=4_000, seed=4)
+
+    projected = json.loads(
+        run_rewind("project", "--until-caught-up", "--json", env=pipeline.env, timeout=300, check=True).stdout
+    )
+    produced = 2 * summary.events + len(poison)
+    assert projected["dead_letters"] == len(poison)
+    assert projected["applied"] + projected["dead_letters"] == produced
+    stores = _digests(pipeline)
+    assert {name: s["digest"] for name, s in stores.items()} == pipeline.reference_digests()
+
+    letters = read_partition(pipeline.bootstrap, pipeline.deadletter, 0)
+    reasons = [dict(m.headers() or [])["rewind.error"].decode() for m in letters]
+    assert len(reasons) == len(poison)
+    assert any("event_type field says 'Fill'" in r for r in reasons)
+    assert any("belongs on the config topic" in r for r in reasons)
+    assert any("only ConfigChanged" in r for r in reasons)
+    assert sum("the contract prescribes key b'ACC-0001'" in r for r in reasons) == 3
+    balances = json.loads(
+        run_rewind(
+            "state", "balances", "--account", "ACC-0001", "--json", env=pipeline.env, check=True
+        ).stdout
+    )
+    assert all(row["currency"] != "CHF" for row in balances), "no wrongly keyed deposit was applied"
