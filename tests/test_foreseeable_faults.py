@@ -66,3 +66,10 @@ def test_an_lmdb_failure_says_the_state_stays_as_of_its_last_commit() -> None:
 def test_a_bug_is_not_dressed_up_as_a_foreseeable_fault() -> None:
     assert explain(ValueError("a bug")) is None
     assert explain(OSError(errno.EBADF, "Bad file descriptor")) is None
+
+
+@pytest.mark.parametrize("verb", ["list", "create"])
+def test_an_unreachable_broker_is_reported_after_broker_wait_seconds(tmp_path: Path, verb: str) -> None:
+    env = {"REWIND_HOME": str(tmp_path), "REWIND_BOOTSTRAP": "127.0.0.1:9", "REWIND_BROKER_WAIT_SECONDS": "2"}
+    result = run_rewind("topics", verb, env=env, timeout=60)
+    _assert_clean_failure(result, "Kafka did not answer", "broker.wait_seconds", "REWIND_BROKER_WAIT_SECONDS")

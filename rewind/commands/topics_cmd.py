@@ -26,7 +26,7 @@ def create(ctx: click.Context, partitions: int | None, replication_factor: int |
         ctx, **{"topics.partitions": partitions, "topics.replication_factor": replication_factor}
     )
     admin = AdminClient(settings.client_config())
-    outcomes = ensure_topics(admin, desired_topics(settings))
+    outcomes = ensure_topics(admin, desired_topics(settings), timeout=float(settings["broker.wait_seconds"]))
     if as_json:
         echo_json([{"topic": o.name, "action": o.action, "differences": o.differences} for o in outcomes])
         return
@@ -42,7 +42,8 @@ def create(ctx: click.Context, partitions: int | None, replication_factor: int |
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """List the topics on the cluster with their partition counts."""
     settings = settings_from(ctx)
-    metadata = AdminClient(settings.client_config()).list_topics(timeout=15)
+    wait = float(settings["broker.wait_seconds"])
+    metadata = AdminClient(settings.client_config()).list_topics(timeout=wait)
     rows = {
         name: len(t.partitions) for name, t in sorted(metadata.topics.items()) if not name.startswith("__")
     }
