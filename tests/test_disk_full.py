@@ -58,13 +58,18 @@ def _digests(env: dict[str, str]) -> dict[str, str]:
     return {name: store["digest"] for name, store in shown["stores"].items()}
 
 
-@pytest.mark.kafka
+@pytest.fixture
+def pipeline(bootstrap: str, unique_name: str, tmp_path: Path) -> Pipeline:
+    """Two partitions holding 60k simulated events."""
+    made = Pipeline(bootstrap, unique_name, tmp_path / "home", partitions=2)
+    made.create_topics()
+    made.simulate(events=60_000, seed=5)
+    return made
+
+
 def test_a_full_state_disk_stops_the_projector_cleanly_and_loses_nothing(
-    bootstrap: str, unique_name: str, tmp_path: Path, small_disk: Path
+    pipeline: Pipeline, small_disk: Path
 ) -> None:
-    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "home", partitions=2)
-    pipeline.create_topics()
-    pipeline.simulate(events=60_000, seed=5)
     env = pipeline.env | {"REWIND_STATE_DIR": str(small_disk / "state")}
 
     failed = run_rewind("project", "--until-caught-up", env=env, timeout=300)
@@ -76,13 +81,9 @@ def test_a_full_state_disk_stops_the_projector_cleanly_and_loses_nothing(
     assert _digests(env) == pipeline.reference_digests()
 
 
-@pytest.mark.kafka
 def test_a_full_snapshot_disk_is_reported_and_the_state_is_untouched(
-    bootstrap: str, unique_name: str, tmp_path: Path, small_disk: Path
+    pipeline: Pipeline, small_disk: Path
 ) -> None:
-    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "home", partitions=2)
-    pipeline.create_topics()
-    pipeline.simulate(events=60_000, seed=6)
     env = pipeline.env | {"REWIND_SNAPSHOTS_DIR": str(small_disk / "snapshots")}
     run_rewind("project", "--until-caught-up", env=env, timeout=300, check=True)
     before = _digests(env)
