@@ -1,4 +1,5 @@
-"""The fold's view of LMDB: a read-through, write-back cache over one partition store.
+"""The fold's state kept in LMDB: :class:`projector.state.PartitionState` and
+:class:`projector.state.ConfigState` over one store, as a read-through, write-back cache.
 
 Reads are decoded once and kept in an :class:`EntityCache` that outlives the batch: this process is
 the partition's only writer (the state directory's writer lock), so after a successful commit the
@@ -45,8 +46,9 @@ class EntityCache:
             self.clear()
 
 
-class _CachedView:
-    """One batch's reads and writes: cache lookups, LMDB on a miss, and the dirty set."""
+class _BatchCache:
+    """One batch over a store: reads through the :class:`EntityCache` (LMDB on a miss, in one read
+    transaction), writes into the dirty set that :meth:`changes` encodes."""
 
     def __init__(self, store: PartitionStore, cache: EntityCache | None = None) -> None:
         self._store = store
@@ -66,7 +68,7 @@ class _CachedView:
         self._dirty[table, natural_key] = entity
 
     def changes(self) -> dict[str, dict[bytes, bytes | None]]:
-        """The encoded dirty entities by table; ends this view's read transaction."""
+        """The encoded dirty entities by table; ends the batch's read transaction."""
         if self._txn is not None:
             self._txn.abort()
             self._txn = None
@@ -98,7 +100,7 @@ class _CachedView:
         self._dirty[encoding.ANOMALIES, anomaly.offset] = anomaly
 
 
-class LmdbPartitionState(_CachedView):
+class LmdbPartitionState(_BatchCache):
     """:class:`projector.state.PartitionState` over one events-partition store."""
 
     def __init__(self, store: PartitionStore, cache: EntityCache | None = None) -> None:
@@ -167,7 +169,7 @@ class LmdbPartitionState(_CachedView):
         self._put(encoding.RISK, risk.account_id, risk, self._risks)
 
 
-class LmdbConfigState(_CachedView):
+class LmdbConfigState(_BatchCache):
     """:class:`projector.state.ConfigState` over the config-partition store."""
 
     def __init__(self, store: PartitionStore, cache: EntityCache | None = None) -> None:
