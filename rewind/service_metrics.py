@@ -169,7 +169,7 @@ class ServiceMetrics:
     # Recovery
 
     def observe_recovery(self, status: Mapping[str, Any]) -> None:
-        """The recovery status document (:meth:`replayer.progress.RecoveryTracker.status`); call it
+        """The recovery status document (:meth:`replayer.recovery_tracker.RecoveryTracker.status`); call it
         whenever the status may have changed (on each step, or on a timer)."""
         current = str(status["state"])
         for state in RecoveryState:
