@@ -110,6 +110,13 @@ SETTINGS: tuple[Setting, ...] = (
         30,
         "how long a command waits for the brokers to answer before it reports them unreachable",
     ),
+    Setting(
+        "broker.lost_after_seconds",
+        _positive_int,
+        30,
+        "a running projector or service reports its brokers lost (log, /health, metrics) after this "
+        "long without an answer; it keeps retrying",
+    ),
     Setting("topics.events", _name, "rewind.events", "the events topic"),
     Setting("topics.config", _name, "rewind.config", "the config topic (one partition)"),
     Setting("topics.deadletter", _name, "rewind.deadletter", "the dead-letter topic"),
@@ -128,6 +135,13 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_int,
         20_000,
         "recover in two processes when at least this many events are to be replayed (0: always)",
+    ),
+    Setting(
+        "recovery.retry_max_seconds",
+        _positive_int,
+        30,
+        "the service retries a recovery that failed for a passing reason (an unreachable broker) "
+        "after 0.1 s, doubling up to this interval",
     ),
     Setting("snapshots.every_events", _non_negative_int, 100_000, "snapshot every N events (0: off)"),
     Setting("snapshots.every_seconds", _non_negative_int, 300, "snapshot every T seconds (0: off)"),
