@@ -1,9 +1,11 @@
 """Recovery progress: a small state machine with steps, a percentage and an ETA.
 
 States: HEALTHY -> FAILURE_DETECTED -> RECOVERY_IN_PROGRESS -> VALIDATING -> RECOVERED, or
-RECOVERY_FAILED from any state before RECOVERED. The CLI draws it as a progress bar; the service
-serves :meth:`RecoveryTracker.status` at ``/recovery/status`` and exports it as metrics. Illegal
-transitions are assertion failures: a progress report that lies is worse than none.
+RECOVERY_FAILED from any state before RECOVERED. RECOVERY_FAILED is final unless a retry was
+scheduled (:meth:`RecoveryTracker.schedule_retry`): then the next attempt starts again at
+FAILURE_DETECTED, with fresh steps and the attempt counted. The CLI draws it as a progress bar; the
+service serves :meth:`RecoveryTracker.status` at ``/recovery/status`` and exports it as metrics.
+Illegal transitions are assertion failures: a progress report that lies is worse than none.
 
 Thread-safe: the recovery runs in one thread while HTTP handlers read the status from others.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 
@@ -66,6 +69,11 @@ class RecoveryTracker:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    """Why the last attempt failed; kept while a retry runs, cleared once recovered."""
+    attempt: int = 1
+    """The number of the current (or last) attempt; above 1 after a retry."""
+    retry_at: float | None = None
+    """When the scheduled retry starts (epoch seconds); None when none is scheduled."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _move(self, target: RecoveryState) -> None:
@@ -73,9 +81,22 @@ class RecoveryTracker:
         self.state = target
 
     def failure_detected(self, reason: str) -> None:
+        """Start the recovery; after a failed attempt only once a retry was scheduled, as a new attempt."""
         with self._lock:
-            self._move(RecoveryState.FAILURE_DETECTED)
+            if self.state == RecoveryState.RECOVERY_FAILED and self.retry_at is not None:
+                self.state = RecoveryState.FAILURE_DETECTED
+                self.steps = {name: Step(name) for name in STEPS}
+                self.started_at = self.finished_at = self.retry_at = None
+                self.attempt += 1
+            else:
+                self._move(RecoveryState.FAILURE_DETECTED)
             self.steps["detect"].detail = reason
+
+    def schedule_retry(self, delay_seconds: float) -> None:
+        """After a failed attempt: another starts in ``delay_seconds`` (reported until it does)."""
+        with self._lock:
+            assert self.state == RecoveryState.RECOVERY_FAILED, f"nothing to retry in {self.state.value}"
+            self.retry_at = time.time() + delay_seconds
 
     def begin(self) -> None:
         with self._lock:
@@ -112,6 +133,7 @@ class RecoveryTracker:
         with self._lock:
             self._move(RecoveryState.RECOVERED)
             self.finished_at = time.monotonic()
+            self.error = None
 
     def failed(self, error: str) -> None:
         with self._lock:
@@ -155,6 +177,12 @@ class RecoveryTracker:
                 "eta_seconds": self._eta_seconds(),
                 "elapsed_seconds": None if self.started_at is None else round(end - self.started_at, 3),
                 "error": self.error,
+                "attempt": self.attempt,
+                "retrying": self.retry_at is not None,
+                "next_attempt_at": None if self.retry_at is None else _iso(self.retry_at),
+                "next_attempt_in_seconds": (
+                    None if self.retry_at is None else round(max(0.0, self.retry_at - time.time()), 3)
+                ),
                 "steps": {
                     s.name: {
                         "status": s.status,
@@ -166,3 +194,7 @@ class RecoveryTracker:
                     for s in self.steps.values()
                 },
             }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
