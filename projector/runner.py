@@ -9,19 +9,25 @@ Guarantees:
   events this state never saw) stops the projector with a data-loss error.
 - After each LMDB commit the same offsets are committed to the consumer group, so external lag tools
   see progress; the group offsets are informational and never read back.
+- **Closing never hangs on the brokers.** The consumer is closed with a deadline
+  (:data:`CONSUMER_CLOSE_SECONDS`); one that the brokers keep from closing is left behind, which
+  loses nothing, as the state and its offsets are committed per batch.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
-from typing import Final
+from typing import Any, Final
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from projector.broker_watch import KAFKA_LOG
 from projector.crashpoints import crashpoint
 from projector.deadletter import DeadLetters
 from projector.encoding import NO_OFFSET
@@ -32,10 +38,42 @@ from projector.policy import HALTED, RECORDED, REFUSED, UNDECODABLE, ConfigStep,
 from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME, partition_dir_name, partition_of_dir_name
 from rewind.ground.errors import DataLossError, InvariantViolation, RewindError
-from rewind.ground.kafka_reader import consume_error, open_reader
+from rewind.ground.kafka_reader import consume_error, reader_config
 from rewind.ground.settings import Settings
 from rewind.ground.watermarks import watermark_offsets
 from schemas.codec import default_codec
+
+log = logging.getLogger("rewind.projector")
+
+CONSUMER_CLOSE_SECONDS: Final = 3.0
+"""The longest a projector waits for its Kafka consumer to close. A healthy close takes milliseconds;
+with the brokers gone, librdkafka can wait minutes for requests in flight (an offset commit)."""
+
+
+def close_consumer(consumer: Consumer, seconds: float = CONSUMER_CLOSE_SECONDS) -> bool:
+    """Close ``consumer`` on a thread of its own and wait at most ``seconds``; True if it closed.
+
+    A consumer still closing after that is left to finish (or not) on its daemon thread: nothing the
+    projector owns depends on it, and it never keeps the process from exiting.
+    """
+
+    def close() -> None:
+        try:
+            consumer.close()
+        except Exception as exc:  # a close that fails leaves nothing to undo
+            log.warning("closing the Kafka consumer failed: %s", exc)
+
+    closer = threading.Thread(target=close, name="kafka-consumer-close", daemon=True)
+    closer.start()
+    closer.join(seconds)
+    if not closer.is_alive():
+        return True
+    log.warning(
+        "the Kafka consumer did not close within %.0f s (the brokers do not answer); going on without "
+        "waiting for it: the state and its offsets are committed per batch, so nothing is lost",
+        seconds,
+    )
+    return False
 
 
 def store_source(settings: Settings, store: str) -> tuple[str, int]:
@@ -171,17 +209,20 @@ class Projector:
         self._decode = default_codec().decode
 
     def close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        """Close the consumer (waiting at most :data:`CONSUMER_CLOSE_SECONDS`) and the stores."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            close_consumer(consumer)
         self.directory.close()
 
     def _consumer_for(self, group: str) -> Consumer:
-        return open_reader(
+        config: dict[str, Any] = reader_config(
             self.settings.client_config(),
             group,
             {"fetch.min.bytes": 1, "queued.max.messages.kbytes": 262144},
         )
+        config["logger"] = KAFKA_LOG
+        return Consumer(config)
 
     def _assignment(self, consumer: Consumer, bounded: bool) -> list[TopicPartition]:
         """Each owned store's partition at its stored offset + 1, once the log is known to still hold it.
