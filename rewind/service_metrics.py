@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service around the projector: snapshots, recovery and producing.
+"""Prometheus metrics of the service around the projector: snapshots, recovery, brokers and producing.
 
 The projector's own series live in :mod:`projector.metrics`, lag in the lag module. Everything here
 is pushed by the service through small ``observe_*`` methods taking plain values (a manifest, the
@@ -6,7 +6,8 @@ recovery status document, a latency), so nothing in this module reaches into oth
 Every series is documented in ``docs/metrics.md``.
 
 Snapshot series are labelled ``store`` (``config``, ``events-p0000``, ...), the snapshot's partition
-store. All recovery-state series exist from the start (0), so alerts on them never see gaps.
+store. All recovery-state series exist from the start (0), so alerts on them never see gaps; so do the
+broker series (reachable, no time without contact) until :meth:`ServiceMetrics.observe_broker`.
 """
 
 from __future__ import annotations
@@ -111,6 +112,23 @@ class ServiceMetrics:
             "Wall time of the current (or last) recovery, so far or in total.",
             registry=registry,
         )
+        self.recovery_attempts = Gauge(
+            "rewind_recovery_attempts",
+            "Attempts of the current (or last) recovery; above 1 once a failed one was retried.",
+            registry=registry,
+        )
+
+        self.broker_reachable = Gauge(
+            "rewind_broker_reachable",
+            "0 once the Kafka brokers have not answered for broker.lost_after_seconds, else 1.",
+            registry=registry,
+        )
+        self.broker_reachable.set(1)
+        self.broker_contact_age = Gauge(
+            "rewind_broker_contact_age_seconds",
+            "Seconds since the Kafka brokers last answered.",
+            registry=registry,
+        )
 
         self.producer_sent = Counter(
             "rewind_producer_sent", "Records the broker acknowledged.", registry=registry
@@ -183,6 +201,16 @@ class ServiceMetrics:
         elapsed = status.get("elapsed_seconds")
         if elapsed is not None:
             self.recovery_elapsed.set(float(elapsed))
+        self.recovery_attempts.set(int(status.get("attempt") or 1))
+
+    # Brokers
+
+    def observe_broker(self, reachable: Callable[[], bool], contact_age: Callable[[], float]) -> None:
+        """Read the brokers' state at every scrape: ``reachable()`` is False once they count as lost,
+        ``contact_age()`` the seconds since they last answered
+        (:class:`projector.broker_watch.BrokerWatch`'s ``lost`` and ``contact_age``)."""
+        self.broker_reachable.set_function(lambda: 1.0 if reachable() else 0.0)
+        self.broker_contact_age.set_function(contact_age)
 
     # Producing
 

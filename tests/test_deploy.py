@@ -270,7 +270,7 @@ def test_no_alert_merges_partitions_of_different_topics_or_groups() -> None:
         assert not _merged_partitions(rule["expr"]), f"{rule['alert']}: {_merged_partitions(rule['expr'])}"
 
 
-def test_the_alerts_cover_lag_statuses_snapshots_recovery_and_dead_letters() -> None:
+def test_the_alerts_cover_lag_statuses_snapshots_recovery_brokers_and_dead_letters() -> None:
     exprs = " ".join(rule["expr"] for rule in _rules())
     for needle in (
         "rewind_consumer_lag_seconds",
@@ -280,6 +280,7 @@ def test_the_alerts_cover_lag_statuses_snapshots_recovery_and_dead_letters() -> 
         "rewind_snapshot_age_seconds",
         'state="RECOVERY_FAILED"',
         "rewind_dead_letters_total",
+        "rewind_broker_reachable",
     ):
         assert needle in exprs, f"no alert on {needle}"
 

@@ -94,6 +94,35 @@ def test_recovery_series_follow_the_status_document() -> None:
     assert _value(registry, "rewind_recovery_elapsed_seconds") == tracker.status()["elapsed_seconds"]
 
 
+def test_retried_recovery_attempts_are_counted() -> None:
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    tracker = RecoveryTracker()
+    tracker.failure_detected("unclean shutdown")
+    tracker.failed("the Kafka brokers at kafka-1:9092 do not answer")
+    metrics.observe_recovery(tracker.status())
+    assert _value(registry, "rewind_recovery_attempts") == 1
+    tracker.schedule_retry(0.1)
+    tracker.failure_detected("unclean shutdown")
+    tracker.begin()
+    metrics.observe_recovery(tracker.status())
+    assert _value(registry, "rewind_recovery_attempts") == 2
+    assert _value(registry, "rewind_recovery_state", state="RECOVERY_IN_PROGRESS") == 1
+
+
+def test_broker_series_are_read_at_scrape_time() -> None:
+    registry = CollectorRegistry()
+    metrics = ServiceMetrics(registry)
+    assert _value(registry, "rewind_broker_reachable") == 1
+    assert _value(registry, "rewind_broker_contact_age_seconds") == 0
+    lost, age = [False], [0.5]
+    metrics.observe_broker(lambda: not lost[0], lambda: age[0])
+    assert _value(registry, "rewind_broker_reachable") == 1
+    lost[0], age[0] = True, 42.0
+    assert _value(registry, "rewind_broker_reachable") == 0
+    assert _value(registry, "rewind_broker_contact_age_seconds") == 42
+
+
 def test_producer_counts_grow_by_differences_and_survive_a_new_producer() -> None:
     registry = CollectorRegistry()
     metrics = ServiceMetrics(registry)
