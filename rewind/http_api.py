@@ -15,8 +15,10 @@ Guarantees:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
 * The event loop never waits on LMDB or the service: state reads run on one worker thread (so a
   :class:`~projector.state_directory.StateDirectory` is never used by two threads at once), the other
-  service calls and the metrics exposition on a small pool. Only the accessors ``settings()`` and
-  ``metrics_registry()`` are called on the loop itself.
+  service calls and the metrics exposition on a small pool. Only the accessors ``settings()``,
+  ``health_checks()`` and ``metrics_registry()`` are called on the loop itself.
+* ``/health`` answers 200 while every check of ``health_checks()`` passes, 503 naming the failing
+  ones otherwise (``broker``: the Kafka brokers have not answered for ``broker.lost_after_seconds``).
 """
 
 from __future__ import annotations
@@ -202,8 +204,14 @@ def _config(directory: StateDirectory) -> dict[str, Any]:
 
 
 async def health(request: web.Request) -> web.Response:
+    """200 ``{"status": "ok", "checks": ...}`` while every check passes; 503 with ``"status":
+    "failing"`` and the names of the failing checks otherwise. Answered on the event loop itself."""
     _query(request)
-    return _json({"status": "ok"})
+    checks = _runtime(request).service.health_checks()
+    failing = sorted(name for name, check in checks.items() if not check.get("ok"))
+    if not failing:
+        return _json({"status": "ok", "checks": checks})
+    return _json({"status": "failing", "failing": failing, "checks": checks}, 503)
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -212,7 +220,11 @@ async def ready(request: web.Request) -> web.Response:
     limit = float(runtime.service.settings()["lag.ready_max_seconds"])
     recovered = await runtime.call(runtime.service.recovered)
     lag = await runtime.call(runtime.service.lag_seconds_max)
+    checks = runtime.service.health_checks()
     reasons = []
+    for name, check in sorted(checks.items()):
+        if not check.get("ok"):
+            reasons.append(f"{check.get('error') or f'the {name} check fails'} (see /health)")
     if not recovered:
         reasons.append("state is not recovered yet (see /recovery/status)")
     if lag is None:

@@ -1,20 +1,29 @@
 """The rewind service: one process that recovers, follows the log, snapshots and reports.
 
 Lifecycle of ``rewind serve``:
-1. The HTTP API starts at once, so ``/health`` and ``/recovery/status`` answer during recovery.
+1. The HTTP API starts at once, so ``/health`` and ``/recovery/status`` answer during recovery, and
+   so does the broker watch (:class:`projector.broker_watch.BrokerWatch`): brokers without an answer
+   for ``broker.lost_after_seconds`` are logged once, fail ``/health`` and set
+   ``rewind_broker_reachable`` to 0, until they answer again.
 2. Recovery (newest valid snapshot + replay) rebuilds the live state. After a SIGKILL this is what
-   makes the next start correct by itself; a failed recovery keeps the API up, reporting
-   RECOVERY_FAILED, and the process exits 1 when stopped.
+   makes the next start correct by itself. An attempt starts only once the brokers answer; one that
+   fails for a reason that can pass (the brokers, a lock another process holds) is retried after
+   0.1 s, 0.2 s, 0.4 s, ... at most every ``recovery.retry_max_seconds``, and at once when the
+   brokers answer again, while the API reports RECOVERY_FAILED with the error and the next attempt.
+   A failure that needs a person (:func:`needs_a_person`) is not retried: the API stays up reporting
+   it, and the process exits 1 when stopped.
 3. The projector follows the log. Snapshots are taken in a background thread every N events or T
    seconds (read transactions: the projector keeps writing) and pruned by the retention policy;
-   lag is evaluated in another background thread, never on the hot path.
+   lag is evaluated in another background thread, never on the hot path. A projector that stops for
+   a reason that can pass is started again the same way recovery is retried.
 4. SIGTERM or SIGINT: stop consuming after the current batch, take a final snapshot, mark the
-   shutdown clean, exit 0.
+   shutdown clean, exit 0. The consumer's close is bounded; whatever else still runs 9 s after the
+   signal is cut short (:mod:`rewind.commands.stop_deadline`), so a stop always ends.
 
 Threads: the main thread runs recovery and the projector; the API has its own event loop thread; the
-snapshotter and lag evaluator are daemon threads. LMDB environments are opened once, by the
-projector, and shared read-only with the others (LMDB forbids opening one environment twice in a
-process).
+snapshotter, lag evaluator and broker watch are daemon threads. LMDB environments are opened once,
+by the projector, and shared read-only with the others (LMDB forbids opening one environment twice
+in a process).
 """
 
 from __future__ import annotations
@@ -32,15 +41,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
 
+from projector.broker_watch import BrokerWatch
 from projector.metrics import ProjectorMetrics
-from projector.runner import ProjectionProgress, Projector, store_source
+from projector.runner import AnomalyHalt, ProjectionProgress, Projector, store_source
 from projector.state_directory import StateDirectory
+from projector.store import MapCeilingReached
 from replayer.recovery import recover
 from replayer.recovery_tracker import RecoveryTracker
-from rewind.ground.errors import RewindError
+from rewind.commands import stop_deadline
+from rewind.foreseeable_faults import explain
+from rewind.ground.errors import ConfigError, DataLossError, InvariantViolation, RewindError
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
 from rewind.http_api import HttpServer, create_app, serve_http
@@ -62,13 +76,50 @@ LAG_INTERVAL_SECONDS = 5.0
 """Prometheus scrapes every 5 s (deploy/prometheus): evaluating lag more often only costs CPU."""
 METRICS_INTERVAL_SECONDS = 1.0
 SNAPSHOT_SCAN_EVERY = 10  # metrics ticks between scans of the snapshot directory
+FINAL_SNAPSHOT_SECONDS = 4.0
+"""How long after the stop signal a final snapshot may take before the service exits without
+waiting for it (it then finishes in its own process): the rest of the stop's 10 s is for closing."""
+HTTP_STOP_SECONDS = 2.0
+FIRST_RETRY_SECONDS = 0.1
+"""The first retry of a failed recovery (or of a projector that stopped) waits this long; each next one
+twice as long as the one before, up to ``recovery.retry_max_seconds``."""
+
+_NEEDS_A_PERSON = (DataLossError, AnomalyHalt, InvariantViolation, ConfigError, MapCeilingReached)
 
 
-def snapshot_in_child(settings: Settings) -> subprocess.CompletedProcess[str]:
+def needs_a_person(exc: BaseException) -> bool:
+    """True for a failure no retry gets past: retention deleted events the state needs, the ``halt``
+    policy stopped before an event, a broken invariant, a bad configuration, a store at its map
+    ceiling, or anything rewind does not know as a passing failure (a damaged store, a bug).
+
+    Passing failures are rewind's other errors (the brokers do not answer, a topic is missing, another
+    process holds the state), the Kafka client's (unless it refuses its configuration) and the
+    operating system's (a full disk that gets room again).
+    """
+    if isinstance(exc, _NEEDS_A_PERSON):
+        return True
+    if isinstance(exc, KafkaException):
+        return isinstance(explain(exc), ConfigError)
+    return not isinstance(exc, RewindError | OSError)
+
+
+def retry_delay(failures: int, longest: float) -> float:
+    """Seconds to wait after the ``failures``-th failure in a row: 0.1, 0.2, 0.4, ... at most ``longest``."""
+    doublings: int = min(failures - 1, 30)
+    return min(FIRST_RETRY_SECONDS * float(2**doublings), longest)
+
+
+class SnapshotStillRunning(RewindError):
+    """A snapshot child outlived the time it was given; it finishes (and publishes) on its own."""
+
+
+def snapshot_in_child(settings: Settings, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``rewind snapshot --json`` on ``settings``' state directory in a lower-priority child.
 
     A separate process never competes for the projector's GIL; LMDB lets both in at once. The
     child's niceness is raised right after it starts, before it has imported enough to copy anything.
+    After ``timeout`` seconds :class:`SnapshotStillRunning` is raised and the child is left running:
+    a snapshot is published whole or not at all, so it may finish after this process is gone.
     """
     child = subprocess.Popen(
         [REWIND, "snapshot", "--json", "--state", str(settings.state_dir)],
@@ -81,7 +132,13 @@ def snapshot_in_child(settings: Settings) -> subprocess.CompletedProcess[str]:
         os.setpriority(os.PRIO_PROCESS, child.pid, SNAPSHOT_NICENESS)
     with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE is Linux-only
         os.sched_setscheduler(child.pid, os.SCHED_IDLE, os.sched_param(0))
-    stdout, stderr = child.communicate()
+    try:
+        stdout, stderr = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SnapshotStillRunning(
+            f"the snapshot (pid {child.pid}) was not done within {timeout:g} s; it finishes by itself",
+            "nothing to do: `rewind snapshots list` shows it once it is published",
+        ) from None
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
 
@@ -96,12 +153,21 @@ class Service:
         self.lag_metrics = LagMetrics(self.registry)
         self.tracker = RecoveryTracker()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        """Ends a retry's wait early: set on a stop and when the brokers answer again."""
+        self.broker = BrokerWatch(settings, on_answer=self._wake.set)
+        self.service_metrics.observe_broker(lambda: not self.broker.lost(), self.broker.contact_age)
+        self._doing = "starting"
         self._rebuild = threading.Event()
         self._projector: Projector | None = None
         self._projector_stop = threading.Event()
         self._readable = threading.Event()
         self._snapshot_due = threading.Event()
         self._snapshot_lock = threading.Lock()
+        """Held while a snapshot is taken: one at a time."""
+        self._directory_lock = threading.Lock()
+        """Held while another thread reads the projector's directory, and while it is closed."""
+        self._stop_requested_at = 0.0
         self._lag_report: LagReport | None = None
         self._failed = False
         self._events_at_last_snapshot = 0
@@ -125,6 +191,9 @@ class Service:
     def recovered(self) -> bool:
         return self._readable.is_set() and self.tracker.status()["state"] == "RECOVERED"
 
+    def health_checks(self) -> dict[str, dict[str, Any]]:
+        return {"broker": self.broker.check()}
+
     def projector_lag(self) -> dict[str, Any]:
         report = self._lag_report
         if report is None:
@@ -141,17 +210,27 @@ class Service:
     def metrics_registry(self) -> CollectorRegistry:
         return self.registry
 
-    def take_snapshot(self) -> list[dict[str, Any]]:
+    def take_snapshot(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """Snapshot every store in a child process (``rewind snapshot``), so the copy and its digest
-        never compete with the projector for this process's GIL; LMDB lets both processes in at once."""
-        self.state_directory()
+        never compete with the projector for this process's GIL; LMDB lets both processes in at once.
+
+        With ``timeout``, give up waiting after that many seconds (for another snapshot to end, then
+        for this one: :class:`SnapshotStillRunning`)."""
+        with self._directory_lock:
+            names = self.state_directory().store_names()
         rows: list[dict[str, Any]] = []
-        with self._snapshot_lock:
+        asked = time.monotonic()
+        if not self._snapshot_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise SnapshotStillRunning(
+                "another snapshot is being taken; it finishes by itself", "nothing to do"
+            )
+        try:
             started = time.monotonic()
-            taken = snapshot_in_child(self._settings)
+            left = None if timeout is None else max(0.0, timeout - (started - asked))
+            taken = snapshot_in_child(self._settings, left)
             seconds = time.monotonic() - started
             if taken.returncode != 0:
-                for name in self.state_directory().store_names():
+                for name in names:
                     self.service_metrics.snapshot_failed(name)
                 raise RewindError(f"snapshot failed: {taken.stderr.strip()}", "see the service log")
             for row in json.loads(taken.stdout):
@@ -161,6 +240,8 @@ class Service:
             prune(self._settings.snapshot_dir, RetentionPolicy.from_settings(self._settings))
             self._events_at_last_snapshot = self._applied()
             self._last_snapshot_at = time.monotonic()
+        finally:
+            self._snapshot_lock.release()
         return rows
 
     def request_rebuild(self) -> dict[str, Any]:
@@ -173,7 +254,7 @@ class Service:
     # Lifecycle
 
     def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; 0 after a clean stop, 1 if recovery failed."""
+        """Serve until SIGTERM/SIGINT; 0 after a clean stop, 1 if the state was not recovered."""
         host, port = str(self._settings["http.host"]), int(self._settings["http.port"])
         self.http = serve_http(create_app(self), host, port)
         log.info("serving on %s", self.http.url)
@@ -183,53 +264,148 @@ class Service:
             flush=True,
         )
         self._install_signal_handlers()
+        self.broker.start()
         threading.Thread(target=self._snapshot_loop, name="snapshotter", daemon=True).start()
         threading.Thread(target=self._lag_loop, name="lag", daemon=True).start()
         threading.Thread(target=self._metrics_loop, name="metrics", daemon=True).start()
         try:
             while not self._stop.is_set():
                 if not self._recover():
-                    self._stop.wait()
+                    if not self._stop.is_set():
+                        self._doing = "reporting a failed recovery"
+                        self._stop.wait()
                     return 1
-                self._follow()
+                self._follow_retrying()
                 if self._rebuild.is_set() and not self._stop.is_set():
                     self.tracker = RecoveryTracker()
                     self._rebuild.clear()
             return 0
         finally:
-            self.http.stop()
+            self._doing = "stopping the HTTP API"
+            self.broker.stop()
+            self.http.stop(HTTP_STOP_SECONDS)
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %d: stopping after the current batch", signum)
+            self._stop_requested_at = self._stop_requested_at or time.monotonic()
             self._stop.set()
             self._projector_stop.set()
+            self._wake.set()
+            stop_deadline.arm("rewind serve", lambda: self._doing)
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+
+    def _wait_to_retry(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if stopped or the brokers answer again meanwhile."""
+        self._wake.wait(delay)
 
     def _marker(self) -> Path:
         return self._settings.state_dir / CLEAN_SHUTDOWN_MARKER
 
     def _recover(self) -> bool:
+        """Recover the live state, retrying failures that can pass; True once recovered, False when
+        stopped first or after a failure that needs a person."""
         marker = self._marker()
         reason = "clean restart" if marker.exists() else "unclean shutdown (no clean-shutdown marker)"
         if self._rebuild.is_set():
             reason = "rebuild requested through the API"
         marker.unlink(missing_ok=True)
-        try:
-            report = recover(self._settings, self.tracker, reason=reason, metrics=self.projector_metrics)
-        except Exception as exc:
-            log.error("recovery failed: %s", exc)
-            print(f"error: recovery failed: {exc}", flush=True)
-            self._failed = True
-            return False
-        timings = report.as_dict()["timings_seconds"]
-        print(f"recovered in {report.total_seconds:.3f}s {timings}; digest {report.digest}", flush=True)
-        return True
+        longest = float(self._settings["recovery.retry_max_seconds"])
+        failures = 0
+        first_failure = 0.0
+        reported = ""
+        while not self._stop.is_set():
+            self._wake.clear()
+            self._doing = f"recovering (attempt {failures + 1})"
+            try:
+                self._require_brokers(reason)
+                report = recover(self._settings, self.tracker, reason=reason, metrics=self.projector_metrics)
+            except Exception as exc:
+                if needs_a_person(exc):
+                    log.error("recovery failed: %s", exc)
+                    print(f"error: recovery failed: {exc}", flush=True)
+                    self._failed = True
+                    return False
+                failures += 1
+                first_failure = first_failure or time.monotonic()
+                delay = retry_delay(failures, longest)
+                self.tracker.schedule_retry(delay)
+                if str(exc) != reported:  # one line per reason, not one per attempt
+                    reported = str(exc)
+                    log.error(
+                        "recovery attempt %d failed, the live state is unchanged; retrying in %.1f s, then "
+                        "doubling the wait up to recovery.retry_max_seconds=%g s (and at once when the "
+                        "brokers answer again): %s",
+                        failures,
+                        delay,
+                        longest,
+                        exc,
+                    )
+                self._doing = "waiting to retry the recovery"
+                self._wait_to_retry(delay)
+                continue
+            if failures:
+                log.info(
+                    "recovered on attempt %d, %.0f s after the first failure",
+                    failures + 1,
+                    time.monotonic() - first_failure,
+                )
+            timings = report.as_dict()["timings_seconds"]
+            print(f"recovered in {report.total_seconds:.3f}s {timings}; digest {report.digest}", flush=True)
+            return True
+        return False
+
+    def _require_brokers(self, reason: str) -> None:
+        """Fail an attempt at once while the brokers do not answer, rather than after a request times
+        out in the middle of it: the attempt is reported failed like any other."""
+        if self.broker.wait_for_first_probe(float(self._settings["broker.wait_seconds"])):
+            return
+        error = self.broker.last_error()
+        unreachable = RewindError(
+            f"the Kafka brokers at {self.broker.bootstrap} do not answer"
+            + (f" (last error: {error})" if error else ""),
+            self.broker.fix,
+        )
+        self.tracker.failure_detected(reason)
+        self.tracker.failed(str(unreachable))
+        raise unreachable
+
+    def _follow_retrying(self) -> None:
+        """Follow the log until stopped or a rebuild is requested; a projector that stops for a reason
+        that can pass is started again after a wait (0.1 s, doubling up to recovery.retry_max_seconds)."""
+        longest = float(self._settings["recovery.retry_max_seconds"])
+        failures = 0
+        reported = ""
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._follow()
+                return
+            except Exception as exc:
+                if self._stop.is_set():
+                    log.warning("the projector stopped while the service was stopping: %s", exc)
+                    return
+                if needs_a_person(exc):
+                    raise
+                failures += 1
+                delay = retry_delay(failures, longest)
+                if str(exc) != reported:
+                    reported = str(exc)
+                    log.error(
+                        "the projector stopped, the state is as of its last batch; starting it again "
+                        "in %.1f s (then doubling the wait up to recovery.retry_max_seconds=%g s): %s",
+                        delay,
+                        longest,
+                        exc,
+                    )
+                self._doing = "waiting to start the projector again"
+                self._wait_to_retry(delay)
 
     def _follow(self) -> None:
         settings = self._settings
+        self._doing = "starting the projector"
         count = events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
         self._projector_stop.clear()
         projector = Projector(settings, range(count), metrics=self.projector_metrics)
@@ -241,13 +417,16 @@ class Service:
         self._last_snapshot_at = time.monotonic()
         self._readable.set()
         try:
+            self._doing = "following the log"
             projector.run(stop=self._projector_stop, on_batch=self._after_batch)
             if self._stop.is_set():
+                self._doing = "taking the final snapshot"
                 self._final_snapshot()
         finally:
             self._readable.clear()
-            with self._snapshot_lock:
+            with self._directory_lock:
                 self._projector = None
+                self._doing = "closing the projector"
                 projector.close()
         if self._stop.is_set():
             self._marker().write_text(f"{time.time()}\n")
@@ -265,9 +444,15 @@ class Service:
             self._snapshot_due.set()
 
     def _final_snapshot(self) -> None:
+        """Snapshot before exiting, unless that would hold the stop up: after
+        :data:`FINAL_SNAPSHOT_SECONDS` from the signal the service goes on without waiting for it."""
+        left = self._stop_requested_at + FINAL_SNAPSHOT_SECONDS - time.monotonic()
         try:
-            taken = self.take_snapshot()
+            taken = self.take_snapshot(timeout=max(0.0, left))
             print(f"final snapshot: {len(taken)} stores", flush=True)
+        except SnapshotStillRunning as exc:
+            log.warning("final snapshot: %s", exc.what)
+            print(f"final snapshot: {exc.what}", flush=True)
         except Exception as exc:
             log.error("final snapshot failed: %s", exc)
             print(f"error: final snapshot failed: {exc}", flush=True)
@@ -300,8 +485,14 @@ class Service:
             self._stop.wait(METRICS_INTERVAL_SECONDS)
 
     def _lag_loop(self) -> None:
+        """Evaluate lag every few seconds. A failure is logged when it starts (or changes), not at
+        every evaluation, and its end is logged too. An evaluation that fails while the brokers answer
+        is tried next with a new monitor: a client that knew a broker before it restarted can be
+        refused for good (FENCED_LEADER_EPOCH) until it reads fresh metadata."""
         settings = self._settings
-        with LagMonitor.from_settings(settings) as monitor:
+        failing = ""
+        monitor = LagMonitor.from_settings(settings)
+        try:
             while not self._stop.wait(LAG_INTERVAL_SECONDS):
                 projector = self._projector
                 if projector is None or not self._readable.is_set():
@@ -314,7 +505,20 @@ class Service:
                     self._lag_report = report
                     self.lag_metrics.update(report)
                 except Exception as exc:
-                    log.warning("lag evaluation failed: %s", exc)
+                    if str(exc) != failing:
+                        failing = str(exc)
+                        log.warning(
+                            "lag evaluation failed (tried again every %g s): %s", LAG_INTERVAL_SECONDS, exc
+                        )
+                    if self.broker.answering():
+                        monitor.close()
+                        monitor = LagMonitor.from_settings(settings)
+                    continue
+                if failing:
+                    failing = ""
+                    log.info("lag evaluation works again")
+        finally:
+            monitor.close()
 
 
 def projector_offsets(

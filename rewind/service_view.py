@@ -4,12 +4,12 @@ The service process implements :class:`ServiceView`; :func:`rewind.http_api.crea
 talks to it. Keeping the API behind this protocol lets the API be tested against real state without
 Kafka, and keeps the service free to own threads, clients and the state directory's lifetime.
 
-Threading: the API never calls these from the service's main thread. :meth:`ServiceView.settings`
-and :meth:`ServiceView.metrics_registry` are called on the API's event loop and must return at once;
-every other method runs on an API worker thread, possibly concurrently with the others, and must be
-safe to call while the projector runs. Methods that can be refused (a rebuild already
-running, no state yet) raise :class:`rewind.ground.errors.RewindError` with a message and a fix; the API
-turns that into a JSON error response.
+Threading: the API never calls these from the service's main thread. :meth:`ServiceView.settings`,
+:meth:`ServiceView.health_checks` and :meth:`ServiceView.metrics_registry` are called on the API's
+event loop and must return at once; every other method runs on an API worker thread, possibly
+concurrently with the others, and must be safe to call while the projector runs. Methods that can be
+refused (a rebuild already running, no state yet) raise :class:`rewind.ground.errors.RewindError`
+with a message and a fix; the API turns that into a JSON error response.
 
 :func:`snapshot_row` and :func:`snapshot_rows` build the snapshot documents the protocol returns, so
 the service and the OpenAPI description agree on their shape.
@@ -48,6 +48,12 @@ class ServiceView(Protocol):
 
     def recovered(self) -> bool:
         """True once the state can be trusted: no recovery was needed, or the last one succeeded."""
+        ...
+
+    def health_checks(self) -> dict[str, dict[str, Any]]:
+        """What ``/health`` reports, by check name (``broker``): each a document with ``ok`` (bool)
+        and, when not ok, ``error`` and ``fix``. Called on the API's event loop: it must return at
+        once (the service keeps the checks up to date on threads of its own)."""
         ...
 
     def projector_lag(self) -> dict[str, Any]:

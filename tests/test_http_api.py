@@ -38,6 +38,18 @@ from tests import fold_events as ev
 from tests.openapi_check import errors, response_schema, spec
 
 TOKEN = "s3cret-token"
+BROKER_OK: dict[str, Any] = {
+    "ok": True,
+    "bootstrap": "kafka-1:9092",
+    "last_contact_seconds_ago": 0.4,
+    "lost_after_seconds": 30.0,
+}
+BROKER_LOST: dict[str, Any] = BROKER_OK | {
+    "ok": False,
+    "last_contact_seconds_ago": 42.0,
+    "error": "the Kafka brokers at kafka-1:9092 have not answered for 42 s (last error: Connection refused)",
+    "fix": "check that the brokers in kafka.bootstrap (kafka-1:9092; REWIND_BOOTSTRAP) are running",
+}
 D = 10**8  # scale 8
 
 
@@ -119,6 +131,7 @@ class FakeService:
     metrics: ServiceMetrics
     tracker: RecoveryTracker = field(default_factory=RecoveryTracker)
     is_recovered: bool = True
+    checks: dict[str, dict[str, Any]] = field(default_factory=lambda: {"broker": dict(BROKER_OK)})
     lag_max: float | None = 0.25
     state_error: Exception | None = None
     rebuilds: int = 0
@@ -141,6 +154,9 @@ class FakeService:
 
     def recovered(self) -> bool:
         return self.is_recovered
+
+    def health_checks(self) -> dict[str, dict[str, Any]]:
+        return self.checks
 
     def projector_lag(self) -> dict[str, Any]:
         return LAG_REPORT
@@ -248,6 +264,7 @@ def api(service: FakeService) -> Iterator[Api]:
         server.stop()
         service.is_recovered, service.lag_max, service.state_error = True, 0.25, None
         service.config, service.gate = settings, None
+        service.checks = {"broker": dict(BROKER_OK)}
 
 
 @dataclass
@@ -295,8 +312,24 @@ class Api:
 
 def test_health(api: Api) -> None:
     reply = api.get("/health")
-    assert (reply.status, reply.json) == (200, {"status": "ok"})
+    assert (reply.status, reply.json) == (200, {"status": "ok", "checks": {"broker": BROKER_OK}})
     assert reply.headers.get_content_type() == "application/json"
+
+
+def test_health_is_503_naming_the_failing_check_with_its_error_and_fix(
+    api: Api, service: FakeService
+) -> None:
+    service.checks = {"broker": dict(BROKER_LOST)}
+    reply = api.get("/health")
+    assert reply.status == 503
+    assert reply.json == {"status": "failing", "failing": ["broker"], "checks": {"broker": BROKER_LOST}}
+
+
+def test_a_lost_broker_is_also_a_reason_not_to_be_ready(api: Api, service: FakeService) -> None:
+    service.checks = {"broker": dict(BROKER_LOST)}
+    reply = api.get("/ready")
+    assert reply.status == 503 and reply.json["ready"] is False
+    assert reply.json["reasons"] == [f"{BROKER_LOST['error']} (see /health)"]
 
 
 def test_ready_when_recovered_and_lag_within_the_limit(api: Api, service: FakeService) -> None:

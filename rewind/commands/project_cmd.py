@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 from types import FrameType
 
 import click
 from confluent_kafka.admin import AdminClient
 
+from projector.broker_watch import BrokerWatch
 from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import ProjectionProgress, Projector, parse_partitions, store_label
+from rewind.commands import stop_deadline
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.topics import events_partition_count
 
@@ -40,7 +44,12 @@ def project(
     no_progress: bool,
     as_json: bool,
 ) -> None:
-    """Materialize the event log into LMDB state, exactly once. Ctrl-C or SIGTERM stops it cleanly."""
+    """Materialize the event log into LMDB state, exactly once. Ctrl-C or SIGTERM stops it cleanly.
+
+    Brokers that do not answer for broker.lost_after_seconds are reported once on stderr (and once
+    when they answer again); projecting goes on by itself. A stop takes at most a few seconds,
+    whatever the brokers do.
+    """
     settings = settings_from(
         ctx,
         **{
@@ -49,20 +58,29 @@ def project(
             "projector.batch_events": batch_events,
         },
     )
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     count = events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
     tune_gc_for_projection()
-    projector = Projector(settings, parse_partitions(partitions, count))
     stop = threading.Event()
+    doing = ["starting"]
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
+        stop_deadline.arm("rewind project", lambda: doing[0])
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    projector = Projector(settings, parse_partitions(partitions, count))
+    watch = BrokerWatch(settings).start()
     show_bar = until_caught_up and not no_progress and not as_json
     try:
+        doing[0] = "projecting"
         progress = _run(projector, stop, until_caught_up, show_bar)
     finally:
+        doing[0] = "closing the projector"
+        watch.stop()
         projector.close()
     summary = {
         "applied": progress.applied,

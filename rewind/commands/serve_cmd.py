@@ -20,7 +20,10 @@ from rewind.service import Service
 def serve(ctx: click.Context, host: str | None, port: int | None, state_dir: str | None) -> None:
     """Run the service: recover, follow the log, snapshot on schedule, serve the HTTP API.
 
-    SIGTERM or Ctrl-C stops it cleanly (final snapshot); after a SIGKILL the next start recovers.
+    SIGTERM or Ctrl-C stops it cleanly (final snapshot) within 10 s, whatever the brokers do; after a
+    SIGKILL the next start recovers. A recovery that fails while the brokers do not answer is retried
+    until they do (recovery.retry_max_seconds); brokers lost for broker.lost_after_seconds are
+    logged once and fail /health.
     """
     settings = settings_from(ctx, **{"http.host": host, "http.port": port, "state.dir": state_dir})
     logging.basicConfig(

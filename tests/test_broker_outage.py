@@ -1,0 +1,371 @@
+"""`rewind serve` and `rewind project` when the brokers go away: a stop that always ends, a lost broker
+reported once and survived, a recovery retried until the brokers are back.
+
+Each test that stops or kills a broker runs its own (``rewind.kafka_local.LocalKafka`` in a temporary
+home, stopped at the end), never the session's. Real processes, real LMDB, real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from rewind.kafka_local import LocalKafka
+from tests.cli_runner import REWIND, run_rewind
+from tests.pipeline import Pipeline
+
+STOP_LIMIT_SECONDS = 12.0
+"""The promise is 10 s from SIGTERM to exit; the rest is this machine's scheduling slack."""
+
+
+@pytest.fixture(scope="module")
+def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker of this module's own, which its tests stop, kill and start again (same ports)."""
+    broker = LocalKafka(tmp_path_factory.mktemp("private-broker"))
+    broker.start(timeout=120)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def broker(private_broker: LocalKafka) -> LocalKafka:
+    """The private broker, running (a test before may have left it stopped)."""
+    if private_broker.pid() is None:
+        private_broker.start(timeout=120)
+    return private_broker
+
+
+def _address(broker: LocalKafka) -> str:
+    address = broker.address()
+    assert address, "the private broker wrote its address"
+    return address
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body, status = response.read(), response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read(), error.code
+    text = body.decode()
+    return status, (json.loads(text) if text.startswith(("{", "[")) else text)
+
+
+def _metric(url: str, name: str, **labels: str) -> float | None:
+    status, text = _get(f"{url}/metrics")
+    assert status == 200
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+def _wait_for(what: str, predicate: Callable[[], Any], limit: float, process: subprocess.Popen[bytes]) -> Any:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the process exited ({process.returncode}) while waiting for {what}"
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {limit:.0f} s")
+
+
+def _kill_broker(broker: LocalKafka) -> None:
+    pid = broker.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while broker.pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert broker.pid() is None, "the broker is gone"
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            [REWIND, *args],
+            env=os.environ | env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """SIGTERM ``process``; its exit status and how long it took (killed after 120 s, failing)."""
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)
+        raise AssertionError("SIGTERM did not end the process within 120 s") from None
+    return code, time.monotonic() - started
+
+
+def _digest(pipeline: Pipeline, *state: str) -> dict[str, Any]:
+    args = ["state", "digest", "--json", *(["--state", state[0]] if state else [])]
+    document: dict[str, Any] = json.loads(run_rewind(*args, env=pipeline.env, check=True).stdout)
+    return document
+
+
+def _applied(pipeline: Pipeline) -> int:
+    """Events applied to the live state so far (0 before it exists)."""
+    result = run_rewind("state", "digest", "--json", env=pipeline.env)
+    if result.returncode != 0:
+        return 0
+    stores = json.loads(result.stdout)["stores"]
+    return sum(int(store["events_applied"]) for store in stores.values())
+
+
+# 1. A stop always ends
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("command", ["serve", "project"])
+def test_sigterm_ends_the_process_within_10_s_after_the_broker_was_killed_and_the_state_is_intact(
+    broker: LocalKafka, tmp_path: Path, command: str
+) -> None:
+    """Killed in the middle of a flow of events, the broker leaves offset commits in flight: closing
+    the consumer then waited for them, minutes. The state as left equals a replay of exactly the
+    events it holds: nothing was lost or applied twice."""
+    pipeline = Pipeline(_address(broker), f"stop-{command}", tmp_path / "home")
+    pipeline.create_topics()
+    first = pipeline.simulate(events=2_000, seed=81)
+    args = ["serve", "--port", str(_free_port())] if command == "serve" else ["project", "--no-progress"]
+    process = _start(args, pipeline.env, tmp_path / "rewind.log")
+    flow: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_for("the first events applied", lambda: _applied(pipeline) >= first.events, 90, process)
+        flow = subprocess.Popen(
+            [REWIND, "simulate", "--events", "1000000", "--seed", "82", "--rate", "400"],
+            env=os.environ | pipeline.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for("events of the flow applied", lambda: _applied(pipeline) > first.events + 400, 60, process)
+        _kill_broker(broker)
+        flow.kill()
+        flow.wait(30)
+        time.sleep(2)
+        code, seconds = _stop(process)
+    finally:
+        if flow is not None and flow.poll() is None:
+            flow.kill()
+            flow.wait(30)
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    log = (tmp_path / "rewind.log").read_text(errors="replace")
+    assert seconds <= STOP_LIMIT_SECONDS, f"SIGTERM took {seconds:.1f} s:\n{log[-3000:]}"
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+    left = _digest(pipeline)
+    address = _address(broker)
+    broker.start(timeout=120)
+    assert broker.address() == address, "the broker is back on its own address"
+    counts = ",".join(
+        f"{'config' if name == 'config' else int(name.removeprefix('events-p'))}:{int(store['offset']) + 1}"
+        for name, store in sorted(left["stores"].items())
+    )
+    fresh = tmp_path / "replayed"
+    empty_snapshots = pipeline.env | {"REWIND_SNAPSHOTS_DIR": str(tmp_path / "no-snapshots")}
+    run_rewind(
+        "replay", "--to", counts, "--out", str(fresh), "--json", env=empty_snapshots, check=True, timeout=300
+    )
+    replayed = _digest(pipeline, str(fresh))
+    assert {name: s["digest"] for name, s in replayed["stores"].items()} == {
+        name: s["digest"] for name, s in left["stores"].items()
+    }, f"the state differs from a replay of the events it holds ({counts})"
+
+
+# 2. A lost broker is reported once and survived
+
+
+@pytest.mark.kafka
+def test_a_lost_broker_fails_health_once_logged_and_projecting_resumes_when_it_is_back(
+    broker: LocalKafka, tmp_path: Path
+) -> None:
+    address = _address(broker)
+    pipeline = Pipeline(address, "lost", tmp_path / "home")
+    pipeline.create_topics()
+    first = pipeline.simulate(events=1_500, seed=91)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = pipeline.env | {"REWIND_BROKER_LOST_AFTER_SECONDS": "3", "REWIND_LAG_WINDOW_SECONDS": "5"}
+    log_file = tmp_path / "serve.log"
+    process = _start(["serve", "--port", str(port)], env, log_file)
+    try:
+        _wait_for("/ready", lambda: _get(f"{url}/ready")[0] == 200, 90, process)
+        status, health = _get(f"{url}/health")
+        assert status == 200 and health["status"] == "ok" and health["checks"]["broker"]["ok"] is True
+        assert _metric(url, "rewind_broker_reachable") == 1.0
+
+        broker.stop()
+        status, health = _wait_for(
+            "/health 503", lambda: (r := _get(f"{url}/health"))[0] == 503 and r, 30, process
+        )
+        assert health["status"] == "failing" and health["failing"] == ["broker"]
+        check = health["checks"]["broker"]
+        assert check["ok"] is False and check["bootstrap"] == address
+        assert f"the Kafka brokers at {address} have not answered for" in check["error"]
+        assert "kafka.bootstrap" in check["fix"] and check["last_contact_seconds_ago"] >= 3
+        assert _metric(url, "rewind_broker_reachable") == 0.0
+        assert (_metric(url, "rewind_broker_contact_age_seconds") or 0.0) >= 3
+        status, ready = _get(f"{url}/ready")
+        assert status == 503 and any("have not answered" in reason for reason in ready["reasons"])
+        time.sleep(4)  # more retries, still one line
+
+        broker.start(timeout=120)
+        assert broker.address() == address, "the broker is back on its own address"
+        more = pipeline.simulate(events=700, seed=92)
+        total = first.events + more.events
+        _wait_for("the new events applied", lambda: _applied(pipeline) == total, 90, process)
+        _wait_for("/health 200", lambda: _get(f"{url}/health")[0] == 200, 30, process)
+        assert _metric(url, "rewind_broker_reachable") == 1.0
+        _wait_for("/ready", lambda: _get(f"{url}/ready")[0] == 200, 60, process)
+    finally:
+        code, seconds = _stop(process)
+    log = log_file.read_text(errors="replace")
+    assert code == 0 and seconds <= STOP_LIMIT_SECONDS, log[-3000:]
+    lost = [line for line in log.splitlines() if "lost the Kafka brokers" in line]
+    assert len(lost) == 1, log[-5000:]
+    assert address in lost[0] and "fix: check that the brokers in kafka.bootstrap" in lost[0]
+    assert sum("answer again" in line for line in log.splitlines()) == 1, log[-5000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+# 3. A failed recovery is retried
+
+
+@pytest.mark.kafka
+def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_back(
+    broker: LocalKafka, tmp_path: Path
+) -> None:
+    address = _address(broker)
+    pipeline = Pipeline(address, "retry", tmp_path / "home")
+    pipeline.create_topics()
+    summary = pipeline.simulate(events=1_500, seed=95)
+    broker.stop()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = pipeline.env | {"REWIND_BROKER_LOST_AFTER_SECONDS": "3", "REWIND_LAG_WINDOW_SECONDS": "5"}
+    log_file = tmp_path / "serve.log"
+    process = _start(["serve", "--port", str(port)], env, log_file)
+    try:
+        _, recovery = _wait_for(
+            "RECOVERY_FAILED after three attempts",
+            lambda: (
+                (r := _get(f"{url}/recovery/status"))[0] == 200
+                and r[1]["attempt"] >= 3
+                and r[1]["state"] == "RECOVERY_FAILED"
+                and r
+            ),
+            60,
+            process,
+        )
+        assert recovery["retrying"] is True and recovery["next_attempt_at"].endswith("Z")
+        assert 0 <= recovery["next_attempt_in_seconds"] <= 30
+        assert f"the Kafka brokers at {address} do not answer" in recovery["error"]
+        assert "fix: check that the brokers in kafka.bootstrap" in recovery["error"]
+        assert _get(f"{url}/ready")[0] == 503
+        assert _metric(url, "rewind_recovery_state", state="RECOVERY_FAILED") == 1.0
+        _wait_for(
+            "rewind_recovery_attempts >= 3",
+            lambda: (_metric(url, "rewind_recovery_attempts") or 0) >= 3,
+            10,
+            process,
+        )
+
+        broker.start(timeout=120)
+        _wait_for("/ready", lambda: _get(f"{url}/ready")[0] == 200, 90, process)
+        status, recovery = _get(f"{url}/recovery/status")
+        assert recovery["state"] == "RECOVERED" and recovery["error"] is None and recovery["attempt"] >= 3
+        status, positions = _get(f"{url}/state/positions")
+        assert status == 200 and positions["positions"], "the recovered state is served"
+        assert _applied(pipeline) == summary.events
+    finally:
+        code, seconds = _stop(process)
+    log = log_file.read_text(errors="replace")
+    assert code == 0 and seconds <= STOP_LIMIT_SECONDS, log[-3000:]
+    unanswered = [line for line in log.splitlines() if "recovery attempt" in line and "do not answer" in line]
+    assert len(unanswered) == 1 and "recovery attempt 1 failed" in unanswered[0], log[-5000:]
+    assert "recovered on attempt" in log, log[-3000:]
+
+
+def test_a_failure_that_needs_a_person_is_not_retried(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """Retention deleted events the state needs: recovery stays failed with the reason, one attempt."""
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "home")
+    pipeline.create_topics()
+    pipeline.simulate(events=600, seed=97)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.delete_records([TopicPartition(pipeline.events, 1, 5)]).values():
+        future.result()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = _start(["serve", "--port", str(port)], pipeline.env, tmp_path / "serve.log")
+    try:
+        _, recovery = _wait_for(
+            "RECOVERY_FAILED",
+            lambda: (r := _get(f"{url}/recovery/status"))[1]["state"] == "RECOVERY_FAILED" and r,
+            60,
+            process,
+        )
+        time.sleep(2)
+        _, recovery = _get(f"{url}/recovery/status")
+        assert recovery["state"] == "RECOVERY_FAILED" and recovery["attempt"] == 1
+        assert recovery["retrying"] is False and recovery["next_attempt_at"] is None
+        assert f"data loss on {pipeline.events}[1]" in recovery["error"]
+    finally:
+        code, _ = _stop(process)
+    assert code == 1, "a service stopped without its state recovered exits 1"
+
+
+def test_a_stop_that_overruns_its_deadline_exits_and_says_what_it_was_doing() -> None:
+    script = (
+        "import time\n"
+        "from rewind.commands import stop_deadline\n"
+        "stop_deadline.arm('rewind test', lambda: 'waiting for nothing', 0.5)\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1
+    assert (
+        "error: `rewind test` had not stopped 0.5 s after the stop signal (it was waiting for nothing)"
+        in (result.stderr)
+    )
+    assert "  fix: " in result.stderr
