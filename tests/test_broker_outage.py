@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rewind.kafka_local import LocalKafka
 from tests.cli_runner import REWIND, run_rewind
+from tests.http_helpers import free_port, get
 from tests.pipeline import Pipeline
 
 STOP_LIMIT_SECONDS = 12.0
@@ -58,24 +56,8 @@ def _address(broker: LocalKafka) -> str:
     return address
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body, status = response.read(), response.status
-    except urllib.error.HTTPError as error:
-        body, status = error.read(), error.code
-    text = body.decode()
-    return status, (json.loads(text) if text.startswith(("{", "[")) else text)
-
-
 def _metric(url: str, name: str, **labels: str) -> float | None:
-    status, text = _get(f"{url}/metrics")
+    status, text = get(f"{url}/metrics")
     assert status == 200
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -161,7 +143,7 @@ def test_sigterm_ends_the_process_within_10_s_after_the_broker_was_killed_and_th
     pipeline = Pipeline(_address(broker), f"stop-{command}", tmp_path / "home")
     pipeline.create_topics()
     first = pipeline.simulate(events=2_000, seed=81)
-    args = ["serve", "--port", str(_free_port())] if command == "serve" else ["project", "--no-progress"]
+    args = ["serve", "--port", str(free_port())] if command == "serve" else ["project", "--no-progress"]
     process = _start(args, pipeline.env, tmp_path / "rewind.log")
     flow: subprocess.Popen[bytes] | None = None
     try:
@@ -220,20 +202,20 @@ def test_a_lost_broker_fails_health_once_logged_and_projecting_resumes_when_it_i
     pipeline = Pipeline(address, "lost", tmp_path / "home")
     pipeline.create_topics()
     first = pipeline.simulate(events=1_500, seed=91)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = pipeline.env | {"REWIND_BROKER_LOST_AFTER_SECONDS": "3", "REWIND_LAG_WINDOW_SECONDS": "5"}
     log_file = tmp_path / "serve.log"
     process = _start(["serve", "--port", str(port)], env, log_file)
     try:
-        _wait_for("/ready", lambda: _get(f"{url}/ready")[0] == 200, 90, process)
-        status, health = _get(f"{url}/health")
+        _wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 90, process)
+        status, health = get(f"{url}/health")
         assert status == 200 and health["status"] == "ok" and health["checks"]["broker"]["ok"] is True
         assert _metric(url, "rewind_broker_reachable") == 1.0
 
         broker.stop()
         status, health = _wait_for(
-            "/health 503", lambda: (r := _get(f"{url}/health"))[0] == 503 and r, 30, process
+            "/health 503", lambda: (r := get(f"{url}/health"))[0] == 503 and r, 30, process
         )
         assert health["status"] == "failing" and health["failing"] == ["broker"]
         check = health["checks"]["broker"]
@@ -242,7 +224,7 @@ def test_a_lost_broker_fails_health_once_logged_and_projecting_resumes_when_it_i
         assert "kafka.bootstrap" in check["fix"] and check["last_contact_seconds_ago"] >= 3
         assert _metric(url, "rewind_broker_reachable") == 0.0
         assert (_metric(url, "rewind_broker_contact_age_seconds") or 0.0) >= 3
-        status, ready = _get(f"{url}/ready")
+        status, ready = get(f"{url}/ready")
         assert status == 503 and any("have not answered" in reason for reason in ready["reasons"])
         time.sleep(4)  # more retries, still one line
 
@@ -251,9 +233,9 @@ def test_a_lost_broker_fails_health_once_logged_and_projecting_resumes_when_it_i
         more = pipeline.simulate(events=700, seed=92)
         total = first.events + more.events
         _wait_for("the new events applied", lambda: _applied(pipeline) == total, 90, process)
-        _wait_for("/health 200", lambda: _get(f"{url}/health")[0] == 200, 30, process)
+        _wait_for("/health 200", lambda: get(f"{url}/health")[0] == 200, 30, process)
         assert _metric(url, "rewind_broker_reachable") == 1.0
-        _wait_for("/ready", lambda: _get(f"{url}/ready")[0] == 200, 60, process)
+        _wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 60, process)
     finally:
         code, seconds = _stop(process)
     log = log_file.read_text(errors="replace")
@@ -277,7 +259,7 @@ def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_b
     pipeline.create_topics()
     summary = pipeline.simulate(events=1_500, seed=95)
     broker.stop()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = pipeline.env | {"REWIND_BROKER_LOST_AFTER_SECONDS": "3", "REWIND_LAG_WINDOW_SECONDS": "5"}
     log_file = tmp_path / "serve.log"
@@ -286,7 +268,7 @@ def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_b
         _, recovery = _wait_for(
             "RECOVERY_FAILED after three attempts",
             lambda: (
-                (r := _get(f"{url}/recovery/status"))[0] == 200
+                (r := get(f"{url}/recovery/status"))[0] == 200
                 and r[1]["attempt"] >= 3
                 and r[1]["state"] == "RECOVERY_FAILED"
                 and r
@@ -298,7 +280,7 @@ def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_b
         assert 0 <= recovery["next_attempt_in_seconds"] <= 30
         assert f"the Kafka brokers at {address} do not answer" in recovery["error"]
         assert "fix: check that the brokers in kafka.bootstrap" in recovery["error"]
-        assert _get(f"{url}/ready")[0] == 503
+        assert get(f"{url}/ready")[0] == 503
         assert _metric(url, "rewind_recovery_state", state="RECOVERY_FAILED") == 1.0
         _wait_for(
             "rewind_recovery_attempts >= 3",
@@ -308,10 +290,10 @@ def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_b
         )
 
         broker.start(timeout=120)
-        _wait_for("/ready", lambda: _get(f"{url}/ready")[0] == 200, 90, process)
-        status, recovery = _get(f"{url}/recovery/status")
+        _wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 90, process)
+        status, recovery = get(f"{url}/recovery/status")
         assert recovery["state"] == "RECOVERED" and recovery["error"] is None and recovery["attempt"] >= 3
-        status, positions = _get(f"{url}/state/positions")
+        status, positions = get(f"{url}/state/positions")
         assert status == 200 and positions["positions"], "the recovered state is served"
         assert _applied(pipeline) == summary.events
     finally:
@@ -333,18 +315,18 @@ def test_a_failure_that_needs_a_person_is_not_retried(
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.delete_records([TopicPartition(pipeline.events, 1, 5)]).values():
         future.result()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = _start(["serve", "--port", str(port)], pipeline.env, tmp_path / "serve.log")
     try:
         _, recovery = _wait_for(
             "RECOVERY_FAILED",
-            lambda: (r := _get(f"{url}/recovery/status"))[1]["state"] == "RECOVERY_FAILED" and r,
+            lambda: (r := get(f"{url}/recovery/status"))[1]["state"] == "RECOVERY_FAILED" and r,
             60,
             process,
         )
         time.sleep(2)
-        _, recovery = _get(f"{url}/recovery/status")
+        _, recovery = get(f"{url}/recovery/status")
         assert recovery["state"] == "RECOVERY_FAILED" and recovery["attempt"] == 1
         assert recovery["retrying"] is False and recovery["next_attempt_at"] is None
         assert f"data loss on {pipeline.events}[1]" in recovery["error"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,26 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cli_runner import REWIND, run_rewind
+from tests.http_helpers import free_port, get
 from tests.pipeline import Pipeline
 
 TOKEN = "test-token-123"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = response.read()
-            status = response.status
-    except urllib.error.HTTPError as error:
-        body, status = error.read(), error.code
-    text = body.decode()
-    return status, (json.loads(text) if text.startswith(("{", "[")) else text)
 
 
 def _post(url: str, token: str) -> tuple[int, Any]:
@@ -55,7 +38,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], limit: float = 90.0)
     while time.monotonic() < deadline:
         assert process.poll() is None, "the service exited"
         try:
-            if _get(f"{url}/ready")[0] == 200:
+            if get(f"{url}/ready")[0] == 200:
                 return
         except OSError:
             pass
@@ -71,7 +54,7 @@ def _serve(pipeline: Pipeline, port: int) -> subprocess.Popen[bytes]:
 
 
 def _metrics(url: str) -> dict[str, list[Any]]:
-    status, text = _get(f"{url}/metrics")
+    status, text = get(f"{url}/metrics")
     assert status == 200
     families: dict[str, list[Any]] = {}
     for family in text_string_to_metric_families(text):
@@ -95,14 +78,14 @@ def test_serve_reports_recovers_after_sigkill_and_snapshots_on_sigterm(
     pipeline = Pipeline(bootstrap, unique_name, tmp_path / "home")
     pipeline.create_topics()
     summary = pipeline.simulate(events=6_000, seed=71, anomaly_rate=0.01)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
 
     service = _serve(pipeline, port)
     try:
         _wait_ready(url, service)
         lag = _wait_for(
-            lambda: (r := _get(f"{url}/lag"))[0] == 200 and r[1]["total_lag_messages"] == 0 and r[1]
+            lambda: (r := get(f"{url}/lag"))[0] == 200 and r[1]["total_lag_messages"] == 0 and r[1]
         )
         assert lag["status"] == "OK"
 
@@ -121,7 +104,7 @@ def test_serve_reports_recovers_after_sigkill_and_snapshots_on_sigterm(
         assert families["rewind_recovery_progress_percent"][0].value == 100.0
         assert "rewind_batch_apply_seconds" in families
 
-        status, error = _get(f"{url}/state/positions?account=")
+        status, error = get(f"{url}/state/positions?account=")
         assert status == 400 and error["parameter"] == "account"
     finally:
         service.send_signal(signal.SIGKILL)
@@ -131,10 +114,10 @@ def test_serve_reports_recovers_after_sigkill_and_snapshots_on_sigterm(
     service = _serve(pipeline, port)
     try:
         _wait_ready(url, service)
-        status, recovery = _get(f"{url}/recovery/status")
+        status, recovery = get(f"{url}/recovery/status")
         assert recovery["state"] == "RECOVERED"
         assert "unclean shutdown" in recovery["steps"]["detect"]["detail"]
-        _wait_for(lambda: (r := _get(f"{url}/lag"))[0] == 200 and r[1]["total_lag_messages"] == 0)
+        _wait_for(lambda: (r := get(f"{url}/lag"))[0] == 200 and r[1]["total_lag_messages"] == 0)
     finally:
         service.send_signal(signal.SIGTERM)
         assert service.wait(60) == 0, service.stderr.read() if service.stderr else ""
@@ -181,7 +164,7 @@ def _processes_with_home(home: Path) -> list[int]:
 @pytest.mark.kafka
 def test_make_run_serves_ready_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"REWIND_HOME": str(home), "REWIND_HTTP_PORT": str(port), "REWIND_RUN_RATE": "100"}
     env.pop("REWIND_BOOTSTRAP", None)
     runner = subprocess.Popen(
@@ -205,9 +188,9 @@ def test_make_run_serves_ready_and_ctrl_c_leaves_no_process(tmp_path: Path) -> N
     reader.start()
     try:
         assert banner.wait(120), "make run did not print its URLs:\n" + "".join(lines)
-        status, positions = _get(f"http://127.0.0.1:{port}/ready")
+        status, positions = get(f"http://127.0.0.1:{port}/ready")
         assert status == 200
-        status, positions = _get(f"http://127.0.0.1:{port}/state/positions")
+        status, positions = get(f"http://127.0.0.1:{port}/state/positions")
         assert status == 200 and "positions" in positions
     finally:
         runner.send_signal(signal.SIGINT)
