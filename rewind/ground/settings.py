@@ -156,6 +156,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http.host", _text, "127.0.0.1", "address the HTTP API binds to"),
     Setting("http.port", _port, 8080, "port of the HTTP API (0: a free one)"),
     Setting("http.token", _text, "", "bearer token required by mutating API calls"),
+    Setting(
+        "http.read_token",
+        _text,
+        "",
+        "bearer token every API call needs when set (http.token is accepted too); required when "
+        "http.host is not a loopback address",
+    ),
+    Setting(
+        "http.header_timeout_seconds",
+        _positive_int,
+        10,
+        "the HTTP API closes a connection that has not sent a whole request line and headers this "
+        "long after it opened or started the request",
+    ),
+    Setting(
+        "http.keepalive_seconds",
+        _positive_int,
+        75,
+        "the HTTP API closes a keep-alive connection idle for this long",
+    ),
     Setting("lag.ready_max_seconds", _non_negative_int, 30, "/ready is false above this lag"),
     Setting("lag.window_seconds", _positive_int, 60, "sliding window for lag status"),
 )
