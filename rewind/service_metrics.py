@@ -7,7 +7,10 @@ Every series is documented in ``docs/metrics.md``.
 
 Snapshot series are labelled ``store`` (``config``, ``events-p0000``, ...), the snapshot's partition
 store. All recovery-state series exist from the start (0), so alerts on them never see gaps; so do the
-broker series (reachable, no time without contact) until :meth:`ServiceMetrics.observe_broker`.
+broker series (reachable, no time without contact) until :meth:`ServiceMetrics.observe_broker`, the
+recovery's time target (:data:`RTO_TARGET_SECONDS`) and the data-loss flag, which is the one series
+that says "data loss" while no lag is measured: a recovery that failed on a gap in the log leaves the
+projector stopped, so no partition has a lag status.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ from typing import Any, Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from replayer.recovery_tracker import RecoveryState
+from rewind.ground.errors import DataLossError
 from snapshotter.snapshot import Manifest
 
 RECOVERY_PHASES: Final = ("restore", "replay", "validate")
+RTO_TARGET_SECONDS: Final = 2.0
+"""The recovery time objective: the firm's RTO target for a process crash, and what
+``docs/benchmarks.md`` measures ``rewind recover`` against. ``RewindRecoverySlow`` pages once a
+recovery runs 50 % past it (the firm's escalation rule)."""
 _DELIVERY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -30,10 +38,16 @@ class ServiceMetrics:
     """The service's series on ``registry``; methods may be called from any thread.
 
     ``clock`` gives epoch seconds; snapshot age is computed from it at scrape time, so it keeps
-    growing while no snapshot is taken.
+    growing while no snapshot is taken. ``rto_target_seconds`` is exported as
+    ``rewind_recovery_rto_target_seconds``, what the recovery alerts compare the elapsed time with.
     """
 
-    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        clock: Callable[[], float] = time.time,
+        rto_target_seconds: float = RTO_TARGET_SECONDS,
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._newest_snapshot: dict[str, float] = {}
@@ -115,6 +129,17 @@ class ServiceMetrics:
         self.recovery_attempts = Gauge(
             "rewind_recovery_attempts",
             "Attempts of the current (or last) recovery; above 1 once a failed one was retried.",
+            registry=registry,
+        )
+        self.recovery_rto_target = Gauge(
+            "rewind_recovery_rto_target_seconds",
+            "The recovery time objective: how long a recovery is meant to take at most.",
+            registry=registry,
+        )
+        self.recovery_rto_target.set(rto_target_seconds)
+        self.recovery_data_loss = Gauge(
+            "rewind_recovery_data_loss",
+            "1 while the recovery has failed because the log no longer holds events the state needs.",
             registry=registry,
         )
 
@@ -199,9 +224,16 @@ class ServiceMetrics:
             if seconds is not None:
                 self.recovery_phase.labels(phase).set(float(seconds))
         elapsed = status.get("elapsed_seconds")
-        if elapsed is not None:
-            self.recovery_elapsed.set(float(elapsed))
+        self.recovery_elapsed.set(0.0 if elapsed is None else float(elapsed))
         self.recovery_attempts.set(int(status.get("attempt") or 1))
+        if current != RecoveryState.RECOVERY_FAILED:
+            self.recovery_data_loss.set(0)
+
+    def observe_recovery_failure(self, error: BaseException) -> None:
+        """A recovery attempt failed with ``error``: ``rewind_recovery_data_loss`` is 1 when it was a
+        :class:`~rewind.ground.errors.DataLossError` (never retried), 0 for any other failure, and back
+        to 0 once :meth:`observe_recovery` sees a state other than ``RECOVERY_FAILED``."""
+        self.recovery_data_loss.set(1 if isinstance(error, DataLossError) else 0)
 
     # Brokers
 
