@@ -29,6 +29,7 @@ in a process).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ from rewind.ground.topics import events_partition_count
 from rewind.http_api import HttpServer, create_app, serve_http
 from rewind.lag import LagMonitor, LagReport
 from rewind.lag_metrics import LagMetrics
+from rewind.sd_notify import Supervisor, event_loop_answers
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import snapshot_row, snapshot_rows
 from snapshotter.retention import RetentionPolicy, prune
@@ -156,6 +158,8 @@ class Service:
         self._wake = threading.Event()
         """Ends a retry's wait early: set on a stop and when the brokers answer again."""
         self.broker = BrokerWatch(settings, on_answer=self._wake.set)
+        self.supervisor = Supervisor()
+        """systemd's supervision (rewind.sd_notify): READY=1 once the state is served, the watchdog."""
         self.service_metrics.observe_broker(lambda: not self.broker.lost(), self.broker.contact_age)
         self._doing = "starting"
         self._rebuild = threading.Event()
@@ -264,6 +268,9 @@ class Service:
             flush=True,
         )
         self._install_signal_handlers()
+        self.supervisor.start(
+            functools.partial(event_loop_answers, self.http.host, self.http.port), lambda: self._doing
+        )
         self.broker.start()
         threading.Thread(target=self._snapshot_loop, name="snapshotter", daemon=True).start()
         threading.Thread(target=self._lag_loop, name="lag", daemon=True).start()
@@ -281,6 +288,7 @@ class Service:
                     self._rebuild.clear()
             return 0
         finally:
+            self.supervisor.stopping()
             self._doing = "stopping the HTTP API"
             self.broker.stop()
             self.http.stop(HTTP_STOP_SECONDS)
@@ -292,6 +300,7 @@ class Service:
             self._stop.set()
             self._projector_stop.set()
             self._wake.set()
+            self.supervisor.stopping()
             stop_deadline.arm("rewind serve", lambda: self._doing)
 
         signal.signal(signal.SIGTERM, request_stop)
@@ -323,6 +332,7 @@ class Service:
                 self._require_brokers(reason)
                 report = recover(self._settings, self.tracker, reason=reason, metrics=self.projector_metrics)
             except Exception as exc:
+                self.service_metrics.observe_recovery_failure(exc)
                 if needs_a_person(exc):
                     log.error("recovery failed: %s", exc)
                     print(f"error: recovery failed: {exc}", flush=True)
@@ -416,6 +426,7 @@ class Service:
         self._events_at_last_snapshot = 0
         self._last_snapshot_at = time.monotonic()
         self._readable.set()
+        self.supervisor.ready("serving the recovered state")
         try:
             self._doing = "following the log"
             projector.run(stop=self._projector_stop, on_batch=self._after_batch)
