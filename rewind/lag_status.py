@@ -9,16 +9,30 @@ evidence:
   newest commit *before* the window (the baseline) says where the consumer stood when the window
   opened.
 
-There are no fixed lag thresholds: every status describes a behaviour, not a number. The statuses
-are mutually exclusive except ``DATA_LOSS``; when several could apply the most severe one wins.
+Every status describes what the consumer is doing and is stated only on evidence, never on an
+artefact of when the samples happened to be taken. Two facts about that evidence shape the rules:
+
+* **A sample brackets the consumer's true lag.** The consumer has consumed at least up to its
+  committed offset, and at most up to the offset of any commit it makes later (its position only
+  moves forward between rewinds). So at a sample the true lag lies between ``log_end - (the next
+  commit's offset)`` and ``log_end - committed``. Between commits, the committed offset lags the
+  consumer by up to one commit interval's consumption: that sawtooth is sampling, not behaviour.
+* **A sample that saw the log end at or below the committed offset proves the first unconsumed
+  message arrived after it.** A record's timestamp is only the producer's claim (a backfill with
+  historical ``CreateTime``, MirrorMaker keeping source timestamps, a clock that runs behind); where
+  a sample contradicts it, the sample wins.
+
+There are no fixed lag thresholds. When several statuses could apply the most severe one wins.
 Severity, lowest first (:class:`Status` values):
 
 ``OK`` (0)
     None of the below.
 ``WARNING`` (1)
-    The consumer is moving (its committed offset advanced across the window, never backwards) but
-    lag never shrank between samples and ended higher than it started: it is falling behind. Needs
-    at least two samples in the window, so a one-shot evaluation never reports it.
+    Lag > 0, the committed offset moved forward across the window (never backwards), and the lag
+    grew beyond what sampling can explain: at some sample it was certainly higher than it could have
+    been at an earlier one (the later sample's lower bound above the earlier one's upper bound), and
+    it never certainly shrank. Needs two samples and a commit after the later of them, so a one-shot
+    evaluation never reports it.
 ``REWOUND`` (2)
     A commit in the window (or a sample) moved the committed offset backwards: events are being
     processed again. Often deliberate (a replay), but someone should confirm that. Reported whatever
@@ -26,31 +40,40 @@ Severity, lowest first (:class:`Status` values):
 ``STALLED`` (3)
     Lag > 0, the consumer committed within the window, every observation of its offset in the window
     (and the baseline) is the same value, its newest commit re-committed an offset already observed
-    (an earlier commit or sample), and work was waiting when it did (a sample before that commit
-    showed lag, or the first unconsumed message is older than it): it is alive and committing but
-    not getting past one offset (a poison message, a stuck batch).
+    (an earlier commit or sample), and work was waiting when it did: it is alive and committing but
+    not getting past one offset (a poison message, a stuck batch). Work was waiting if a sample
+    before that commit showed lag; failing that, if the first unconsumed message's timestamp is
+    older than the commit and no sample contradicts the timestamp; failing that (no usable
+    timestamp), only if no sample in the window saw the consumer caught up at this offset.
 ``STOPPED`` (4)
-    Lag > 0, no commit within the window, and the lag is not brand new: the first unconsumed message
-    is older than the window, so the consumer had a whole window to commit and did not. Nothing is
-    consuming the partition.
-
-The "work was waiting" conditions keep an idle consumer from being called STALLED or STOPPED in the
-moment between a message arriving and its next commit. When the first unconsumed message's
-timestamp is unknown, STOPPED is just "lag > 0 and no commit in the window", and STALLED accepts two
-observations of the same offset as evidence that work was waiting.
+    Lag > 0, no commit within the window (neither in the commits nor as a change between samples),
+    and the consumer had a whole window to pick the first unconsumed message up: no sample in the
+    window saw the log end at or below the committed offset (which would prove the message younger
+    than the window), and its timestamp, if known, is older than the window.
 ``DATA_LOSS`` (5)
     The committed offset is below the log start offset: retention (or ``delete_records``) removed
     events the consumer never read. Nothing the consumer does can recover them.
+``OFFSET_BEYOND_LOG_END`` (6)
+    The committed offset is past the log end, now or at a sample of the window while the consumer
+    has not moved since: the topic was deleted and re-created, or an unclean leader election
+    truncated the log. The consumer's next fetch is out of range and ``auto.offset.reset`` moves it
+    silently; once the log grows past its offset it resumes there, skipping the messages below it
+    unread. The most urgent status: the skipped messages can still be saved by resetting the
+    group's offsets before the consumer fetches, and every other figure computed from an offset
+    that belongs to no log means nothing.
 
-A group's status is its worst partition's (:func:`group_status`).
+A group's status is its worst partition's (:func:`group_status`). :func:`explain` gives each
+status's meaning and fix in words.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import pairwise
+from typing import Final
 
 
 class Status(IntEnum):
@@ -62,6 +85,57 @@ class Status(IntEnum):
     STALLED = 3
     STOPPED = 4
     DATA_LOSS = 5
+    OFFSET_BEYOND_LOG_END = 6
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What a status says the consumer is doing, and what a person should do about it."""
+
+    meaning: str
+    fix: str | None
+
+
+_EXPLANATIONS: Final[Mapping[Status, Explanation]] = {
+    Status.OK: Explanation("keeping up", None),
+    Status.WARNING: Explanation(
+        "falling behind: the consumer moves, but its lag grew over the window by more than sampling "
+        "can explain",
+        "a burst drains by itself; lag that keeps growing needs faster processing or more consumers",
+    ),
+    Status.REWOUND: Explanation(
+        "replaying: the committed offset moved backwards in the window",
+        "confirm the offset reset was intended (a replay); if not, find who reset the group's offsets",
+    ),
+    Status.STALLED: Explanation(
+        "stuck: the consumer keeps committing the same offset while messages wait there",
+        "find why it cannot get past the message at its committed offset (a poison message, a batch "
+        "that keeps failing) in its log, fix the cause and restart it",
+    ),
+    Status.STOPPED: Explanation(
+        "stopped: messages have waited a whole window and the consumer has not committed",
+        "check that the consumer is running and owns this partition; restart it if it hangs",
+    ),
+    Status.DATA_LOSS: Explanation(
+        "events lost: retention deleted messages the consumer never read",
+        "they cannot be read from Kafka again: restore the events from their source, and give the "
+        "topic a retention longer than the consumer's longest outage",
+    ),
+    Status.OFFSET_BEYOND_LOG_END: Explanation(
+        "the committed offset is past the end of the log: the topic was deleted and re-created, or "
+        "an unclean leader election truncated it. The consumer's next fetch is out of range and "
+        "auto.offset.reset moves it silently; once the log grows past its offset it resumes there "
+        "and skips the messages below it unread",
+        "find out what happened to the topic; then, with the consumer stopped, set the group's "
+        "offset to where it should resume in the log as it is now (kafka-consumer-groups.sh "
+        "--reset-offsets --to-earliest or --to-datetime ... --execute) and start it again",
+    ),
+}
+
+
+def explain(status: Status) -> Explanation:
+    """The meaning of ``status`` in words, and its fix (``None`` for ``OK``)."""
+    return _EXPLANATIONS[status]
 
 
 @dataclass(frozen=True)
@@ -121,42 +195,87 @@ def partition_status(
     """
     window, recent, baseline = _window(samples, commits, now, window_seconds)
     current = window[-1]
-    waiting_since = current.waiting_since if current.lag > 0 else None
-    if current.committed < current.log_start:
+    position = current.committed
+    if any(s.committed == position > s.log_end for s in window):
+        return Status.OFFSET_BEYOND_LOG_END
+    if position < current.log_start:
         return Status.DATA_LOSS
-    lag_is_old = waiting_since is None or waiting_since < now - window_seconds
-    if current.lag > 0 and not recent and lag_is_old:
+    waiting = current.lag > 0
+    caught_up_at = max((s.at for s in window if s.log_end <= position), default=None)
+    claimed = current.waiting_since if waiting else None
+    if claimed is not None and caught_up_at is not None and claimed <= caught_up_at:
+        claimed = None  # a sample saw the log end at the offset after this "arrival": not its age
+    sampled = [s.committed for s in window]
+    committed_in_window = bool(recent) or any(a != b for a, b in pairwise(sampled))
+    lag_is_old = caught_up_at is None and (claimed is None or claimed < now - window_seconds)
+    if waiting and not committed_in_window and lag_is_old:
         return Status.STOPPED
 
     commit_trail = ([baseline] if baseline else []) + recent
-    sampled = [s.committed for s in window]
-    if current.lag > 0 and recent:
+    if waiting and recent:
         observed = {c.offset for c in commit_trail} | set(sampled)
-        if len(observed) == 1 and _work_was_waiting(window, commit_trail, waiting_since):
+        if len(observed) == 1 and _work_was_waiting(window, commit_trail, claimed, caught_up_at):
             return Status.STALLED
     if _decreases([c.offset for c in commit_trail]) or _decreases(sampled):
         return Status.REWOUND
-    if current.lag > 0 and len(window) >= 2:
-        lags = [s.lag for s in window]
-        moving = sampled[-1] > sampled[0]
-        if moving and not _decreases(lags) and lags[-1] > lags[0]:
-            return Status.WARNING
+    if waiting and len(window) >= 2 and sampled[-1] > sampled[0] and _lag_grew(window, recent):
+        return Status.WARNING
     return Status.OK
 
 
-def _work_was_waiting(window: Sequence[Sample], trail: Sequence[Commit], waiting_since: float | None) -> bool:
+def _work_was_waiting(
+    window: Sequence[Sample], trail: Sequence[Commit], claimed: float | None, caught_up_at: float | None
+) -> bool:
     """Whether the newest commit (of an offset that never moved) re-committed an offset already
     seen, while a message waited at it: a single commit proves nothing, it may be the one that
-    moved the offset there."""
+    moved the offset there. ``claimed`` is the waiting message's timestamp where no sample
+    contradicts it."""
     newest = trail[-1].at
     earlier_samples = [s for s in window if s.at < newest]
     if len(trail) < 2 and not earlier_samples:
         return False
-    if waiting_since is not None and waiting_since < newest:
-        return True
     if any(s.lag > 0 for s in earlier_samples):
         return True
-    return waiting_since is None
+    if claimed is not None:
+        return claimed < newest
+    return caught_up_at is None
+
+
+def _lag_bounds(window: Sequence[Sample], commits: Sequence[Commit]) -> list[tuple[int, int]]:
+    """(lowest, highest) true lag possible at each sample, given that the consumer's position there
+    is at least its committed offset and at most the offset of any later commit: one the commits
+    list, or one proven by a later sample whose committed offset differs."""
+    times = [c.at for c in commits]
+    later_min: list[int | None] = [None] * (len(commits) + 1)
+    for k in range(len(commits) - 1, -1, -1):
+        following = later_min[k + 1]
+        offset = commits[k].offset
+        later_min[k] = offset if following is None else min(offset, following)
+    next_change: list[int | None] = [None] * len(window)
+    for i in range(len(window) - 2, -1, -1):
+        after = window[i + 1].committed
+        next_change[i] = after if after != window[i].committed else next_change[i + 1]
+    bounds: list[tuple[int, int]] = []
+    for sample, changed in zip(window, next_change, strict=True):
+        ceilings = [c for c in (later_min[bisect_right(times, sample.at)], changed) if c is not None]
+        low = max(0, sample.log_end - min(ceilings)) if ceilings else 0
+        bounds.append((low, sample.lag))
+    return bounds
+
+
+def _lag_grew(window: Sequence[Sample], commits: Sequence[Commit]) -> bool:
+    """The true lag certainly grew between two samples of the window and never certainly shrank."""
+    grew = shrank = False
+    highest_low: int | None = None
+    lowest_high: int | None = None
+    for low, high in _lag_bounds(window, commits):
+        if lowest_high is not None and low > lowest_high:
+            grew = True
+        if highest_low is not None and high < highest_low:
+            shrank = True
+        lowest_high = high if lowest_high is None else min(lowest_high, high)
+        highest_low = low if highest_low is None else max(highest_low, low)
+    return grew and not shrank
 
 
 def group_status(statuses: Iterable[Status]) -> Status:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rewind.lag_status import Commit, Sample, Status, consume_rate, group_status, partition_status
+from rewind.lag_status import (
+    Commit,
+    Sample,
+    Status,
+    consume_rate,
+    explain,
+    group_status,
+    partition_status,
+)
 
 NOW = 1_000_000.0
 WINDOW = 60.0
@@ -94,6 +105,54 @@ def test_without_a_timestamp_no_commit_and_lag_is_stopped() -> None:
     assert status([sample(0, 50, 100)], commits((90, 50))) is Status.STOPPED
 
 
+def test_a_message_seen_arriving_in_the_window_is_not_stopped_whatever_its_timestamp() -> None:
+    """Idle and caught up at 100 (its last commit long ago); a sample saw the log end at 100 30 s
+    ago, so the record waiting now arrived since, whatever its timestamp says (a backfill with
+    historical CreateTime, MirrorMaker keeping source timestamps, a producer clock behind)."""
+    for waiting_ago in (3600.0, None):
+        samples = [sample(30, 100, 100), sample(0, 100, 101, waiting_ago=waiting_ago)]
+        assert status(samples, commits((600, 100))) is Status.OK
+        assert status(samples, []) is Status.OK
+
+
+def test_stopped_once_the_message_waited_a_whole_window_without_a_commit() -> None:
+    for waiting_ago in (3600.0, None):
+        samples = [
+            sample(70, 100, 100),
+            sample(30, 100, 101, waiting_ago=waiting_ago),
+            sample(0, 100, 101, waiting_ago=waiting_ago),
+        ]
+        assert status(samples, commits((600, 100))) is Status.STOPPED
+
+
+def test_a_committed_offset_that_changed_between_samples_is_a_commit_in_the_window() -> None:
+    """Without commit times (no commit log), the samples themselves show the consumer committing."""
+    samples = [sample(30, 40, 100, waiting_ago=600), sample(0, 60, 100, waiting_ago=600)]
+    assert status(samples, []) is Status.OK
+
+
+def test_an_idle_consumer_recommitting_its_offset_is_not_stalled_by_an_old_timestamp() -> None:
+    """A Java consumer re-commits its position every 5 s while idle. The record waiting now arrived
+    after the sample that saw it caught up; nothing shows it waiting at any of those commits."""
+    for waiting_ago in (3600.0, None):
+        samples = [sample(12, 100, 100), sample(0, 100, 101, waiting_ago=waiting_ago)]
+        assert status(samples, commits((15, 100), (10, 100), (5, 100))) is Status.OK
+
+
+def test_stuck_on_a_message_seen_arriving_in_the_window_is_stalled() -> None:
+    """Caught up, then a sample saw a message waiting, and the offset was re-committed since: the
+    sample, not the record's timestamp, dates the work."""
+    samples = [sample(30, 100, 100), sample(20, 100, 101), sample(0, 100, 101, waiting_ago=3600)]
+    assert status(samples, commits((15, 100), (10, 100), (5, 100))) is Status.STALLED
+
+
+def test_a_timestamp_no_sample_contradicts_still_dates_the_work() -> None:
+    """The record says it arrived 20 s ago, after the sample that saw the log end at 100: consistent,
+    so it shows the work waiting at the two re-commits since."""
+    samples = [sample(40, 100, 100), sample(0, 100, 101, waiting_ago=20)]
+    assert status(samples, commits((50, 100), (10, 100), (5, 100))) is Status.STALLED
+
+
 def test_no_commits_but_no_lag_is_ok() -> None:
     assert status([sample(0, 100, 100)], commits((600, 100))) is Status.OK
 
@@ -131,6 +190,34 @@ def test_data_loss_outranks_stopped() -> None:
     assert status([sample(0, 10, 100, start=30, waiting_ago=500)], []) is Status.DATA_LOSS
 
 
+def test_a_committed_offset_past_the_log_end_is_offset_beyond_log_end() -> None:
+    """The topic was re-created (or truncated) under a group that had committed 500."""
+    assert status([sample(0, 500, 5)], commits((30, 500))) is Status.OFFSET_BEYOND_LOG_END
+    assert status([sample(0, 500, 0)], []) is Status.OFFSET_BEYOND_LOG_END
+
+
+def test_beyond_the_log_end_while_the_offset_stays_after_the_log_grew_past_it() -> None:
+    """A sample saw 500 past the log end; the log has grown past 500 since, and a consumer resuming
+    at 500 skips offsets 5 to 499 of the new log unread."""
+    samples = [sample(20, 500, 5), sample(0, 500, 700, waiting_ago=1)]
+    assert status(samples, commits((30, 500))) is Status.OFFSET_BEYOND_LOG_END
+
+
+def test_a_consumer_that_reset_its_offset_is_rewound_not_beyond_the_end() -> None:
+    samples = [sample(20, 500, 5), sample(0, 0, 40, waiting_ago=1)]
+    assert status(samples, commits((30, 500), (10, 0))) is Status.REWOUND
+
+
+def test_committed_at_the_log_end_is_not_beyond_it() -> None:
+    assert status([sample(0, 500, 500)], commits((30, 500))) is Status.OK
+
+
+def test_every_status_says_what_it_means_and_every_problem_has_a_fix() -> None:
+    for each in Status:
+        assert explain(each).meaning
+        assert (explain(each).fix is None) == (each is Status.OK)
+
+
 def test_commits_stamped_after_now_count_as_in_the_window() -> None:
     samples = [sample(0, 50, 100, waiting_ago=120)]
     assert status(samples, [Commit(NOW + 0.2, 50), Commit(NOW - 1, 50)]) is Status.STALLED
@@ -152,8 +239,17 @@ def test_a_non_positive_window_is_refused() -> None:
 
 
 def test_severity_order() -> None:
-    order = [Status.OK, Status.WARNING, Status.REWOUND, Status.STALLED, Status.STOPPED, Status.DATA_LOSS]
+    order = [
+        Status.OK,
+        Status.WARNING,
+        Status.REWOUND,
+        Status.STALLED,
+        Status.STOPPED,
+        Status.DATA_LOSS,
+        Status.OFFSET_BEYOND_LOG_END,
+    ]
     assert sorted(Status) == order
+    assert [int(s) for s in order] == list(range(7))
 
 
 def test_group_status_is_the_worst_partition() -> None:
@@ -198,3 +294,105 @@ def test_consume_rate_is_unknown_with_one_point_or_across_a_rewind() -> None:
     assert consume_rate([sample(0, 7, 9)], [], now=NOW, window_seconds=WINDOW) is None
     rewound = consume_rate([sample(0, 5, 9)], commits((20, 50)), now=NOW, window_seconds=WINDOW)
     assert rewound is None
+
+
+# Falling behind, told apart from the sawtooth of periodic commits
+
+Production = Callable[[float], int]
+"""Log end offset at t seconds."""
+
+
+def steady(rate: float) -> Production:
+    return lambda t: int(rate * t)
+
+
+def swinging(t: float) -> int:
+    """1,000 to 2,000 messages per second, the rate swinging over 37 s."""
+    swing = 500 * 37 / (2 * math.pi)
+    return int(1500 * t + swing * (1 - math.cos(2 * math.pi * t / 37)))
+
+
+def watch(
+    produced: Production,
+    *,
+    commit_every: float,
+    sample_every: float,
+    capacity: float | None = None,
+    seconds: float = 600,
+) -> list[Status]:
+    """The status at each evaluation of a monitor that samples every ``sample_every`` s a consumer
+    polling every 100 ms, reading all there is (or at most ``capacity`` messages per second since it
+    started) and committing its position every ``commit_every`` s. Times are whole milliseconds."""
+
+    def position(ms: int) -> int:
+        poll = ms - ms % 100
+        available = produced(poll / 1000)
+        return available if capacity is None else min(available, int(capacity * poll / 1000))
+
+    commit_ms, sample_ms = round(commit_every * 1000), round(sample_every * 1000)
+    samples: list[Sample] = []
+    made: list[Commit] = []
+    statuses: list[Status] = []
+    next_commit, ms = 0, 1000
+    while ms < seconds * 1000:
+        while next_commit <= ms:
+            made.append(Commit(NOW + next_commit / 1000, position(next_commit)))
+            next_commit += commit_ms
+        at = NOW + ms / 1000
+        samples.append(Sample(at, 0, produced(ms / 1000), made[-1].offset))
+        statuses.append(partition_status(samples, made, now=at, window_seconds=WINDOW))
+        ms += sample_ms
+    return statuses
+
+
+@pytest.mark.parametrize("sample_every", [5.2, 4.8, 5.0, 2.5, 7.3, 10.4])
+def test_a_consumer_that_keeps_up_is_ok_whatever_the_sampling_cadence(sample_every: float) -> None:
+    """It commits every 5 s at 1,000 to 2,000 messages per second. Sampled every 5.2 s (a 5 s sleep
+    plus the evaluation), the commit sawtooth aliases into a rise longer than the window: sampling,
+    not behaviour."""
+    for produced in (steady(1500), swinging):
+        statuses = watch(produced, commit_every=5.0, sample_every=sample_every)
+        assert set(statuses) == {Status.OK}
+
+
+@pytest.mark.parametrize("sample_every", [5.2, 2.5, 10.4])
+def test_a_consumer_slower_than_its_producers_is_warning(sample_every: float) -> None:
+    """It reads 1,200 of the 1,500 messages produced per second: once the growth outgrows one commit
+    interval's reading, every evaluation says so."""
+    statuses = watch(steady(1500), commit_every=5.0, sample_every=sample_every, capacity=1200)
+    settled = statuses[math.ceil(WINDOW / sample_every) :]
+    assert settled
+    assert set(settled) == {Status.WARNING}
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 40), st.booleans(), st.booleans()),
+        min_size=2,
+        max_size=50,
+    )
+)
+def test_warning_only_when_the_true_lag_grew(seconds: list[tuple[int, int, bool, bool]]) -> None:
+    """A consumer simulated second by second: messages produced, messages it reads, whether it
+    commits its position, whether the monitor samples. WARNING is stated only if its true lag (log
+    end minus its position, which no sample sees) was higher at a later sample than at an earlier
+    one."""
+    end = position = committed = 0
+    samples: list[Sample] = []
+    made: list[Commit] = []
+    true_lags: list[int] = []
+    for second, (produced, read, commit, sampled) in enumerate(seconds):
+        end += produced
+        position = min(end, position + read)
+        at = NOW - len(seconds) + second
+        if commit:
+            committed = position
+            made.append(Commit(at + 0.25, position))
+        if sampled:
+            samples.append(Sample(at + 0.5, 0, end, committed))
+            true_lags.append(end - position)
+    if not samples:
+        return
+    got = partition_status(samples, made, now=samples[-1].at, window_seconds=WINDOW)
+    if got is Status.WARNING:
+        assert any(later > earlier for i, earlier in enumerate(true_lags) for later in true_lags[i + 1 :])
