@@ -7,12 +7,26 @@ projector. ``rewind/openapi.yaml`` describes every route and is served at ``/ope
 Guarantees:
 
 * Every response except ``/metrics`` (Prometheus text) and ``/openapi.yaml`` is JSON, errors included:
-  ``{"error": ...}`` plus ``"parameter"`` on a 400 and ``"fix"`` when there is one.
+  ``{"error": ...}`` plus ``"parameter"`` on a 400 about a parameter and ``"fix"`` when there is one.
+  That holds for requests aiohttp's parser refuses too (400 malformed, 414 request line over
+  :data:`MAX_REQUEST_LINE_BYTES`, 431 a header over :data:`MAX_HEADER_BYTES` or more than
+  :data:`MAX_HEADERS` of them): never a header echoed back, and one short log line each.
+* Every GET route answers HEAD with the same status and headers and no body.
 * Bad input never reaches the state: an unknown or repeated query parameter, or an account, symbol or
-  id that is empty, contains NUL or is longer than :data:`projector.encoding.MAX_KEY_PART_BYTES`
-  UTF-8 bytes (what the fold accepts as a key) is a 400 naming the parameter.
+  id that is empty, contains NUL or is longer than :data:`MAX_IDENTIFIER_CHARS` characters (the
+  ``maxLength`` of ``Identifier`` in the OpenAPI description) is a 400 naming the parameter. One
+  within that length but over :data:`projector.encoding.MAX_KEY_PART_BYTES` UTF-8 bytes cannot be a
+  key of the state, so it is not found (404, or no positions).
+* A request body over :data:`MAX_BODY_BYTES` is a 413, one of unknown length (chunked) a 411; no
+  route reads a body.
 * Mutating calls (``POST /snapshots``, ``POST /rebuild``) need ``Authorization: Bearer <http.token>``:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
+  With ``http.read_token`` set, every request needs ``Authorization: Bearer`` with it (or with
+  ``http.token``): 401 without, 403 with another. :func:`serve_http` refuses an address that is not
+  loopback while ``http.read_token`` is empty. Two ``Authorization`` headers are a 400.
+* A connection has ``http.header_timeout_seconds`` from its opening, or from the first byte of a
+  request after the previous response, to send the whole request line and headers, and is closed
+  otherwise; an idle keep-alive connection is closed after ``http.keepalive_seconds``.
 * The event loop never waits on LMDB or the service: state reads run on one worker thread (so a
   :class:`~projector.state_directory.StateDirectory` is never used by two threads at once), the other
   service calls and the metrics exposition on a small pool. Only the accessors ``settings()``,
@@ -26,22 +40,31 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import resources
 from typing import Any, Final, TypeVar
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidURLError,
+    LineTooLong,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from projector import queries, views
 from projector.encoding import MAX_KEY_PART_BYTES
 from projector.risk_view import risk_rows
 from projector.state_directory import StateDirectory
-from rewind.ground.errors import RewindError
+from rewind.ground.errors import ConfigError, RewindError
 from rewind.service_view import ServiceView
 
 __all__ = ["HttpServer", "create_app", "serve_http"]
@@ -51,6 +74,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SHUTDOWN_SECONDS: Final = 5.0
 OPENAPI_CONTENT_TYPE: Final = "application/yaml"
+MAX_IDENTIFIER_CHARS: Final = MAX_KEY_PART_BYTES
+"""Longest account, symbol or id a request may name, in characters."""
+MAX_REQUEST_LINE_BYTES: Final = 8190
+"""Longest request line; the longest valid one (two identifiers of 4-byte characters,
+percent-encoded) is about 6,200 bytes."""
+MAX_HEADER_BYTES: Final = 8190
+"""Longest header, name and value together."""
+MAX_HEADERS: Final = 128
+MAX_BODY_BYTES: Final = 1024
+"""Largest request body accepted (and ignored: no route reads one)."""
 
 _log = logging.getLogger(__name__)
 
@@ -59,12 +92,20 @@ class ApiError(Exception):
     """A request the API refuses, turned into a JSON response by the error middleware."""
 
     def __init__(
-        self, status: int, error: str, *, headers: dict[str, str] | None = None, **fields: object
+        self,
+        status: int,
+        error: str,
+        *,
+        headers: dict[str, str] | None = None,
+        close: bool = False,
+        **fields: object,
     ) -> None:
         super().__init__(error)
         self.status = status
         self.body: dict[str, object] = {"error": error, **fields}
         self.headers = headers or {}
+        self.close = close
+        """Close the connection after the response (the request's body is not read)."""
 
 
 class BadParameter(ApiError):
@@ -119,9 +160,15 @@ def _identifier(name: str, value: str) -> str:
         raise BadParameter(name, f"{name} must not be empty")
     if "\x00" in value:
         raise BadParameter(name, f"{name} must not contain NUL")
-    if len(value.encode()) > MAX_KEY_PART_BYTES:
-        raise BadParameter(name, f"{name} must be at most {MAX_KEY_PART_BYTES} UTF-8 bytes")
+    if len(value) > MAX_IDENTIFIER_CHARS:
+        raise BadParameter(name, f"{name} must be at most {MAX_IDENTIFIER_CHARS} characters")
     return value
+
+
+def _storable(*values: str | None) -> bool:
+    """Whether every given identifier can be a key of the state (at most
+    :data:`~projector.encoding.MAX_KEY_PART_BYTES` UTF-8 bytes); one that cannot is in no row."""
+    return all(value is None or len(value.encode()) <= MAX_KEY_PART_BYTES for value in values)
 
 
 def _query(request: web.Request, *allowed: str) -> dict[str, str]:
@@ -147,6 +194,49 @@ def _path_id(request: web.Request) -> str:
 # Authorization
 
 
+_CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="rewind"'}
+_INVALID_TOKEN: Final = {"WWW-Authenticate": 'Bearer realm="rewind", error="invalid_token"'}
+
+
+def _bearer(request: web.Request) -> bytes | None:
+    """The bearer token's bytes as sent (any bytes, not only UTF-8), or None without one."""
+    values = request.headers.getall(hdrs.AUTHORIZATION, [])
+    if len(values) > 1:
+        raise ApiError(
+            400,
+            f"Authorization given {len(values)} times",
+            fix="send one 'Authorization: Bearer <token>' header",
+        )
+    scheme, _, given = (values[0] if values else "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return None
+    return given.strip().encode("utf-8", "surrogateescape")
+
+
+def _is_token(given: bytes, token: str) -> bool:
+    return bool(token) and hmac.compare_digest(given, token.encode())
+
+
+def _check_read_access(request: web.Request) -> None:
+    """With ``http.read_token`` set, the request must bear it or ``http.token``."""
+    settings = _runtime(request).service.settings()
+    read_token, token = str(settings["http.read_token"]), str(settings["http.token"])
+    if not read_token:
+        return
+    given = _bearer(request)
+    if given is None:
+        raise ApiError(
+            401,
+            "this API needs 'Authorization: Bearer <token>' (http.read_token is set)",
+            headers=_CHALLENGE,
+            fix="send the configured http.read_token (or http.token) as a bearer token",
+        )
+    if not (_is_token(given, read_token) | _is_token(given, token)):
+        raise ApiError(
+            403, "the bearer token is neither http.read_token nor http.token", headers=_INVALID_TOKEN
+        )
+
+
 def _authorize(request: web.Request) -> None:
     token = str(_runtime(request).service.settings()["http.token"])
     if not token:
@@ -155,18 +245,27 @@ def _authorize(request: web.Request) -> None:
             "mutating calls are disabled because no API token is configured",
             fix="set http.token (REWIND_HTTP_TOKEN) and send 'Authorization: Bearer <token>'",
         )
-    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = _bearer(request)
+    if given is None:
+        raise ApiError(401, "this call needs 'Authorization: Bearer <token>'", headers=_CHALLENGE)
+    if not _is_token(given, token):
+        raise ApiError(403, "the bearer token is not the configured http.token", headers=_INVALID_TOKEN)
+
+
+def _check_body(request: web.Request) -> None:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise ApiError(
-            401,
-            "this call needs 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": 'Bearer realm="rewind"'},
+            413,
+            f"the request body is {request.content_length} bytes; at most {MAX_BODY_BYTES} are accepted",
+            fix="send no body: no route of this API reads one",
+            close=True,
         )
-    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if request.content_length is None and request.body_exists:
         raise ApiError(
-            403,
-            "the bearer token is not the configured http.token",
-            headers={"WWW-Authenticate": 'Bearer realm="rewind", error="invalid_token"'},
+            411,
+            "a request body of unknown length (chunked) is not accepted",
+            fix="send no body, or one with a Content-Length",
+            close=True,
         )
 
 
@@ -257,14 +356,16 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def positions(request: web.Request) -> web.Response:
     given = _query(request, "account", "symbol")
-    runtime = _runtime(request)
-    return _json(await runtime.read_state(_positions, given.get("account"), given.get("symbol")))
+    account_id, symbol = given.get("account"), given.get("symbol")
+    if not _storable(account_id, symbol):
+        return _json({"positions": []})
+    return _json(await _runtime(request).read_state(_positions, account_id, symbol))
 
 
 async def order(request: web.Request) -> web.Response:
     _query(request)
     order_id = _path_id(request)
-    found = await _runtime(request).read_state(_order, order_id)
+    found = await _runtime(request).read_state(_order, order_id) if _storable(order_id) else None
     if found is None:
         raise ApiError(404, f"no order {order_id!r} in the state", order_id=order_id)
     return _json(found)
@@ -273,7 +374,7 @@ async def order(request: web.Request) -> web.Response:
 async def account(request: web.Request) -> web.Response:
     _query(request)
     account_id = _path_id(request)
-    found = await _runtime(request).read_state(_account, account_id)
+    found = await _runtime(request).read_state(_account, account_id) if _storable(account_id) else None
     if found is None:
         raise ApiError(404, f"no account {account_id!r} in the state", account_id=account_id)
     return _json(found)
@@ -344,7 +445,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return _json(exc.body, exc.status, exc.headers)
+        response = _json(exc.body, exc.status, exc.headers)
+        if exc.close:
+            response.force_close()
+        return response
     except web.HTTPMethodNotAllowed as exc:
         allowed = sorted(exc.allowed_methods)
         error = f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}"
@@ -363,9 +467,19 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _json({"error": "internal error; the service log has the details"}, 500)
 
 
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What every request must meet before any route sees it (unknown routes included): at most one
+    Authorization header, no body over :data:`MAX_BODY_BYTES`, the read token when one is set."""
+    _bearer(request)
+    _check_body(request)
+    _check_read_access(request)
+    return await handler(request)
+
+
 def create_app(service: ServiceView) -> web.Application:
     """The API over ``service``; its worker threads stop when the application is cleaned up."""
-    app = web.Application(middlewares=[_errors])
+    app = web.Application(middlewares=[_errors, _guard])
     runtime = _Runtime(service)
     app[RUNTIME] = runtime
 
@@ -375,7 +489,185 @@ def create_app(service: ServiceView) -> web.Application:
     app.on_cleanup.append(close)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+        if method == "GET":
+            app.router.add_route("HEAD", path, handler)
     return app
+
+
+# Connections
+
+
+def _refusal(exc: BaseException | None, request_line_too_long: bool) -> tuple[int, str, str]:
+    """Status, error and fix for a request aiohttp's parser refused. The texts are fixed: nothing
+    of the request (a token in a header, say) ever goes into the answer or the log."""
+    if isinstance(exc, LineTooLong) and request_line_too_long:
+        return (
+            414,
+            f"the request line is over {MAX_REQUEST_LINE_BYTES} bytes",
+            f"identifiers are at most {MAX_IDENTIFIER_CHARS} characters; see /openapi.yaml",
+        )
+    if isinstance(exc, LineTooLong) or (
+        isinstance(exc, HttpProcessingError) and exc.message == "Too many headers received"
+    ):
+        return (
+            431,
+            f"a request header is over {MAX_HEADER_BYTES} bytes, or there are over {MAX_HEADERS} of them",
+            "send fewer and shorter headers",
+        )
+    if isinstance(exc, BadHttpMethod):
+        return (
+            400,
+            "the request method is not one HTTP knows, or the request is not HTTP at all",
+            "send GET, HEAD or POST over plain HTTP/1.1 (see /openapi.yaml)",
+        )
+    if isinstance(exc, BadStatusLine):
+        return (
+            400,
+            "the request line is malformed",
+            "send '<METHOD> <path> HTTP/1.1' (see /openapi.yaml)",
+        )
+    if isinstance(exc, InvalidURLError):
+        return (
+            400,
+            "the request target holds bytes a URL cannot (a control byte, a space)",
+            "percent-encode the path and the query",
+        )
+    return (
+        400,
+        "the request is malformed (a control byte in a header, a bad or repeated Content-Length, no Host...)",
+        "send a valid HTTP/1.1 request",
+    )
+
+
+class _Connection(web.RequestHandler):
+    """One client connection of :class:`_Server`: its request heads have a deadline, and the
+    requests aiohttp's parser refuses are answered like every other error.
+
+    It reads a few attributes of aiohttp's ``RequestHandler`` (the requests counted, whether it
+    waits for the next request, the messages queued), as of aiohttp 3.14."""
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = header_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        self._head_line_ended = False
+        self._long_request_lines: set[int] = set()
+        """``id`` of each queued LineTooLong raised while the head's request line had not ended."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_head_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self._waiting_for_a_request()
+        counted = self._request_count
+        if waiting and self._head_timer is None:
+            self._head_bytes, self._head_line_ended = 0, False
+        if not self._head_line_ended:
+            end = max(0, MAX_REQUEST_LINE_BYTES - self._head_bytes)
+            self._head_line_ended = data.find(b"\n", 0, end) >= 0
+        self._head_bytes += len(data)
+        request_line_too_long = not self._head_line_ended
+        super().data_received(data)
+        if self._request_count != counted:
+            self._stop_head_timer()
+            self._head_bytes, self._head_line_ended = 0, False
+            if self._messages and request_line_too_long:
+                failure = getattr(self._messages[-1][0], "exc", None)
+                if isinstance(failure, LineTooLong):
+                    self._long_request_lines.add(id(failure))
+        elif data and self._head_timer is None and (waiting or counted == 0):
+            self._start_head_timer()
+
+    def _waiting_for_a_request(self) -> bool:
+        return self._waiter is not None and not self._waiter.done()
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self._loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._waiting_for_a_request():
+            return
+        level = logging.INFO if self._head_bytes else logging.DEBUG
+        _log.log(
+            level,
+            "closed an HTTP connection from %s: no whole request line and headers within %g s "
+            "(http.header_timeout_seconds)",
+            self._peer(),
+            self._head_timeout,
+        )
+        self.force_close()
+
+    def _peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "an unknown peer"
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A refused or failed request as JSON (aiohttp answers text, with the parser's message)."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response is already partly sent; closing the connection")
+        if isinstance(exc, HttpProcessingError):
+            long_line = id(exc) in self._long_request_lines
+            self._long_request_lines.discard(id(exc))
+            status, error, fix = _refusal(exc, long_line)
+            _log.info("refused an HTTP request from %s (%d): %s", self._peer(), status, error)
+            body: dict[str, object] = {"error": error, "fix": fix}
+        else:
+            _log.error("HTTP request from %s failed (%d)", self._peer(), status, exc_info=exc)
+            body = {"error": "internal error; the service log has the details"}
+        response = _json(body, status)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's server, with a :class:`_Connection` for each client."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _Connection(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """aiohttp's application runner, serving through :class:`_Server`."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            **made._kwargs,
+        )
+
+
+def _loopback(host: str) -> bool:
+    """True when every address ``host`` resolves to is a loopback one (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {str(info[4][0]) for info in found}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
 
 
 class HttpServer:
@@ -405,15 +697,34 @@ class HttpServer:
 
 
 def serve_http(app: web.Application, host: str, port: int) -> HttpServer:
-    """Serve ``app`` on ``host:port`` from a new daemon thread; returns once it is listening.
+    """Serve ``app`` (from :func:`create_app`) on ``host:port`` from a new daemon thread; returns
+    once it is listening. The service's ``http.header_timeout_seconds`` and
+    ``http.keepalive_seconds`` are read here, once.
 
-    Raises :class:`RewindError` when the address cannot be bound (port taken, unknown host).
+    Raises :class:`ConfigError` when ``host`` is not a loopback address and ``http.read_token`` is
+    empty, and :class:`RewindError` when the address cannot be bound (port taken, unknown host).
     """
+    settings = app[RUNTIME].service.settings()
+    if not str(settings["http.read_token"]) and not _loopback(host):
+        raise ConfigError(
+            f"http.host {host or '(every address)'} is not a loopback address, and no http.read_token "
+            "is set: anyone who can reach it could read the state",
+            "set http.read_token (REWIND_HTTP_READ_TOKEN) to a secret that readers send as "
+            "'Authorization: Bearer <token>', or set http.host to 127.0.0.1",
+        )
     loop = asyncio.new_event_loop()
     started: Future[HttpServer] = Future()
 
     async def run() -> None:
-        runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_SECONDS)
+        runner = _Runner(
+            app,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+            header_timeout=float(settings["http.header_timeout_seconds"]),
+            keepalive_timeout=float(settings["http.keepalive_seconds"]),
+            max_line_size=MAX_REQUEST_LINE_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+            max_headers=MAX_HEADERS,
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()

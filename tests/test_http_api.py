@@ -10,6 +10,7 @@ import http.client
 import json
 import socket
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -293,7 +294,7 @@ class Api:
         finally:
             connection.close()
         content_type = reply.headers.get_content_type()
-        if content_type == "application/json":
+        if content_type == "application/json" and method != "HEAD":
             schema = response_schema(method, path.partition("?")[0], reply.status, content_type)
             problems = errors(schema, reply.json)
             assert not problems, f"{method} {path} -> {reply.status} breaks the description: {problems}"
@@ -408,7 +409,8 @@ def test_openapi_is_served_and_describes_exactly_the_routes_of_the_app(
     described = {(method.upper(), path) for path, item in served["paths"].items() for method in item}
     app = create_app(service)
     routed = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    assert routed == described
+    assert {(m, path) for m, path in routed if m != "HEAD"} == described
+    assert {path for m, path in routed if m == "HEAD"} == {path for m, path in described if m == "GET"}
 
 
 def test_every_described_query_parameter_is_accepted(api: Api) -> None:
@@ -611,7 +613,7 @@ _LONG_UTF8 = "é" * 128  # 128 characters, 256 bytes
         ("/state/positions?account=AC%00C1", "account"),
         ("/state/positions?symbol=AAPL%00", "symbol"),
         (f"/state/positions?account={_LONG}", "account"),
-        ("/state/positions?symbol=" + "%C3%A9" * 128, "symbol"),
+        ("/state/positions?symbol=" + "%C3%A9" * 256, "symbol"),
         ("/state/positions?account=ACC1&account=ACC2", "account"),
         ("/state/positions?acount=ACC1", "acount"),
         ("/state/orders/O1%00", "id"),
@@ -641,9 +643,32 @@ def test_bad_parameters_on_mutations_are_400_too(api: Api) -> None:
     assert (reply.status, reply.json["parameter"]) == (400, "now")
 
 
-def test_identifiers_up_to_255_bytes_are_fine(api: Api) -> None:
+def test_identifiers_up_to_255_characters_are_fine(api: Api) -> None:
     assert api.get("/state/positions?account=" + "%C3%A9" * 127).status == 200
     assert api.get("/state/orders/" + "A" * 255).status == 404
+
+
+@pytest.mark.parametrize(
+    "identifier",
+    ["A" * 255, "A" * 256, "é" * 127, "é" * 128, "é" * 255, "é" * 256, "😀" * 63, "😀" * 64, "😀" * 255],
+)
+def test_the_server_refuses_exactly_the_identifiers_the_description_refuses(
+    api: Api, identifier: str
+) -> None:
+    """``Identifier``'s maxLength counts characters, and so does the server; one within it that is
+    too long in UTF-8 bytes to be a key of the state is simply not found."""
+    described = not errors(spec()["components"]["schemas"]["Identifier"], identifier)
+    encoded = urllib.parse.quote(identifier, safe="")
+    replies = {
+        "account": api.get(f"/state/positions?account={encoded}"),
+        "order": api.get(f"/state/orders/{encoded}"),
+        "path account": api.get(f"/state/accounts/{encoded}"),
+    }
+    for name, reply in replies.items():
+        assert (reply.status != 400) == described, (name, len(identifier), reply.status, reply.json)
+    if described:
+        assert replies["account"].json == {"positions": []}
+        assert replies["order"].status == replies["path account"].status == 404
 
 
 def test_unknown_route_is_a_json_404(api: Api) -> None:
@@ -655,9 +680,127 @@ def test_unknown_route_is_a_json_404(api: Api) -> None:
 def test_wrong_method_is_a_json_405_with_allow(api: Api) -> None:
     reply = api.request("DELETE", "/snapshots")
     assert reply.status == 405
-    assert sorted(reply.json["allowed"]) == ["GET", "POST"]
-    assert reply.headers["Allow"] == "GET, POST"
+    assert sorted(reply.json["allowed"]) == ["GET", "HEAD", "POST"]
+    assert reply.headers["Allow"] == "GET, HEAD, POST"
     assert api.request("POST", "/health").status == 405
+    head_only_post = api.request("HEAD", "/rebuild")
+    assert (head_only_post.status, head_only_post.headers["Allow"], head_only_post.body) == (405, "POST", b"")
+
+
+# HEAD
+
+
+def _get_paths() -> list[str]:
+    examples = {"/state/orders/{id}": "/state/orders/O1", "/state/accounts/{id}": "/state/accounts/ACC1"}
+    return [examples.get(path, path) for path, item in spec()["paths"].items() if "get" in item]
+
+
+_VARYING_HEADERS = {"Date"}
+_TIMED_DOCUMENTS = {"/metrics", "/recovery/status"}
+"""Routes whose body holds times (ages, elapsed seconds), so its length may differ between two calls."""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*_get_paths(), "/state/orders/NOPE", "/state/trades", "/health?probe=1", "/state/positions?account="],
+)
+def test_head_answers_every_get_route_with_its_status_and_headers_and_no_body(api: Api, path: str) -> None:
+    get, head = api.get(path), api.request("HEAD", path)
+    assert head.status == get.status
+    assert head.body == b""
+    varying = _VARYING_HEADERS | ({"Content-Length"} if path in _TIMED_DOCUMENTS else set())
+    assert {k: v for k, v in head.headers.items() if k not in varying} == {
+        k: v for k, v in get.headers.items() if k not in varying
+    }
+
+
+def test_head_on_an_unhealthy_service_is_503_too(api: Api, service: FakeService) -> None:
+    service.checks = {"broker": dict(BROKER_LOST)}
+    reply = api.request("HEAD", "/health")
+    assert (reply.status, reply.body) == (503, b"")
+
+
+# Credentials
+
+
+def _raw_headers(path: str, method: str, headers: list[tuple[str, bytes]], port: int) -> Reply:
+    """A request with headers exactly as given (repeated ones, any bytes in values)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest(method, path)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return Reply(response.status, response.headers, response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("path", ["/snapshots", "/rebuild"])
+def test_a_token_that_is_not_utf8_is_a_403(api: Api, service: FakeService, path: str) -> None:
+    rebuilds = service.rebuilds
+    reply = _raw_headers(
+        path, "POST", [("Authorization", b"Bearer \xff\xfe" + TOKEN.encode())], api.server.port
+    )
+    assert reply.status == 403
+    assert reply.json["error"] == "the bearer token is not the configured http.token"
+    assert service.rebuilds == rebuilds
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/snapshots"), ("POST", "/rebuild"), ("GET", "/health")]
+)
+def test_two_authorization_headers_are_a_400(api: Api, service: FakeService, method: str, path: str) -> None:
+    rebuilds, snapshots = service.rebuilds, service.snapshots()
+    bearer = f"Bearer {TOKEN}".encode()
+    reply = _raw_headers(
+        path, method, [("Authorization", bearer), ("Authorization", bearer)], api.server.port
+    )
+    assert reply.status == 400
+    assert reply.json == {
+        "error": "Authorization given 2 times",
+        "fix": "send one 'Authorization: Bearer <token>' header",
+    }
+    assert (service.rebuilds, service.snapshots()) == (rebuilds, snapshots)
+
+
+READ_TOKEN = "r3ad-token"
+
+
+def _with_read_token(service: FakeService) -> None:
+    service.config = load_settings(flags={**service.config.values, "http.read_token": READ_TOKEN}, environ={})
+
+
+@pytest.mark.parametrize("path", [*_get_paths(), "/state/trades", "/state/orders/NOPE"])
+def test_with_a_read_token_every_read_needs_it_or_the_token(
+    api: Api, service: FakeService, path: str
+) -> None:
+    _with_read_token(service)
+    missing = api.get(path)
+    assert missing.status == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="rewind"'
+    assert "http.read_token" in missing.json["fix"]
+    wrong = api.request("GET", path, {"Authorization": "Bearer nope"})
+    assert wrong.status == 403
+    assert api.request("HEAD", path).status == 401
+    for token in (READ_TOKEN, TOKEN):
+        allowed = api.request("GET", path, {"Authorization": f"Bearer {token}"})
+        assert allowed.status == api.request("HEAD", path, {"Authorization": f"Bearer {token}"}).status
+        assert allowed.status not in (401, 403), (token, allowed.json)
+
+
+def test_with_a_read_token_mutations_still_need_the_token(api: Api, service: FakeService) -> None:
+    _with_read_token(service)
+    assert api.post("/snapshots", token=None).status == 401
+    assert api.post("/snapshots", token=READ_TOKEN).status == 403
+    assert api.post("/snapshots", token=TOKEN).status == 200
+
+
+def test_a_read_token_that_is_not_utf8_is_a_403(api: Api, service: FakeService) -> None:
+    _with_read_token(service)
+    reply = _raw_headers("/health", "GET", [("Authorization", b"Bearer r3ad-\xe9")], api.server.port)
+    assert reply.status == 403
 
 
 # serve_http
