@@ -14,7 +14,9 @@ re-commits the same offset then looks STOPPED rather than STALLED, and the repor
 :attr:`LagReport.commit_timestamps`.
 
 A monitor keeps its window between calls: evaluate the same group repeatedly (``--watch``, the
-service's scrape loop) to get WARNING, which needs at least two samples. Not thread-safe.
+service's scrape loop) to get WARNING, which needs two samples and a commit after the later one, and
+so that a sample which saw the consumer caught up can date a message whose record timestamp is older
+than its arrival. Not thread-safe.
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ from rewind.ground.offset_sampler import (
 )
 from rewind.ground.settings import Settings
 from rewind.lag_commitlog import CommitLogReader, CommitLogUnavailable, OffsetCommitRecord
-from rewind.lag_status import Commit, Sample, Status, consume_rate, group_status, partition_status
+from rewind.lag_status import (
+    Commit,
+    Sample,
+    Status,
+    consume_rate,
+    explain,
+    group_status,
+    partition_status,
+)
 
 __all__ = [
     "LagMonitor",
@@ -56,6 +66,7 @@ class PartitionLag:
     (no record readable at the position, or a record without timestamp). With ``DATA_LOSS`` the
     first unconsumed record no longer exists, so it is measured from the oldest retained record: a
     lower bound. ``lost_range`` is the half-open range ``[committed, log_start)`` retention removed.
+    :attr:`reason` and :attr:`fix` put the status in words for a person.
     """
 
     topic: str
@@ -76,6 +87,25 @@ class PartitionLag:
     def lost_messages(self) -> int:
         return 0 if self.lost_range is None else self.lost_range[1] - self.lost_range[0]
 
+    @property
+    def reason(self) -> str | None:
+        """What the status says the consumer is doing, with this partition's figures where they
+        matter; ``None`` when it is ``OK``."""
+        if self.status is Status.OK:
+            return None
+        meaning = explain(self.status).meaning
+        if self.status is Status.DATA_LOSS and self.lost_range is not None:
+            first, end = self.lost_range
+            return f"{meaning}: offsets {first}..{end - 1} ({self.lost_messages} messages)"
+        if self.status is Status.OFFSET_BEYOND_LOG_END:
+            return f"committed offset {self.committed_offset}, log end {self.log_end_offset}: {meaning}"
+        return meaning
+
+    @property
+    def fix(self) -> str | None:
+        """What to do about the status; ``None`` when it is ``OK``."""
+        return explain(self.status).fix
+
     def to_json(self) -> dict[str, Any]:
         return {
             "topic": self.topic,
@@ -93,6 +123,8 @@ class PartitionLag:
             "severity": int(self.status),
             "lost_range": list(self.lost_range) if self.lost_range else None,
             "lost_messages": self.lost_messages,
+            "reason": self.reason,
+            "fix": self.fix,
         }
 
 

@@ -2,9 +2,9 @@
 
 Per partition (labels ``group``, ``topic``, ``partition``): lag in messages and seconds, committed,
 log start and log end offsets, messages lost to retention, the status as one 0/1 series per status
-(``rewind_consumer_lag_status{status="STALLED"}``) and as a number (the severity of
-:class:`rewind.lag_status.Status`, 0 OK to 5 DATA_LOSS). Per group: its status severity and the
-evaluation time histogram.
+(``rewind_consumer_lag_status{status="STALLED"}``, one series for every
+:class:`rewind.lag_status.Status`) and as a number (its severity, 0 OK to 6 OFFSET_BEYOND_LOG_END).
+Per group: its status severity and the evaluation time histogram.
 
 No consume-rate gauge: ``rate(rewind_consumer_committed_offset[5m])`` gives it in PromQL. A
 partition whose lag in seconds could not be measured has no ``rewind_consumer_lag_seconds`` series
@@ -25,6 +25,7 @@ from rewind.lag_status import Status
 
 _LABELS: Final = ("group", "topic", "partition")
 _EVALUATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SEVERITIES: Final = ", ".join(f"{int(status)} {status.name}" for status in Status)
 
 
 class LagMetrics:
@@ -60,7 +61,7 @@ class LagMetrics:
         )
         self.severity = gauge(
             "rewind_consumer_lag_severity",
-            "Lag status as a number: 0 OK, 1 WARNING, 2 REWOUND, 3 STALLED, 4 STOPPED, 5 DATA_LOSS.",
+            f"Lag status as a number: {_SEVERITIES}.",
         )
         self.group_severity = gauge(
             "rewind_consumer_group_lag_severity",

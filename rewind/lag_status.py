@@ -122,8 +122,9 @@ _EXPLANATIONS: Final[Mapping[Status, Explanation]] = {
         "topic a retention longer than the consumer's longest outage",
     ),
     Status.OFFSET_BEYOND_LOG_END: Explanation(
-        "the committed offset is past the end of the log: the topic was deleted and re-created, or "
-        "an unclean leader election truncated it. The consumer's next fetch is out of range and "
+        "the committed offset is past the end of the log (or was, within the window, and has not "
+        "moved since): the topic was deleted and re-created, or an unclean leader election "
+        "truncated it. The consumer's next fetch is out of range and "
         "auto.offset.reset moves it silently; once the log grows past its offset it resumes there "
         "and skips the messages below it unread",
         "find out what happened to the topic; then, with the consumer stopped, set the group's "

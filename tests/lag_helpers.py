@@ -6,7 +6,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from tests.kafka_helpers import create_topic
 
@@ -86,3 +87,19 @@ def make_stopped_group(bootstrap: str, window: int = 2) -> StoppedGroup:
     consumer.close()
     time.sleep(window + 0.5)
     return StoppedGroup(topic, group, window, committed=3, lag=9, first_unconsumed_ts=stamps[0][3] / 1000)
+
+
+def recreate_topic(bootstrap: str, topic: str) -> None:
+    """Delete ``topic`` and create it again, empty, under the same name (the broker may take a moment
+    to finish the deletion; the creation is retried until then)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            create_topic(bootstrap, topic)
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from rewind.lag import LagMonitor, LagReport, PartitionLag, _History
 from rewind.lag_status import Commit, Status
 from tests.kafka_helpers import create_topic
-from tests.lag_helpers import OLD_SECONDS, ScriptedConsumer, make_stopped_group, produce_old
+from tests.lag_helpers import OLD_SECONDS, ScriptedConsumer, make_stopped_group, produce_old, recreate_topic
 
 WIDE_WINDOW = 30
 EARLIEST: OffsetSpec = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
@@ -144,12 +144,15 @@ def test_records_deleted_below_the_committed_offset_are_data_loss(
 def test_lag_growing_while_the_consumer_moves_is_warning(
     bootstrap: str, unique_name: str, monitor: LagMonitor
 ) -> None:
+    """Each round 10 produced, 4 read and committed. The consumer may have read past its committed
+    offset, so a sample's lag is proven only down to what its next commit allows: the growth is
+    certain from the third evaluation on."""
     topic, group = unique_name, f"{unique_name}-g"
     create_topic(bootstrap, topic)
     consumer = ScriptedConsumer(bootstrap, group)
     position, produced = 0, 0
     statuses = []
-    for _ in range(3):
+    for _ in range(4):
         produce_old(bootstrap, topic, {0: 10}, age=1)
         produced += 10
         position = consumer.read(topic, 0, position, 4)
@@ -158,8 +161,57 @@ def test_lag_growing_while_the_consumer_moves_is_warning(
         statuses.append(report.status)
         assert report.partitions[0].lag_messages == produced - position
     consumer.close()
-    assert statuses == [Status.OK, Status.WARNING, Status.WARNING]
+    assert statuses == [Status.OK, Status.OK, Status.WARNING, Status.WARNING]
     assert report.partitions[0].consume_rate is not None and report.partitions[0].consume_rate > 0
+
+
+def test_a_committed_offset_past_the_log_end_is_offset_beyond_log_end(
+    bootstrap: str, unique_name: str, monitor: LagMonitor
+) -> None:
+    """Kafka accepts a commit of any offset; here one past the end of a three-record log."""
+    topic, group = unique_name, f"{unique_name}-g"
+    create_topic(bootstrap, topic)
+    produce_old(bootstrap, topic, {0: 3})
+    consumer = ScriptedConsumer(bootstrap, group)
+    consumer.commit(topic, 0, 50)
+    consumer.close()
+
+    report = monitor.evaluate_group(group, topic)
+    (row,) = report.partitions
+    assert (row.status, report.status) == (Status.OFFSET_BEYOND_LOG_END, Status.OFFSET_BEYOND_LOG_END)
+    assert (row.log_end_offset, row.committed_offset, row.lag_messages, row.lag_seconds) == (3, 50, 0, 0.0)
+    document = row.to_json()
+    assert (document["status"], document["severity"]) == ("OFFSET_BEYOND_LOG_END", 6)
+    assert document["reason"].startswith("committed offset 50, log end 3: ")
+    assert "--reset-offsets" in document["fix"]
+
+
+def test_a_topic_recreated_under_a_group_is_offset_beyond_log_end_until_the_group_moves(
+    bootstrap: str, unique_name: str, monitor: LagMonitor
+) -> None:
+    """The group read 10 records; the topic was deleted and created again and holds 4. Kafka drops
+    a deleted topic's committed offsets, but a running consumer's next commit (auto-commit) writes
+    its position back. The status stays while that offset does not move, after the new log grew
+    past it too; once the group commits a reset offset it is REWOUND."""
+    topic, group = unique_name, f"{unique_name}-g"
+    create_topic(bootstrap, topic)
+    produce_old(bootstrap, topic, {0: 10})
+    consumer = ScriptedConsumer(bootstrap, group)
+    position = consumer.read(topic, 0, 0, 10)
+    consumer.commit(topic, 0, position)
+    recreate_topic(bootstrap, topic)
+    produce_old(bootstrap, topic, {0: 4})
+    consumer.commit(topic, 0, position)
+
+    (row,) = monitor.evaluate_group(group, topic).partitions
+    assert (row.status, row.log_end_offset, row.committed_offset) == (Status.OFFSET_BEYOND_LOG_END, 4, 10)
+    produce_old(bootstrap, topic, {0: 8})
+    (row,) = monitor.evaluate_group(group, topic).partitions
+    assert (row.status, row.log_end_offset, row.lag_messages) == (Status.OFFSET_BEYOND_LOG_END, 12, 2)
+    consumer.commit(topic, 0, 0)
+    consumer.close()
+    (row,) = monitor.evaluate_group(group, topic).partitions
+    assert (row.status, row.committed_offset) == (Status.REWOUND, 0)
 
 
 def test_lag_seconds_is_the_age_of_the_first_unconsumed_record(

@@ -142,6 +142,52 @@ def test_without_group_a_state_that_applied_nothing_is_a_clear_error(
     assert "fix:" in result.stderr
 
 
+def test_an_offset_past_the_log_end_is_reported_with_its_reason_and_fix(
+    bootstrap: str, unique_name: str
+) -> None:
+    topic, group = unique_name, f"{unique_name}-g"
+    create_topic(bootstrap, topic, partitions=2)
+    produce_old(bootstrap, topic, {0: 3, 1: 3})
+    consumer = ScriptedConsumer(bootstrap, group)
+    consumer.commit(topic, 0, 40)
+    consumer.commit(topic, 1, 3)
+    consumer.close()
+    env = {"REWIND_BOOTSTRAP": bootstrap}
+
+    report = json.loads(run_rewind("lag", "--json", "--group", group, env=env, check=True).stdout)
+    assert (report["status"], report["severity"]) == ("OFFSET_BEYOND_LOG_END", 6)
+    beyond, caught_up = report["partitions"]
+    assert (beyond["status"], beyond["committed_offset"], beyond["log_end_offset"]) == (
+        "OFFSET_BEYOND_LOG_END",
+        40,
+        3,
+    )
+    assert beyond["reason"].startswith("committed offset 40, log end 3: ") and beyond["fix"]
+    assert (caught_up["status"], caught_up["reason"], caught_up["fix"]) == ("OK", None, None)
+
+    table = run_rewind("lag", "--group", group, env=env, check=True).stdout.splitlines()
+    assert table[0].startswith(f"group {group}  topic (all)  status OFFSET_BEYOND_LOG_END")
+    assert table[3].split()[-1] == "OFFSET_BEYOND_LOG_END"
+    (note,) = [i for i, line in enumerate(table) if line.startswith(f"OFFSET BEYOND LOG END {topic}[0]: ")]
+    assert "committed offset 40, log end 3" in table[note]
+    assert table[note + 1].startswith("  fix: ")
+
+
+def test_the_projectors_stored_offset_past_the_log_end_is_offset_beyond_log_end(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    """The projector keeps its offsets with its state; the events topic now ends before them."""
+    topic = unique_name
+    create_topic(bootstrap, topic)
+    produce_old(bootstrap, topic, {0: 5})
+    root = tmp_path / "state"
+    _projector_state(root, topic, committed={0: 59}, opened=[])
+    env = {"REWIND_BOOTSTRAP": bootstrap, "REWIND_TOPICS_EVENTS": topic}
+    report = json.loads(run_rewind("lag", "--json", "--state", str(root), env=env, check=True).stdout)
+    ((row),) = report["partitions"]
+    assert (row["status"], row["committed_offset"], row["log_end_offset"]) == ("OFFSET_BEYOND_LOG_END", 60, 5)
+
+
 def test_watch_feeds_the_window_and_prints_one_document_per_sample(bootstrap: str, unique_name: str) -> None:
     topic, group = unique_name, f"{unique_name}-g"
     create_topic(bootstrap, topic)

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from rewind.lag import LagMonitor
 from rewind.lag_metrics import LagMetrics
+from rewind.lag_status import Status
 from tests.kafka_helpers import create_topic
 from tests.lag_helpers import ScriptedConsumer, produce_old
 
@@ -54,3 +55,32 @@ def test_series_follow_the_report(bootstrap: str, unique_name: str) -> None:
         assert value("rewind_consumer_lag_status", 0, other, status="OK") is None
         assert value("rewind_consumer_lag_messages", 0) == 6
         assert registry.get_sample_value("rewind_lag_evaluation_seconds_count", {"group": group}) == 2
+
+
+def test_an_offset_past_the_log_end_has_its_status_series_and_severity(
+    bootstrap: str, unique_name: str
+) -> None:
+    topic, group = unique_name, f"{unique_name}-g"
+    create_topic(bootstrap, topic)
+    produce_old(bootstrap, topic, {0: 3})
+    consumer = ScriptedConsumer(bootstrap, group)
+    consumer.commit(topic, 0, 30)
+    consumer.close()
+
+    registry = CollectorRegistry()
+    with LagMonitor({"bootstrap.servers": bootstrap}, window_seconds=30) as monitor:
+        LagMetrics(registry).update(monitor.evaluate_group(group))
+    labels = {"group": group, "topic": topic, "partition": "0"}
+    for status in Status:
+        expected = 1 if status is Status.OFFSET_BEYOND_LOG_END else 0
+        assert (
+            registry.get_sample_value("rewind_consumer_lag_status", {**labels, "status": status.name})
+            == expected
+        )
+    assert registry.get_sample_value("rewind_consumer_lag_severity", labels) == 6
+    assert registry.get_sample_value("rewind_consumer_group_lag_severity", {"group": group}) == 6
+    assert registry.get_sample_value("rewind_consumer_lag_messages", labels) == 0
+    assert (
+        registry.get_sample_value("rewind_consumer_committed_offset", labels),
+        registry.get_sample_value("rewind_log_end_offset", labels),
+    ) == (30, 3)

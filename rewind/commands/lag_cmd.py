@@ -13,7 +13,7 @@ from projector.state_directory import StateDirectory
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
-from rewind.lag import LagMonitor, LagReport
+from rewind.lag import LagMonitor, LagReport, Status
 
 _COLUMNS = (
     ("TOPIC", "<"),
@@ -83,8 +83,9 @@ def lag(
 
     Statuses (worst last): OK, WARNING (falling behind), REWOUND (offset moved back), STALLED
     (committing without moving), STOPPED (not committing), DATA_LOSS (retention deleted unread
-    events). See docs/lag.md. With --watch, every sample feeds the sliding window; --json then
-    prints one JSON document per line and sample.
+    events), OFFSET_BEYOND_LOG_END (committed offset past the log end: the topic was re-created or
+    truncated). See docs/lag.md. With --watch, every sample feeds the sliding window; --json then
+    prints one JSON document per line and sample, each partition with its reason and fix.
     """
     for name in ("interval", "count"):
         if not watch and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
@@ -215,6 +216,9 @@ def render_table(report: LagReport) -> str:
                 f"DATA LOSS {p.topic}[{p.partition}]: offsets {first}..{end - 1} "
                 f"({p.lost_messages} messages) were deleted before being consumed"
             )
+        if p.status is Status.OFFSET_BEYOND_LOG_END:
+            lines.append(f"OFFSET BEYOND LOG END {p.topic}[{p.partition}]: {p.reason}")
+            lines.append(f"  fix: {p.fix}")
     for where, why in report.unavailable.items():
         lines.append(f"not evaluated {where}: {why}")
     return "\n".join(lines)
