@@ -1,11 +1,14 @@
-"""A free loopback port, and a GET that answers (status, JSON or text) for error statuses too."""
+"""A free loopback port, a GET that answers (status, JSON or text) for error statuses too, and raw
+HTTP/1.1 exchanges on a socket for requests no HTTP client would send."""
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -23,3 +26,66 @@ def get(url: str) -> tuple[int, Any]:
         body, status = error.read(), error.code
     text = body.decode()
     return status, (json.loads(text) if text.startswith(("{", "[")) else text)
+
+
+@dataclass(frozen=True)
+class RawReply:
+    """One response as it came off the socket."""
+
+    status: int
+    headers: dict[str, str]
+    """Header names in lower case."""
+    body: bytes
+    raw: bytes
+    """Everything read: status line, headers and body."""
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def read_reply(sock: socket.socket, timeout: float = 30) -> RawReply:
+    """Read one response from ``sock``: its head, then as many body bytes as Content-Length says."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"the server closed the connection after {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    while len(body) < int(headers.get("content-length", "0")):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+        data += chunk
+    return RawReply(int(status_line.split()[1]), headers, body, data)
+
+
+def exchange(port: int, request: bytes, timeout: float = 30) -> RawReply:
+    """Send ``request`` exactly as given on a new connection to 127.0.0.1 and read the response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        return read_reply(sock, timeout)
+
+
+def seconds_until_closed(sock: socket.socket, within: float) -> float | None:
+    """Wait for the server to close ``sock`` (end of stream or reset), discarding what it sends;
+    the seconds it took, or None if it was still open after ``within`` seconds."""
+    started = time.monotonic()
+    while (left := within - (time.monotonic() - started)) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(65536):
+                return time.monotonic() - started
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return time.monotonic() - started
+    return None
