@@ -51,6 +51,8 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("", {"REWIND_HTTP_PORT": "http"}, "env REWIND_HTTP_PORT: http.port"),
         ("[projector]\nbatch_events = 'abc'\n", {}, "projector.batch_events"),
         ("", {"REWIND_STATE_MAX_MAP_MB": "0"}, "state.max_map_mb must be a positive integer"),
+        ("", {"REWIND_HTTP_HEADER_TIMEOUT_SECONDS": "0"}, "http.header_timeout_seconds must be a positive"),
+        ("[http]\nkeepalive_seconds = 'long'\n", {}, "http.keepalive_seconds must be a positive integer"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(
@@ -60,6 +62,23 @@ def test_a_bad_value_is_refused_naming_the_key(
     with pytest.raises(ConfigError) as caught:
         load_settings(config_file=str(path), environ=env)
     assert named in str(caught.value)
+
+
+def test_http_limits_and_read_token_default_and_come_from_the_environment() -> None:
+    defaults = load_settings(environ={})
+    assert (defaults["http.header_timeout_seconds"], defaults["http.keepalive_seconds"]) == (10, 75)
+    assert defaults["http.read_token"] == ""
+    env = {
+        "REWIND_HTTP_HEADER_TIMEOUT_SECONDS": "3",
+        "REWIND_HTTP_KEEPALIVE_SECONDS": "30",
+        "REWIND_HTTP_READ_TOKEN": "r3ad",
+    }
+    settings = load_settings(environ=env)
+    assert (settings["http.header_timeout_seconds"], settings["http.keepalive_seconds"]) == (3, 30)
+    assert settings.masked()["http.read_token"] == {
+        "value": "********",
+        "source": "env REWIND_HTTP_READ_TOKEN",
+    }
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
