@@ -1,14 +1,18 @@
 """The Grafana dashboard, the Prometheus configuration and alert rules, and docs/metrics.md against
 the series the code registers and the service serves: a renamed metric or a moved file must break
-this test, not a dashboard nobody looks at until an outage."""
+this test, not a dashboard nobody looks at until an outage. The supervision files (the systemd unit,
+the Kubernetes manifest, the Compose healthcheck) against the service: the paths they probe exist,
+their probes pass and fail on a real HTTP API, their timeouts fit the service's own."""
 
 from __future__ import annotations
 
+import configparser
 import http.client
 import json
 import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any, cast
@@ -20,10 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from projector.metrics import ProjectorMetrics
 from replayer.recovery_tracker import RecoveryTracker
+from rewind.commands.stop_deadline import STOP_SECONDS
+from rewind.ground.settings import SETTINGS, Settings, load_settings
 from rewind.http_api import create_app, serve_http
 from rewind.lag import LagReport, PartitionLag
 from rewind.lag_metrics import LagMetrics
 from rewind.lag_status import Status
+from rewind.sd_notify import watchdog_seconds
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import ServiceView
 from snapshotter.snapshot import Manifest
@@ -34,6 +41,9 @@ ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy/prometheus/prometheus.yml"
 COMPOSE = ROOT / "docker-compose.yml"
 METRICS_DOC = ROOT / "docs/metrics.md"
+SYSTEMD_UNIT = ROOT / "deploy/systemd/rewind.service"
+KUBERNETES = ROOT / "deploy/kubernetes/rewind.yaml"
+OPENAPI = ROOT / "rewind/openapi.yaml"
 
 _NAME = re.compile(r"\brewind_[a-z0-9_]+")
 _SELECTOR = re.compile(r"\b(rewind_[a-z0-9_]+)\{([^}]*)\}")
@@ -270,29 +280,23 @@ def test_no_alert_merges_partitions_of_different_topics_or_groups() -> None:
         assert not _merged_partitions(rule["expr"]), f"{rule['alert']}: {_merged_partitions(rule['expr'])}"
 
 
-def test_the_alerts_cover_lag_statuses_snapshots_recovery_brokers_and_dead_letters() -> None:
+def test_the_alerts_cover_lag_statuses_snapshots_recovery_brokers_dead_letters_and_anomalies() -> None:
     exprs = " ".join(rule["expr"] for rule in _rules())
     for needle in (
         "rewind_consumer_lag_seconds",
         'status="STALLED"',
         'status="STOPPED"',
+        'status="REWOUND"',
         'status="DATA_LOSS"',
         "rewind_snapshot_age_seconds",
         'state="RECOVERY_FAILED"',
+        "rewind_recovery_rto_target_seconds",
+        "rewind_recovery_data_loss",
         "rewind_dead_letters_total",
+        "rewind_anomalies_total",
         "rewind_broker_reachable",
     ):
         assert needle in exprs, f"no alert on {needle}"
-
-
-def test_promtool_accepts_the_rules(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
-    result = subprocess.run(
-        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # Prometheus configuration
@@ -349,6 +353,9 @@ def test_promtool_accepts_the_config_from_the_repository_and_as_mounted(tmp_path
 class _MetricsOnly:
     """Just enough of the service for ``GET /metrics``."""
 
+    def settings(self) -> Settings:
+        return load_settings(environ={})
+
     def metrics_registry(self) -> CollectorRegistry:
         return _registry()
 
@@ -376,3 +383,181 @@ def test_docs_list_exactly_the_registered_series() -> None:
     assert documented == registered, (
         f"undocumented: {sorted(registered - documented)}; not registered: {sorted(documented - registered)}"
     )
+
+
+# Supervision
+
+
+class _CaseSensitive(configparser.ConfigParser):
+    """A unit file: keys keep their case, as systemd reads them."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
+@cache
+def _unit() -> _CaseSensitive:
+    unit = _CaseSensitive(strict=False, interpolation=None, delimiters=("=",))
+    unit.read_string(SYSTEMD_UNIT.read_text())
+    return unit
+
+
+def _span(value: str) -> float:
+    """A systemd time span as the unit writes them: plain seconds, or with ``s`` or ``min``."""
+    span = re.fullmatch(r"(\d+)\s*(s|min)?", value.strip())
+    assert span is not None, f"not a time span this test reads: {value!r}"
+    return float(span.group(1)) * (60 if span.group(2) == "min" else 1)
+
+
+@cache
+def _kubernetes() -> list[dict[str, Any]]:
+    return [document for document in yaml.safe_load_all(KUBERNETES.read_text()) if document]
+
+
+def _kind(kind: str) -> dict[str, Any]:
+    (document,) = [document for document in _kubernetes() if document["kind"] == kind]
+    return document
+
+
+def _container() -> dict[str, Any]:
+    (container,) = _kind("StatefulSet")["spec"]["template"]["spec"]["containers"]
+    return cast(dict[str, Any], container)
+
+
+def _probe_command(probe: dict[str, Any]) -> list[str]:
+    """A probe's command: python, its flags, the GET's script, then the path it GETs."""
+    command = cast(list[str], probe["exec"]["command"])
+    assert command[:3] == ["python", "-I", "-c"], command
+    return command
+
+
+def _openapi_gets() -> set[str]:
+    paths = yaml.safe_load(OPENAPI.read_text())["paths"]
+    return {path for path, operations in paths.items() if "get" in operations}
+
+
+def test_the_systemd_unit_supervises_rewind_serve_with_a_watchdog_and_a_crash_loop_limit() -> None:
+    unit, service = _unit()["Unit"], _unit()["Service"]
+    assert service["Type"] == "notify" and service["NotifyAccess"] == "main"
+    assert service["ExecStart"].split()[0].endswith("/rewind")
+    assert service["ExecStart"].split()[1:] == ["serve"]
+    assert service["Restart"] == "on-failure" and _span(service["RestartSec"]) > 0
+    assert int(unit["StartLimitBurst"]) == 5 and _span(unit["StartLimitIntervalSec"]) == 300
+    watchdog = _span(service["WatchdogSec"])
+    pings = watchdog_seconds({"WATCHDOG_USEC": str(int(watchdog * 1_000_000))})
+    assert pings == watchdog, "the service reads the unit's WatchdogSec from WATCHDOG_USEC"
+    # rewind serve ends within 10 s of SIGTERM (stop_deadline); systemd waits longer before SIGKILL.
+    assert service["KillMode"] == "mixed" and _span(service["TimeoutStopSec"]) > STOP_SECONDS + 1
+    environment = dict(item.split("=", 1) for item in service["Environment"].split())
+    assert set(environment) <= {s.env for s in SETTINGS}, environment
+    assert environment["REWIND_HOME"] == service["WorkingDirectory"]
+
+
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (it comes with systemd)")
+    rewind = Path(sys.executable).with_name("rewind")
+    copy = tmp_path / "rewind.service"
+    # The unit names the installed path; this checkout's rewind stands in for it.
+    copy.write_text(SYSTEMD_UNIT.read_text().replace(_unit()["Service"]["ExecStart"].split()[0], str(rewind)))
+    result = subprocess.run(
+        [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    about_it = [line for line in result.stderr.splitlines() if "rewind.service" in line]
+    assert result.returncode == 0 and not about_it, result.stdout + result.stderr
+
+
+def test_kubernetes_runs_one_rewind_serve_with_its_state_on_its_own_volume() -> None:
+    assert {document["kind"] for document in _kubernetes()} == {"Service", "StatefulSet"}
+    stateful = _kind("StatefulSet")
+    assert stateful["spec"]["replicas"] == 1, "one writer per state directory"
+    pod = stateful["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > STOP_SECONDS + 1
+    container = _container()
+    assert container["args"] == ["rewind", "serve"]
+    literal = {item["name"]: str(item["value"]) for item in container["env"] if "value" in item}
+    secret = {item["name"] for item in container["env"] if "valueFrom" in item}
+    assert set(literal) | secret <= {s.env for s in SETTINGS} | {"REWIND_BOOTSTRAP"}
+    assert "REWIND_HTTP_READ_TOKEN" in secret, "the API listens beyond loopback: it needs a read token"
+    settings = load_settings(environ=literal)
+    (port,) = container["ports"]
+    assert port["containerPort"] == settings["http.port"]
+    (service_port,) = _kind("Service")["spec"]["ports"]
+    assert service_port["targetPort"] == port["name"]
+    (mount,) = container["volumeMounts"]
+    assert mount["mountPath"] == literal["REWIND_HOME"]
+    (claim,) = stateful["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == mount["name"]
+
+
+def test_kubernetes_probes_health_and_ready_and_gives_recovery_the_units_start_time() -> None:
+    container = _container()
+    paths = {name: _probe_command(container[name])[-1] for name in ("livenessProbe", "readinessProbe")}
+    assert paths == {"livenessProbe": "/health", "readinessProbe": "/ready"}
+    startup = container["startupProbe"]
+    assert _probe_command(startup)[-1] == "/ready", "started means recovered, as READY=1 under systemd"
+    assert startup["periodSeconds"] * startup["failureThreshold"] == _span(
+        _unit()["Service"]["TimeoutStartSec"]
+    )
+    for name in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert _probe_command(container[name])[-1] in _openapi_gets(), name
+        assert container[name]["timeoutSeconds"] > 3, f"{name}: room for the GET's own 3 s timeout"
+
+
+def test_the_compose_healthcheck_sends_the_same_get_as_the_kubernetes_probes() -> None:
+    healthcheck = yaml.safe_load(COMPOSE.read_text())["services"]["rewind"]["healthcheck"]
+    test = healthcheck["test"]
+    assert test[0] == "CMD" and test[1:4] == ["python", "-I", "-c"]
+    assert test[-1] == "/health" and test[-1] in _openapi_gets()
+    assert test[4] == _probe_command(_container()["livenessProbe"])[3]
+
+
+class _Probed:
+    """The service as the probes see it: a read token, a broker check, readiness."""
+
+    def __init__(self, read_token: str) -> None:
+        self._settings = load_settings(environ={"REWIND_HTTP_READ_TOKEN": read_token})
+        self.healthy = True
+
+    def settings(self) -> Settings:
+        return self._settings
+
+    def health_checks(self) -> dict[str, dict[str, Any]]:
+        if self.healthy:
+            return {"broker": {"ok": True}}
+        return {"broker": {"ok": False, "error": "the Kafka brokers do not answer", "fix": "start them"}}
+
+    def recovered(self) -> bool:
+        return self.healthy
+
+    def lag_seconds_max(self) -> float | None:
+        return 0.0
+
+    def metrics_registry(self) -> CollectorRegistry:
+        return _registry()
+
+
+def test_the_probe_passes_on_a_200_with_the_read_token_and_fails_otherwise() -> None:
+    script = _probe_command(_container()["livenessProbe"])[3]
+    service = _Probed(read_token="probe-token")
+    server = serve_http(create_app(cast(ServiceView, service)), "127.0.0.1", 0)
+
+    def probe(path: str, token: str = "probe-token") -> int:
+        environment = {"REWIND_HTTP_PORT": str(server.port), "REWIND_HTTP_READ_TOKEN": token}
+        return subprocess.run(
+            [sys.executable, "-I", "-c", script, path],
+            env=environment,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        ).returncode
+
+    try:
+        assert probe("/health") == 0 and probe("/ready") == 0
+        assert probe("/health", token="another") != 0, "a 403 is not healthy"
+        service.healthy = False
+        assert probe("/health") != 0 and probe("/ready") != 0, "a 503 is not healthy"
+    finally:
+        server.stop()
+    assert probe("/health") != 0, "nothing listening is not healthy"

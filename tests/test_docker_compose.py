@@ -1,19 +1,24 @@
-"""docker-compose.yml cannot run here (no Docker engine), so check that it agrees with rewind."""
+"""docker-compose.yml cannot run here (no Docker engine), so check that it agrees with rewind: its
+settings, ports, images, the files it mounts, the read token Prometheus sends, and how it supervises
+`rewind serve` (tests/test_deploy.py runs its healthcheck against a real HTTP API)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from rewind.commands.stop_deadline import STOP_SECONDS
 from rewind.ground.settings import SETTINGS, load_settings
 from rewind.kafka_local import KAFKA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _compose() -> dict:  # type: ignore[type-arg]
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
 
 
 def test_every_image_is_pinned_and_kafka_matches_the_local_broker() -> None:
@@ -46,3 +51,27 @@ def test_mounted_deploy_files_exist() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which is missing"
+
+
+def test_rewind_serve_is_the_containers_main_process_and_is_supervised() -> None:
+    rewind = _compose()["services"]["rewind"]
+    script = rewind["command"][-1]
+    assert script.endswith("exec rewind serve"), "docker compose stop must reach rewind serve itself"
+    grace = rewind["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > STOP_SECONDS + 1
+    assert rewind["restart"].startswith("on-failure")
+    healthcheck = rewind["healthcheck"]
+    assert healthcheck["test"][-1] == "/health"
+    for key in ("interval", "timeout", "start_period"):
+        assert healthcheck[key].endswith("s"), key
+    assert healthcheck["retries"] >= 1
+
+
+def test_prometheus_sends_the_read_token_rewind_is_given() -> None:
+    """The API listens beyond loopback in the container, so it needs a read token and every scrape
+    must send it."""
+    env = _compose()["services"]["rewind"]["environment"]
+    settings = load_settings(environ={k: str(v) for k, v in env.items()})
+    assert settings["http.read_token"], "http.host is not loopback: the service refuses to start without it"
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["authorization"]["credentials"] == settings["http.read_token"]
