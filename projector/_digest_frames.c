@@ -1,14 +1,16 @@
 /*
  * The state digest's framing loop, in C: validation and snapshots hash every row of a store.
  *
- * feed(update, name, rows) -> None | (key, previous_key)
+ * feed(update, name, rows) -> None | (key, previous_key) | (key,)
  *
  * ``rows`` yields (key, value) tuples of bytes, keys strictly ascending. Each row is framed exactly
  * as projector.digest.digest_rows frames it (three 4-byte big-endian lengths: name, key, value;
  * then the three byte strings) and the frames are handed to ``update`` about a MiB at a time, the
  * rest at the end. A key that does not follow the one before it stops the loop and is returned with
- * that previous key, so the caller raises its own error; anything but 2-tuples of bytes raises
- * TypeError. The hashed bytes equal the Python loop's (tests/test_digest_frames.py).
+ * that previous key; a row whose value does not end with the big-endian CRC-32 of its key and the
+ * rest of the value (projector.encoding.seal) stops it and is returned alone; the caller raises its
+ * own error. Anything but 2-tuples of bytes raises TypeError. The hashed bytes and the checks equal
+ * the Python loop's (tests/test_digest_frames.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -16,6 +18,49 @@
 #include <string.h>
 
 #define FLUSH_BYTES (1 << 20)
+
+/* CRC-32 as zlib computes it (reflected polynomial 0xEDB88320), eight bytes a step. */
+static uint32_t crc_table[8][256];
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++) {
+        for (int t = 1; t < 8; t++) {
+            uint32_t c = crc_table[t - 1][i];
+            crc_table[t][i] = crc_table[0][c & 0xFF] ^ (c >> 8);
+        }
+    }
+}
+
+static uint32_t crc_update(uint32_t crc, const unsigned char *p, Py_ssize_t n) {
+    crc = ~crc;
+    while (n >= 8) {
+        uint32_t a = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+        uint32_t b = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
+        crc = crc_table[7][a & 0xFF] ^ crc_table[6][(a >> 8) & 0xFF] ^ crc_table[5][(a >> 16) & 0xFF] ^
+              crc_table[4][a >> 24] ^ crc_table[3][b & 0xFF] ^ crc_table[2][(b >> 8) & 0xFF] ^
+              crc_table[1][(b >> 16) & 0xFF] ^ crc_table[0][b >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n-- > 0) crc = crc_table[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* 1 when ``value`` ends with the big-endian CRC-32 of ``key`` followed by the rest of ``value``. */
+static int sealed(PyObject *key, PyObject *value) {
+    Py_ssize_t size = PyBytes_GET_SIZE(value);
+    if (size < 4) return 0;
+    const unsigned char *v = (const unsigned char *)PyBytes_AS_STRING(value);
+    uint32_t crc = crc_update(0, (const unsigned char *)PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+    crc = crc_update(crc, v, size - 4);
+    const unsigned char *t = v + size - 4;
+    return crc == ((uint32_t)t[0] << 24 | (uint32_t)t[1] << 16 | (uint32_t)t[2] << 8 | (uint32_t)t[3]);
+}
 
 typedef struct {
     char *data;
@@ -92,6 +137,11 @@ static PyObject *feed(PyObject *module, PyObject *args) {
             Py_DECREF(row);
             goto done;
         }
+        if (!sealed(key, value)) {
+            result = PyTuple_Pack(1, key);
+            Py_DECREF(row);
+            goto done;
+        }
         Py_ssize_t key_size = PyBytes_GET_SIZE(key), value_size = PyBytes_GET_SIZE(value);
         if (key_size > (Py_ssize_t)UINT32_MAX || value_size > (Py_ssize_t)UINT32_MAX) {
             PyErr_SetString(PyExc_ValueError, "digest row longer than 2**32 - 1 bytes");
@@ -125,7 +175,7 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"feed", feed, METH_VARARGS, "feed(update, name, rows) -> None | (key, previous_key)"},
+    {"feed", feed, METH_VARARGS, "feed(update, name, rows) -> None | (key, previous_key) | (key,)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -134,4 +184,7 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__digest_frames(void) { return PyModule_Create(&module_def); }
+PyMODINIT_FUNC PyInit__digest_frames(void) {
+    crc_init();
+    return PyModule_Create(&module_def);
+}

@@ -6,11 +6,16 @@ bytewise within a table, then :func:`projector.encoding.meta_record`). Each reco
 4-byte big-endian lengths followed by the table name, key and value, so no two different record
 sequences hash the same bytes. The digest therefore depends only on logical content, never on how the
 state was stored or built.
+
+Every value is a sealed row (:func:`projector.encoding.seal`), and its checksum is checked as it is
+hashed: a damaged row raises :class:`~projector.encoding.CorruptRow` instead of yielding a digest, so
+nothing that validates or copies state by its digest accepts a damaged row.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Callable, Iterable
 from itertools import groupby
 from operator import itemgetter
@@ -18,7 +23,7 @@ from typing import Any, Final
 
 import xxhash
 
-from projector.encoding import CONFIG_TABLES, EVENTS_TABLES, META
+from projector.encoding import CONFIG_TABLES, EVENTS_TABLES, META, ROW_CHECKSUM_BYTES, CorruptRow
 from rewind.ground.native_build import pure_python_asked
 
 DIGEST_DOMAIN: Final = b"rewind-state-digest-v1\x00"
@@ -44,7 +49,8 @@ _FLUSH_BYTES: Final = 1 << 20
 
 
 _Feed = Callable[[Callable[[bytes], None], bytes, Iterable[tuple[bytes, bytes]]], Any]
-"""``feed(update, table_name, rows)``: None, or the (key, previous key) pair found out of order."""
+"""``feed(update, table_name, rows)``: None, the (key, previous key) pair found out of order, or the
+1-tuple of the key of a row whose checksum fails."""
 
 
 def _native_feed() -> _Feed | None:
@@ -73,12 +79,15 @@ def digest_rows(hasher: xxhash.xxh3_128, table: str, rows: Iterable[tuple[bytes,
     The same bytes as :func:`digest_update` with those rows as ``(table, key, value)`` records; read
     straight off an LMDB cursor, it is the fast path (no record tuples, one hasher call per MiB; the
     loop is in C when the native build made ``projector/_digest_frames.c``).
-    Raises :class:`RecordOrderError` when a key does not follow the one before it.
+    Raises :class:`RecordOrderError` when a key does not follow the one before it, and
+    :class:`~projector.encoding.CorruptRow` when a row's checksum does not match its key and bytes.
     """
     if _FEED is not None:
-        out_of_order = _FEED(hasher.update, table.encode(), rows)
-        if out_of_order is not None:
-            key, last_key = out_of_order
+        stopped = _FEED(hasher.update, table.encode(), rows)
+        if stopped is not None:
+            if len(stopped) == 1:
+                raise CorruptRow(table, stopped[0])
+            key, last_key = stopped
             raise RecordOrderError(f"{table}: key {key!r} does not follow {last_key!r}")
         return
     pack = _FRAME.pack
@@ -92,6 +101,10 @@ def digest_rows(hasher: xxhash.xxh3_128, table: str, rows: Iterable[tuple[bytes,
             raise RecordOrderError(f"{table}: key {key!r} does not follow {last_key!r}")
         first = False
         last_key = key
+        if len(value) < ROW_CHECKSUM_BYTES or zlib.crc32(
+            value[:-ROW_CHECKSUM_BYTES], zlib.crc32(key)
+        ) != int.from_bytes(value[-ROW_CHECKSUM_BYTES:], "big"):
+            raise CorruptRow(table, key)
         buffer += pack(size, len(key), len(value))
         buffer += name
         buffer += key

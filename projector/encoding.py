@@ -4,14 +4,19 @@ Guarantees:
 
 - **Deterministic**: one entity has exactly one encoding, so equal logical state gives equal bytes.
 - **Ordered keys**: keys compare bytewise in the natural order of the row (composite keys join their
-  UTF-8 parts with ``\\x00``; anomaly offsets are 8-byte big-endian).
+  UTF-8 parts with ``\\x00``; anomaly offsets and event_ids buckets are 8-byte big-endian).
 - **Versioned**: every value is a compact JSON array whose first element is :data:`ENCODING_VERSION`,
   followed by the fields in the fixed order documented in docs/state.md: exactly the bytes of
   ``json.dumps(fields, separators=(",", ":"))`` (ASCII, ``\\uXXXX`` escapes), written out directly
   because that is several times faster. JSON integers are exact at any size (scale-16 values
   overflow 64 bits); an integer field holding anything but an ``int`` (a float, a bool) is refused.
-- **Reversible**: ``decode_*`` rebuilds the entity from (key, value); damaged or foreign bytes raise
-  :class:`EncodingError`.
+- **Sealed**: a stored row's value is its canonical bytes followed by a 4-byte big-endian CRC-32 of
+  the key and those bytes (:func:`seal`). Every ``decode_*`` checks it before it decodes, so a
+  changed byte in a stored row is caught before the row is served, copied or folded:
+  :class:`CorruptRow` names the table and key. ``encode_*`` return the canonical bytes alone;
+  :func:`encode_record` and :func:`meta_record` return sealed rows, as stored.
+- **Reversible**: ``decode_*`` rebuilds the entity from (key, stored value); damaged or foreign bytes
+  raise :class:`EncodingError`.
 
 :data:`EVENTS_TABLES` and :data:`CONFIG_TABLES` are the canonical table order (the digest's, and the
 LMDB store's); :func:`meta_record` is the last record of every partition.
@@ -20,6 +25,7 @@ LMDB store's); :func:`meta_record` is the last record of every partition.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final
@@ -35,11 +41,13 @@ BALANCES: Final = "balances"
 RISK: Final = "risk"
 ANOMALIES: Final = "anomalies"
 CONFIG: Final = "config"
+EVENT_IDS: Final = "event_ids"
+"""The event_ids applied recently, by bucket of offsets (:mod:`projector.event_window`)."""
 META: Final = "meta"
 
-EVENTS_TABLES: Final = (ORDERS, FILLS, POSITIONS, BALANCES, RISK, ANOMALIES)
+EVENTS_TABLES: Final = (ORDERS, FILLS, POSITIONS, BALANCES, RISK, ANOMALIES, EVENT_IDS)
 """The tables of an events-topic partition, in canonical (digest) order."""
-CONFIG_TABLES: Final = (CONFIG, ANOMALIES)
+CONFIG_TABLES: Final = (CONFIG, ANOMALIES, EVENT_IDS)
 """The tables of the config partition, in canonical (digest) order."""
 
 OFFSET_KEY: Final = b"offset"
@@ -53,8 +61,41 @@ _s: Final = encode_basestring_ascii
 _decode_json = json.JSONDecoder().decode
 
 
+ROW_CHECKSUM_BYTES: Final = 4
+
+
 class EncodingError(ValueError):
     """Bytes that are not a value of this encoding version (damaged, foreign or from the future)."""
+
+
+class CorruptRow(EncodingError):
+    """A stored row whose checksum does not match its key and bytes: the row changed after it was
+    written (a damaged disk or file, or a writer other than rewind). Its content must not be used."""
+
+    def __init__(self, table: str, key: bytes) -> None:
+        super().__init__(
+            f"the {table} row with key {key!r} is damaged: its checksum does not match its bytes"
+        )
+        self.table = table
+        self.key = key
+
+
+def seal(key: bytes, payload: bytes) -> bytes:
+    """``payload`` as stored under ``key``: followed by the CRC-32 of ``key`` and ``payload``."""
+    return payload + zlib.crc32(payload, zlib.crc32(key)).to_bytes(ROW_CHECKSUM_BYTES, "big")
+
+
+def unseal(table: str, key: bytes, value: bytes) -> bytes:
+    """The canonical bytes of a stored row, after checking its checksum (:class:`CorruptRow` if it
+    does not match)."""
+    payload = value[:-ROW_CHECKSUM_BYTES]
+    if (
+        len(value) < ROW_CHECKSUM_BYTES
+        or zlib.crc32(payload, zlib.crc32(key)).to_bytes(ROW_CHECKSUM_BYTES, "big")
+        != value[-ROW_CHECKSUM_BYTES:]
+    ):
+        raise CorruptRow(table, key)
+    return payload
 
 
 def _i(value: int) -> str:
@@ -77,13 +118,14 @@ def _scalar(value: bool | int | str) -> str:
     return _i(value)
 
 
-def _decode(table: str, value: bytes, width: int) -> list[Any]:
+def _decode(table: str, key: bytes, value: bytes, width: int) -> list[Any]:
+    payload = unseal(table, key, value)
     try:
-        fields = _decode_json(value.decode())
+        fields = _decode_json(payload.decode())
     except (UnicodeDecodeError, ValueError) as exc:
-        raise EncodingError(f"{table}: value is not canonical JSON: {value[:80]!r}") from exc
+        raise EncodingError(f"{table}: value is not canonical JSON: {payload[:80]!r}") from exc
     if type(fields) is not list or len(fields) != width + 1 or fields[0] != ENCODING_VERSION:
-        raise EncodingError(f"{table}: expected [{ENCODING_VERSION}, <{width} fields>], got {value[:80]!r}")
+        raise EncodingError(f"{table}: expected [{ENCODING_VERSION}, <{width} fields>], got {payload[:80]!r}")
     return fields
 
 
@@ -132,6 +174,17 @@ def config_key(key: str) -> bytes:
     return _part(key)
 
 
+def window_key(bucket: int) -> bytes:
+    """The key of an ``event_ids`` row: its bucket number, 8-byte big-endian."""
+    return bucket.to_bytes(8, "big")
+
+
+def window_bucket_of_key(key: bytes) -> int:
+    if len(key) != 8:
+        raise EncodingError(f"{EVENT_IDS}: key {key!r} is not an 8-byte bucket number")
+    return int.from_bytes(key, "big")
+
+
 # Values
 
 
@@ -145,7 +198,7 @@ def encode_order(o: Order) -> bytes:
 
 
 def decode_order(key: bytes, value: bytes) -> Order:
-    f = _decode(ORDERS, value, 15)
+    f = _decode(ORDERS, key, value, 15)
     return Order(key.decode(), *f[1:])
 
 
@@ -154,7 +207,7 @@ def encode_fill(r: FillRecord) -> bytes:
 
 
 def decode_fill(key: bytes, value: bytes) -> FillRecord:
-    f = _decode(FILLS, value, 1)
+    f = _decode(FILLS, key, value, 1)
     return FillRecord(key.decode(), f[1])
 
 
@@ -165,7 +218,7 @@ def encode_position(p: Position) -> bytes:
 
 
 def decode_position(key: bytes, value: bytes) -> Position:
-    f = _decode(POSITIONS, value, 5)
+    f = _decode(POSITIONS, key, value, 5)
     account_id, symbol = _split(POSITIONS, key)
     return Position(account_id, symbol, *f[1:])
 
@@ -175,7 +228,7 @@ def encode_balance(b: Balance) -> bytes:
 
 
 def decode_balance(key: bytes, value: bytes) -> Balance:
-    f = _decode(BALANCES, value, 1)
+    f = _decode(BALANCES, key, value, 1)
     account_id, currency = _split(BALANCES, key)
     return Balance(account_id, currency, f[1])
 
@@ -188,7 +241,7 @@ def encode_risk(r: Risk) -> bytes:
 
 
 def decode_risk(key: bytes, value: bytes) -> Risk:
-    f = _decode(RISK, value, 5)
+    f = _decode(RISK, key, value, 5)
     return Risk(key.decode(), *f[1:])
 
 
@@ -199,7 +252,7 @@ def encode_anomaly(a: Anomaly) -> bytes:
 
 
 def decode_anomaly(key: bytes, value: bytes) -> Anomaly:
-    f = _decode(ANOMALIES, value, 6)
+    f = _decode(ANOMALIES, key, value, 6)
     if f[2] != int.from_bytes(key, "big"):
         raise EncodingError(f"anomalies: key {key!r} does not match offset {f[2]}")
     return Anomaly(*f[1:])
@@ -213,7 +266,7 @@ def encode_config(c: ConfigEntry) -> bytes:
 
 
 def decode_config(key: bytes, value: bytes) -> ConfigEntry:
-    f = _decode(CONFIG, value, 6)
+    f = _decode(CONFIG, key, value, 6)
     return ConfigEntry(key.decode(), *f[1:])
 
 
@@ -221,12 +274,13 @@ def decode_config(key: bytes, value: bytes) -> ConfigEntry:
 
 
 def encode_record(entity: Entity) -> tuple[str, bytes, bytes]:
-    """``(table, key, value)`` of any entity: what a write-back cache turns its dirty objects into."""
+    """``(table, key, value)`` of any entity, the value sealed: what a write-back cache turns its dirty
+    objects into."""
     return _RECORD_ENCODERS[type(entity)](entity)
 
 
 def decode_record(table: str, key: bytes, value: bytes) -> Entity:
-    """The entity a stored ``(table, key, value)`` holds."""
+    """The entity a stored ``(table, key, value)`` holds (:class:`CorruptRow` if its checksum fails)."""
     try:
         decoder = _DECODERS[table]
     except KeyError:
@@ -234,13 +288,27 @@ def decode_record(table: str, key: bytes, value: bytes) -> Entity:
     return decoder(key, value)
 
 
+def encode_count(key: bytes, number: int) -> bytes:
+    """A number in ``meta`` as stored under ``key``: sealed ASCII decimal."""
+    return seal(key, b"%d" % number)
+
+
+def decode_count(key: bytes, value: bytes) -> int:
+    """A number stored in ``meta`` under ``key``, after checking its checksum."""
+    payload = unseal(META, key, value)
+    try:
+        return int(payload)
+    except ValueError:
+        raise EncodingError(f"meta: {key!r} holds {payload[:40]!r}, not a number") from None
+
+
 def encode_offset(offset: int) -> bytes:
-    """``meta.offset`` as stored: ASCII decimal, ``-1`` when no event was applied."""
-    return b"%d" % offset
+    """``meta.offset`` as stored: sealed ASCII decimal, ``-1`` when no event was applied."""
+    return encode_count(OFFSET_KEY, offset)
 
 
 def decode_offset(value: bytes) -> int:
-    return int(value)
+    return decode_count(OFFSET_KEY, value)
 
 
 def meta_record(offset: int) -> tuple[str, bytes, bytes]:
@@ -249,31 +317,38 @@ def meta_record(offset: int) -> tuple[str, bytes, bytes]:
 
 
 def _order_record(e: Any) -> tuple[str, bytes, bytes]:
-    return ORDERS, order_key(e.order_id), encode_order(e)
+    key = order_key(e.order_id)
+    return ORDERS, key, seal(key, encode_order(e))
 
 
 def _fill_record(e: Any) -> tuple[str, bytes, bytes]:
-    return FILLS, fill_key(e.exec_id), encode_fill(e)
+    key = fill_key(e.exec_id)
+    return FILLS, key, seal(key, encode_fill(e))
 
 
 def _position_record(e: Any) -> tuple[str, bytes, bytes]:
-    return POSITIONS, position_key(e.account_id, e.symbol), encode_position(e)
+    key = position_key(e.account_id, e.symbol)
+    return POSITIONS, key, seal(key, encode_position(e))
 
 
 def _balance_record(e: Any) -> tuple[str, bytes, bytes]:
-    return BALANCES, balance_key(e.account_id, e.currency), encode_balance(e)
+    key = balance_key(e.account_id, e.currency)
+    return BALANCES, key, seal(key, encode_balance(e))
 
 
 def _risk_record(e: Any) -> tuple[str, bytes, bytes]:
-    return RISK, risk_key(e.account_id), encode_risk(e)
+    key = risk_key(e.account_id)
+    return RISK, key, seal(key, encode_risk(e))
 
 
 def _anomaly_record(e: Any) -> tuple[str, bytes, bytes]:
-    return ANOMALIES, anomaly_key(e.offset), encode_anomaly(e)
+    key = anomaly_key(e.offset)
+    return ANOMALIES, key, seal(key, encode_anomaly(e))
 
 
 def _config_record(e: Any) -> tuple[str, bytes, bytes]:
-    return CONFIG, config_key(e.key), encode_config(e)
+    key = config_key(e.key)
+    return CONFIG, key, seal(key, encode_config(e))
 
 
 _RECORD_ENCODERS: Final[dict[type, Callable[[Any], tuple[str, bytes, bytes]]]] = {

@@ -7,29 +7,41 @@ cached entities are exactly what LMDB holds. Every ``put_*`` marks an entity dir
 encodes only the dirty entities, once each, however many events touched them. If a batch fails
 (an exception in the fold or the commit), the caller must :meth:`EntityCache.clear` the cache, since
 the fold may have changed cached entities that were never committed.
+
+The partition's :class:`~projector.event_window.EventWindow` is loaded from ``event_ids`` on first
+need and kept with the cache; its changed rows are part of :meth:`_BatchCache.changes`. A stored row
+whose checksum fails is never decoded into the cache: the read raises
+:class:`~rewind.ground.errors.DamagedState` naming the partition, table and key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import lmdb
 
 from projector import encoding
+from projector.event_window import EventWindow
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
-from projector.store import PartitionStore
+from projector.store import PartitionStore, damaged_row
 from rewind.ground.errors import InvariantViolation
 
 _MISSING = object()
+E = TypeVar("E", bound=Entity)
 DEFAULT_CACHE_ENTRIES = 1_000_000
 
 
 class EntityCache:
-    """Decoded entities of one store, by table and natural key (None records a known absence)."""
+    """Decoded entities of one store, by table and natural key (None records a known absence), and
+    the store's event window once loaded."""
 
-    __slots__ = ("limit", "tables")
+    __slots__ = ("limit", "tables", "window")
 
     def __init__(self, limit: int = DEFAULT_CACHE_ENTRIES) -> None:
         self.limit = limit
         self.tables: dict[str, dict[object, object]] = {}
+        self.window: EventWindow | None = None
 
     def table(self, name: str) -> dict[object, object]:
         found = self.tables.get(name)
@@ -39,11 +51,13 @@ class EntityCache:
 
     def clear(self) -> None:
         self.tables.clear()
+        self.window = None
 
     def trim(self) -> None:
-        """Forget everything once the cache outgrows its limit (bounded memory; state is unaffected)."""
+        """Forget every entity once the cache outgrows its limit (bounded memory; state is unaffected).
+        The event window is bounded on its own and kept."""
         if sum(len(t) for t in self.tables.values()) > self.limit:
-            self.clear()
+            self.tables.clear()
 
 
 class _BatchCache:
@@ -62,6 +76,26 @@ class _BatchCache:
             self._txn = self._store.env.begin()
         raw = self._txn.get(key, db=self._store.db(table))
         return None if raw is None else bytes(raw)
+
+    def _decode(self, decode: Callable[[bytes, bytes], E], key: bytes, raw: bytes) -> E:
+        """``decode(key, raw)``; a damaged row raised as the store's :class:`DamagedState`."""
+        try:
+            return decode(key, raw)
+        except encoding.CorruptRow as exc:
+            raise damaged_row(self._store.path, exc) from None
+
+    def event_window(self) -> EventWindow:
+        """The store's event window, loaded from ``event_ids`` the first time it is needed."""
+        window = self._cache.window
+        if window is None:
+            with self._store.read_txn() as txn:
+                rows = txn.cursor(db=self._store.db(encoding.EVENT_IDS)).iternext()
+                try:
+                    window = EventWindow.load((bytes(k), bytes(v)) for k, v in rows)
+                except encoding.CorruptRow as exc:
+                    raise damaged_row(self._store.path, exc) from None
+            self._cache.window = window
+        return window
 
     def _put(self, table: str, natural_key: object, entity: Entity, cache: dict[object, object]) -> None:
         cache[natural_key] = entity
@@ -86,6 +120,11 @@ class _BatchCache:
                 rows = changes[table] = {}
             rows[key] = value
         self._dirty = {}
+        window = self._cache.window
+        if window is not None:
+            window_rows = window.changed_rows()
+            if window_rows:
+                changes[encoding.EVENT_IDS] = window_rows
         return changes
 
     def discard(self) -> None:
@@ -116,7 +155,9 @@ class LmdbPartitionState(_BatchCache):
         if found is _MISSING:
             key = encoding.order_key(order_id)
             raw = self._load(encoding.ORDERS, order_id, key)
-            found = self._orders[order_id] = None if raw is None else encoding.decode_order(key, raw)
+            found = self._orders[order_id] = (
+                None if raw is None else self._decode(encoding.decode_order, key, raw)
+            )
         return found  # type: ignore[return-value]
 
     def put_order(self, order: Order) -> None:
@@ -127,7 +168,9 @@ class LmdbPartitionState(_BatchCache):
         if found is _MISSING:
             key = encoding.fill_key(exec_id)
             raw = self._load(encoding.FILLS, exec_id, key)
-            found = self._fills[exec_id] = None if raw is None else encoding.decode_fill(key, raw)
+            found = self._fills[exec_id] = (
+                None if raw is None else self._decode(encoding.decode_fill, key, raw)
+            )
         return found  # type: ignore[return-value]
 
     def put_fill(self, fill: FillRecord) -> None:
@@ -139,7 +182,9 @@ class LmdbPartitionState(_BatchCache):
         if found is _MISSING:
             key = encoding.position_key(account_id, symbol)
             raw = self._load(encoding.POSITIONS, natural, key)
-            found = self._positions[natural] = None if raw is None else encoding.decode_position(key, raw)
+            found = self._positions[natural] = (
+                None if raw is None else self._decode(encoding.decode_position, key, raw)
+            )
         return found  # type: ignore[return-value]
 
     def put_position(self, position: Position) -> None:
@@ -151,7 +196,9 @@ class LmdbPartitionState(_BatchCache):
         if found is _MISSING:
             key = encoding.balance_key(account_id, currency)
             raw = self._load(encoding.BALANCES, natural, key)
-            found = self._balances[natural] = None if raw is None else encoding.decode_balance(key, raw)
+            found = self._balances[natural] = (
+                None if raw is None else self._decode(encoding.decode_balance, key, raw)
+            )
         return found  # type: ignore[return-value]
 
     def put_balance(self, balance: Balance) -> None:
@@ -162,7 +209,9 @@ class LmdbPartitionState(_BatchCache):
         if found is _MISSING:
             key = encoding.risk_key(account_id)
             raw = self._load(encoding.RISK, account_id, key)
-            found = self._risks[account_id] = None if raw is None else encoding.decode_risk(key, raw)
+            found = self._risks[account_id] = (
+                None if raw is None else self._decode(encoding.decode_risk, key, raw)
+            )
         return found  # type: ignore[return-value]
 
     def put_risk(self, risk: Risk) -> None:
@@ -181,7 +230,9 @@ class LmdbConfigState(_BatchCache):
         if found is _MISSING:
             lmdb_key = encoding.config_key(key)
             raw = self._load(encoding.CONFIG, key, lmdb_key)
-            found = self._entries[key] = None if raw is None else encoding.decode_config(lmdb_key, raw)
+            found = self._entries[key] = (
+                None if raw is None else self._decode(encoding.decode_config, lmdb_key, raw)
+            )
         return found  # type: ignore[return-value]
 
     def put_config(self, entry: ConfigEntry) -> None:

@@ -55,8 +55,9 @@ class ConfigValueType:
 
 
 class AnomalyKind:
-    """Why an event could not apply. Only the two duplicates are benign (see docs/state.md)."""
+    """Why an event could not apply. Only the duplicates are benign (see docs/state.md)."""
 
+    DUPLICATE_EVENT: Final = "DUPLICATE_EVENT"
     DUPLICATE_ORDER: Final = "DUPLICATE_ORDER"
     DUPLICATE_FILL: Final = "DUPLICATE_FILL"
     ORDER_ID_CONFLICT: Final = "ORDER_ID_CONFLICT"
@@ -69,9 +70,10 @@ class AnomalyKind:
     INVALID_REPLACE: Final = "INVALID_REPLACE"
     INVALID_EVENT: Final = "INVALID_EVENT"
     STALE_CONFIG_VERSION: Final = "STALE_CONFIG_VERSION"
-    BENIGN: Final = frozenset({DUPLICATE_ORDER, DUPLICATE_FILL})
+    BENIGN: Final = frozenset({DUPLICATE_EVENT, DUPLICATE_ORDER, DUPLICATE_FILL})
     ALL: Final = frozenset(
         {
+            DUPLICATE_EVENT,
             DUPLICATE_ORDER,
             DUPLICATE_FILL,
             ORDER_ID_CONFLICT,
@@ -180,7 +182,8 @@ class Anomaly:
 
     @property
     def benign(self) -> bool:
-        """A harmless re-delivery (DUPLICATE_FILL, DUPLICATE_ORDER): never a reason to halt."""
+        """A harmless re-delivery (DUPLICATE_EVENT, DUPLICATE_FILL, DUPLICATE_ORDER): never a reason
+        to halt."""
         return self.kind in AnomalyKind.BENIGN
 
 

@@ -8,6 +8,9 @@ state and one policy:
 - ``quarantine``: an event that cannot apply is recorded in ``anomalies`` and the step moves on.
 - ``halt``: the same, except that a non-benign anomaly stops the step *before* the event:
   nothing is recorded and the offset does not move. Benign duplicates are recorded under both.
+- An event whose ``event_id`` the partition applied within its window
+  (:mod:`projector.event_window`) is not applied again, whatever its type: it is recorded as a
+  benign ``DUPLICATE_EVENT`` under both policies, so a re-send never changes state or halts.
 - A value that cannot be decoded changes no state; the step moves past it (the projector sends it
   to the dead-letter topic before it commits).
 - A record that decodes but does not fit the contract is refused the same way, with the reason: an
@@ -35,8 +38,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from projector.encoding import NO_OFFSET
+from projector.event_window import EventWindow
 from projector.fold import CONFIG_TOPIC_PARTITION, Event, EventContractError, apply_config, apply_event
-from projector.model import Anomaly
+from projector.model import Anomaly, AnomalyKind
 from projector.state import ConfigState, PartitionState
 from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import ANOMALY_POLICIES
@@ -86,10 +90,21 @@ class PolicyStep:
     only after :data:`UNDECODABLE`).
     """
 
-    def __init__(self, where: str, policy: str, offset: int, decode: Decoder | None, key_field: str) -> None:
+    def __init__(
+        self,
+        where: str,
+        partition: int,
+        window: EventWindow,
+        policy: str,
+        offset: int,
+        decode: Decoder | None,
+        key_field: str,
+    ) -> None:
         if policy not in ANOMALY_POLICIES:
             raise ValueError(f"anomaly policy {policy!r} is not one of {', '.join(ANOMALY_POLICIES)}")
         self.where = where
+        self.partition = partition
+        self._window = window
         self._key_field = key_field
         self.halting = policy == HALT
         self.offset = offset
@@ -132,6 +147,10 @@ class PolicyStep:
         """Apply a decoded ``event`` at ``offset`` under the policy: :data:`APPLIED`,
         :data:`RECORDED`, :data:`HALTED` or :data:`REFUSED`."""
         self._check_order(offset)
+        event_id = event["event_id"]
+        earlier = self._window.applied_at(event_id, offset)
+        if earlier != NO_OFFSET:
+            return self._repeat(event, offset, earlier)
         try:
             anomaly = self._fold(event, offset)
         except EventContractError as exc:
@@ -139,10 +158,27 @@ class PolicyStep:
         self.event = event
         self.anomaly = anomaly
         if anomaly is None:
+            self._window.remember(event_id, offset)
             self.offset = offset
             return APPLIED
         if self.halting and not anomaly.benign:
             return HALTED
+        self._put_anomaly(anomaly)
+        self.offset = offset
+        return RECORDED
+
+    def _repeat(self, event: Event, offset: int, earlier: int) -> int:
+        """Record ``event`` as a repeat of the one applied at ``earlier`` (benign under every policy)."""
+        anomaly = Anomaly(
+            self.partition,
+            offset,
+            event["event_id"],
+            event["event_type"],
+            AnomalyKind.DUPLICATE_EVENT,
+            f"event_id {event['event_id']} was applied at offset {earlier}",
+        )
+        self.event = event
+        self.anomaly = anomaly
         self._put_anomaly(anomaly)
         self.offset = offset
         return RECORDED
@@ -178,9 +214,10 @@ class EventsStep(PolicyStep):
         offset: int = NO_OFFSET,
         decode: Decoder | None = None,
     ) -> None:
-        super().__init__(f"partition {partition}", policy, offset, decode, "account_id")
+        super().__init__(
+            f"partition {partition}", partition, state.event_window(), policy, offset, decode, "account_id"
+        )
         self.state = state
-        self.partition = partition
 
     def _fold(self, event: Event, offset: int) -> Anomaly | None:
         return apply_event(self.state, event, self.partition, offset)
@@ -199,7 +236,15 @@ class ConfigStep(PolicyStep):
         offset: int = NO_OFFSET,
         decode: Decoder | None = None,
     ) -> None:
-        super().__init__(f"config partition {CONFIG_TOPIC_PARTITION}", policy, offset, decode, "key")
+        super().__init__(
+            f"config partition {CONFIG_TOPIC_PARTITION}",
+            CONFIG_TOPIC_PARTITION,
+            state.event_window(),
+            policy,
+            offset,
+            decode,
+            "key",
+        )
         self.state = state
 
     def _fold(self, event: Event, offset: int) -> Anomaly | None:

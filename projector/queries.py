@@ -1,7 +1,9 @@
 """Reading projected state: entities by table with simple filters, from any state directory.
 
 Reads never block the projector (LMDB readers and the writer do not wait for each other) and each
-call sees one committed instant of each partition.
+call sees one committed instant of each partition. Every row read is checked against its checksum: a
+damaged row is never served; the read raises :class:`~rewind.ground.errors.DamagedState` naming the
+partition, table and key.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def _rows(store: PartitionStore, table: str, prefix: bytes = b"") -> Iterator[En
             key, value = cursor.item()
             if prefix and not bytes(key).startswith(prefix):
                 break
-            yield encoding.decode_record(table, bytes(key), bytes(value))
+            yield store.checked(encoding.decode_record, table, bytes(key), bytes(value))
             found = cursor.next()
 
 
@@ -59,7 +61,7 @@ def risks(state: StateDirectory, account: str | None = None) -> list[Risk]:
         if account is not None:
             raw = store.get(encoding.RISK, encoding.risk_key(account))
             if raw is not None:
-                found.append(encoding.decode_risk(encoding.risk_key(account), raw))
+                found.append(store.checked(encoding.decode_risk, encoding.risk_key(account), raw))
             continue
         found.extend(r for r in _rows(store, encoding.RISK) if isinstance(r, Risk))
     return sorted(found, key=lambda r: r.account_id)
@@ -78,9 +80,10 @@ def orders(state: StateDirectory, account: str | None = None, symbol: str | None
 def order(state: StateDirectory, order_id: str) -> Order | None:
     key = encoding.order_key(order_id)
     for partition in state.partitions():
-        raw = state.partition(partition).get(encoding.ORDERS, key)
+        store = state.partition(partition)
+        raw = store.get(encoding.ORDERS, key)
         if raw is not None:
-            return encoding.decode_order(key, raw)
+            return store.checked(encoding.decode_order, key, raw)
     return None
 
 

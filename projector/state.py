@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from projector import encoding
+from projector.event_window import EventWindow
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 
 
@@ -52,6 +53,10 @@ class PartitionState(Protocol):
 
     def put_anomaly(self, anomaly: Anomaly) -> None: ...
 
+    def event_window(self) -> EventWindow:
+        """The partition's recently applied event_ids (the same object for the whole batch)."""
+        ...
+
 
 class ConfigState(Protocol):
     """The state of the config partition, as the fold sees it."""
@@ -61,6 +66,8 @@ class ConfigState(Protocol):
     def put_config(self, entry: ConfigEntry) -> None: ...
 
     def put_anomaly(self, anomaly: Anomaly) -> None: ...
+
+    def event_window(self) -> EventWindow: ...
 
 
 def _sorted_records(table: str, rows: Iterable[Entity]) -> list[tuple[str, bytes, bytes]]:
@@ -75,9 +82,10 @@ def _sorted_records(table: str, rows: Iterable[Entity]) -> list[tuple[str, bytes
 class MemoryState:
     """A :class:`PartitionState` in plain dicts; the caller sets ``offset`` (the last applied one)."""
 
-    __slots__ = ("anomalies", "balances", "fills", "offset", "orders", "positions", "risks")
+    __slots__ = ("anomalies", "balances", "fills", "offset", "orders", "positions", "risks", "window")
 
     def __init__(self) -> None:
+        self.window = EventWindow()
         self.orders: dict[str, Order] = {}
         self.fills: dict[str, FillRecord] = {}
         self.positions: dict[tuple[str, str], Position] = {}
@@ -119,6 +127,9 @@ class MemoryState:
     def put_anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies[anomaly.offset] = anomaly
 
+    def event_window(self) -> EventWindow:
+        return self.window
+
     def records(self) -> Iterator[tuple[str, bytes, bytes]]:
         """Every row in canonical order (see :mod:`projector.digest`), ending with ``meta.offset``."""
         tables: dict[str, Iterable[Entity]] = {
@@ -130,17 +141,24 @@ class MemoryState:
             encoding.ANOMALIES: self.anomalies.values(),
         }
         for table in encoding.EVENTS_TABLES:
-            yield from _sorted_records(table, tables[table])
+            if table == encoding.EVENT_IDS:
+                yield from ((table, key, value) for key, value in self.window.rows())
+            else:
+                yield from _sorted_records(table, tables[table])
         yield encoding.meta_record(self.offset)
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, bytes, bytes]]) -> MemoryState:
         """The state a canonical record sequence describes (the inverse of :meth:`records`)."""
         state = cls()
+        window_rows: list[tuple[bytes, bytes]] = []
         for table, key, value in records:
             if table == encoding.META:
                 if key == encoding.OFFSET_KEY:
                     state.offset = encoding.decode_offset(value)
+                continue
+            if table == encoding.EVENT_IDS:
+                window_rows.append((key, value))
                 continue
             entity = encoding.decode_record(table, key, value)
             if isinstance(entity, Order):
@@ -157,15 +175,17 @@ class MemoryState:
                 state.put_anomaly(entity)
             else:
                 raise encoding.EncodingError(f"table {table!r} does not belong to an events partition")
+        state.window = EventWindow.load(window_rows)
         return state
 
 
 class MemoryConfigState:
     """A :class:`ConfigState` in plain dicts; the caller sets ``offset`` (the last applied one)."""
 
-    __slots__ = ("anomalies", "entries", "offset")
+    __slots__ = ("anomalies", "entries", "offset", "window")
 
     def __init__(self) -> None:
+        self.window = EventWindow()
         self.entries: dict[str, ConfigEntry] = {}
         self.anomalies: dict[int, Anomaly] = {}
         self.offset: int = encoding.NO_OFFSET
@@ -179,6 +199,9 @@ class MemoryConfigState:
     def put_anomaly(self, anomaly: Anomaly) -> None:
         self.anomalies[anomaly.offset] = anomaly
 
+    def event_window(self) -> EventWindow:
+        return self.window
+
     def records(self) -> Iterator[tuple[str, bytes, bytes]]:
         """Every row in canonical order, ending with ``meta.offset``."""
         tables: dict[str, Iterable[Entity]] = {
@@ -186,17 +209,24 @@ class MemoryConfigState:
             encoding.ANOMALIES: self.anomalies.values(),
         }
         for table in encoding.CONFIG_TABLES:
-            yield from _sorted_records(table, tables[table])
+            if table == encoding.EVENT_IDS:
+                yield from ((table, key, value) for key, value in self.window.rows())
+            else:
+                yield from _sorted_records(table, tables[table])
         yield encoding.meta_record(self.offset)
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, bytes, bytes]]) -> MemoryConfigState:
         """The state a canonical record sequence describes (the inverse of :meth:`records`)."""
         state = cls()
+        window_rows: list[tuple[bytes, bytes]] = []
         for table, key, value in records:
             if table == encoding.META:
                 if key == encoding.OFFSET_KEY:
                     state.offset = encoding.decode_offset(value)
+                continue
+            if table == encoding.EVENT_IDS:
+                window_rows.append((key, value))
                 continue
             entity = encoding.decode_record(table, key, value)
             if isinstance(entity, ConfigEntry):
@@ -205,4 +235,5 @@ class MemoryConfigState:
                 state.put_anomaly(entity)
             else:
                 raise encoding.EncodingError(f"table {table!r} does not belong to the config partition")
+        state.window = EventWindow.load(window_rows)
         return state

@@ -24,26 +24,39 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import lmdb
 
 from projector.crashpoints import crashpoint
 from projector.digest import digest_rows, new_hasher
-from projector.encoding import META, NO_OFFSET, OFFSET_KEY, decode_offset, encode_offset, meta_record
-from rewind.ground.errors import InvariantViolation, RewindError
+from projector.encoding import (
+    META,
+    NO_OFFSET,
+    OFFSET_KEY,
+    CorruptRow,
+    decode_count,
+    decode_offset,
+    encode_count,
+    encode_offset,
+    meta_record,
+)
+from rewind.ground.errors import DamagedState, InvariantViolation, RewindError
 from rewind.ground.settings import setting
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: every row sealed with a checksum, and the ``event_ids`` table."""
 EVENTS_KEY = b"events_applied"
 COMMITTED_AT_KEY = b"committed_at"
 INITIAL_MAP_SIZE = 64 << 20
 MAX_DBS = 16
 MAP_CEILING = setting("state.max_map_mb")
 """The setting that caps a store's map, in MiB (:attr:`PartitionStore.max_map_size` in bytes)."""
+
+T = TypeVar("T")
 
 # A batch of changes: table -> key -> encoded value, or None to delete the key.
 Changes = Mapping[str, Mapping[bytes, bytes | None]]
@@ -149,6 +162,24 @@ def advise_page_cache(path: Path, advice: Literal["WILLNEED", "DONTNEED"]) -> No
             os.close(descriptor)
 
 
+def damaged_row(path: Path, error: CorruptRow) -> DamagedState:
+    """The error for a damaged row of the store at ``path``: which partition, table and key, and the
+    fix."""
+    partition = partition_of_dir_name(path.name)
+    if partition is not None:
+        where = f"partition {partition} ({path})"
+    elif path.name == CONFIG_DIR_NAME:
+        where = f"the config partition ({path})"
+    else:
+        where = str(path)
+    return DamagedState(
+        f"{where}: {error}; nothing of it was used",
+        f"stop whatever writes {path.parent}, then rebuild it from the newest valid snapshot and the log: "
+        f"`rewind recover --state {path.parent}`",
+        damage=str(error),
+    )
+
+
 class MapCeilingReached(RewindError):
     """A commit needs a bigger map than the store may grow to (``state.max_map_mb``); nothing of the
     batch was written."""
@@ -204,18 +235,26 @@ class PartitionStore:
         """The offset of the last event applied to this state, or -1 when none was."""
         with self.env.begin(db=self._dbs[META]) as txn:
             raw = txn.get(OFFSET_KEY)
-        return NO_OFFSET if raw is None else decode_offset(raw)
+        return NO_OFFSET if raw is None else self.checked(decode_offset, raw)
 
     def events_applied(self) -> int:
         with self.env.begin(db=self._dbs[META]) as txn:
             raw = txn.get(EVENTS_KEY)
-        return 0 if raw is None else int(raw)
+        return 0 if raw is None else self.checked(decode_count, EVENTS_KEY, raw)
 
     def committed_at(self) -> float | None:
-        """Wall-clock time of the last commit (bookkeeping for lag status; not part of the state)."""
+        """Wall-clock time of the last commit, in microseconds since the epoch read as seconds
+        (bookkeeping for lag status; not part of the state)."""
         with self.env.begin(db=self._dbs[META]) as txn:
             raw = txn.get(COMMITTED_AT_KEY)
-        return None if raw is None else float(raw)
+        return None if raw is None else self.checked(decode_count, COMMITTED_AT_KEY, raw) / 1e6
+
+    def checked(self, decode: Callable[..., T], *args: Any) -> T:
+        """``decode(*args)``, a damaged row reported as :class:`DamagedState` naming this store."""
+        try:
+            return decode(*args)
+        except CorruptRow as exc:
+            raise damaged_row(self.path, exc) from None
 
     def get(self, table: str, key: bytes) -> bytes | None:
         with self.env.begin(db=self._dbs[table]) as txn:
@@ -258,7 +297,7 @@ class PartitionStore:
         meta = self._dbs[META]
         with self.env.begin(write=True) as txn:
             previous = txn.get(OFFSET_KEY, db=meta)
-            previous_offset = NO_OFFSET if previous is None else decode_offset(previous)
+            previous_offset = NO_OFFSET if previous is None else self.checked(decode_offset, previous)
             if last_offset <= previous_offset:
                 raise InvariantViolation(
                     f"{self.path}: offsets only move forward, but a batch ending at {last_offset} "
@@ -274,15 +313,17 @@ class PartitionStore:
                     else:
                         txn.put(key, value, db=db)
             applied = txn.get(EVENTS_KEY, db=meta)
-            txn.put(EVENTS_KEY, b"%d" % ((0 if applied is None else int(applied)) + events), db=meta)
+            before = 0 if applied is None else self.checked(decode_count, EVENTS_KEY, applied)
+            txn.put(EVENTS_KEY, encode_count(EVENTS_KEY, before + events), db=meta)
             txn.put(OFFSET_KEY, encode_offset(last_offset), db=meta)
-            txn.put(COMMITTED_AT_KEY, b"%.6f" % time.time(), db=meta)
+            txn.put(COMMITTED_AT_KEY, encode_count(COMMITTED_AT_KEY, time.time_ns() // 1000), db=meta)
             crashpoint("lmdb-commit")
         crashpoint("after-lmdb-commit")
 
     def digest(self, txn: lmdb.Transaction | None = None) -> str:
         """The logical state digest: exactly ``state_digest(self.records(txn))``, read off the cursors
-        without building a record per row (the fast path recovery and snapshots validate with)."""
+        without building a record per row (the fast path recovery and snapshots validate with).
+        Every row's checksum is checked on the way: a damaged one raises :class:`DamagedState`."""
         own = txn is None
         view = self.env.begin() if txn is None else txn
         try:
@@ -293,6 +334,8 @@ class PartitionStore:
             meta, key, value = self._meta_record(view)
             digest_rows(hasher, meta, [(key, value)])
             return str(hasher.hexdigest())
+        except CorruptRow as exc:
+            raise damaged_row(self.path, exc) from None
         finally:
             if own:
                 view.abort()

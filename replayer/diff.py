@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from projector import encoding, views
-from projector.digest import state_digest
+from projector.event_window import decode_bucket
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 from projector.state_directory import StateDirectory, combined_digest, tables_for
 from projector.store import PartitionStore, read_layout
@@ -162,6 +162,8 @@ def row_key(entity: Entity) -> str:
 
 
 def _decoded(table: str, key: bytes, value: bytes) -> tuple[str, dict[str, Any]]:
+    if table == encoding.EVENT_IDS:
+        return _window_bucket(key, value)
     try:
         entity = encoding.decode_record(table, key, value)
     except encoding.EncodingError as exc:
@@ -170,6 +172,18 @@ def _decoded(table: str, key: bytes, value: bytes) -> tuple[str, dict[str, Any]]
             "the state directory is damaged; rebuild it with `rewind recover` or `rewind replay`",
         ) from exc
     return row_key(entity), views.to_dict(entity)
+
+
+def _window_bucket(key: bytes, value: bytes) -> tuple[str, dict[str, Any]]:
+    """An ``event_ids`` row as a diff shows it: the bucket, its offset range and how many ids it holds."""
+    try:
+        number, offsets, ids = decode_bucket(key, value)
+    except encoding.EncodingError as exc:
+        raise DiffTrouble(
+            f"an {encoding.EVENT_IDS} row cannot be decoded: {exc}",
+            "the state directory is damaged; rebuild it with `rewind recover` or `rewind replay`",
+        ) from exc
+    return f"bucket {number}", {"first_offset": offsets[0], "last_offset": offsets[-1], "event_ids": len(ids)}
 
 
 def _rows(records: Iterator[Record], tables: tuple[str, ...]) -> Iterator[tuple[int, bytes, str, bytes]]:
@@ -247,8 +261,8 @@ def _compare_store(
 ) -> StoreDiff:
     tables = tables_for(name)
     with _snapshot_of(a) as view_a, _snapshot_of(b) as view_b:
-        digest_a = None if view_a is None else state_digest(view_a.records())
-        digest_b = None if view_b is None else state_digest(view_b.records())
+        digest_a = None if view_a is None else view_a.digest()
+        digest_b = None if view_b is None else view_b.digest()
         result = StoreDiff(name, digest_a, digest_b)
         if view_a is not None:
             result.offset_a = view_a.offset
@@ -271,7 +285,11 @@ class _StoreView:
         self.store = store
         self.txn = store.read_txn()
         raw = self.txn.get(encoding.OFFSET_KEY, db=store.db(encoding.META))
-        self.offset = encoding.NO_OFFSET if raw is None else encoding.decode_offset(bytes(raw))
+        self.offset = encoding.NO_OFFSET if raw is None else store.checked(encoding.decode_offset, bytes(raw))
+
+    def digest(self) -> str:
+        """The store's digest at this instant (a damaged row raises, naming the store)."""
+        return self.store.digest(self.txn)
 
     def records(self) -> Iterator[Record]:
         return self.store.records(self.txn)

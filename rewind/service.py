@@ -55,7 +55,7 @@ from replayer.recovery import recover
 from replayer.recovery_tracker import RecoveryTracker
 from rewind.commands import stop_deadline
 from rewind.foreseeable_faults import explain
-from rewind.ground.errors import ConfigError, DataLossError, InvariantViolation, RewindError
+from rewind.ground.errors import ConfigError, DamagedState, DataLossError, InvariantViolation, RewindError
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
 from rewind.http_api import HttpServer, create_app, serve_http
@@ -86,13 +86,21 @@ FIRST_RETRY_SECONDS = 0.1
 """The first retry of a failed recovery (or of a projector that stopped) waits this long; each next one
 twice as long as the one before, up to ``recovery.retry_max_seconds``."""
 
-_NEEDS_A_PERSON = (DataLossError, AnomalyHalt, InvariantViolation, ConfigError, MapCeilingReached)
+_NEEDS_A_PERSON = (
+    DataLossError,
+    DamagedState,
+    AnomalyHalt,
+    InvariantViolation,
+    ConfigError,
+    MapCeilingReached,
+)
 
 
 def needs_a_person(exc: BaseException) -> bool:
-    """True for a failure no retry gets past: retention deleted events the state needs, the ``halt``
-    policy stopped before an event, a broken invariant, a bad configuration, a store at its map
-    ceiling, or anything rewind does not know as a passing failure (a damaged store, a bug).
+    """True for a failure no retry gets past: retention deleted events the state needs, a stored row
+    that fails its checksum, the ``halt`` policy stopped before an event, a broken invariant, a bad
+    configuration, a store at its map ceiling, or anything rewind does not know as a passing failure
+    (a bug).
 
     Passing failures are rewind's other errors (the brokers do not answer, a topic is missing, another
     process holds the state), the Kafka client's (unless it refuses its configuration) and the

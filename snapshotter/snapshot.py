@@ -23,7 +23,7 @@ import lmdb
 import xxhash
 
 from projector.crashpoints import crashpoint
-from projector.encoding import META, OFFSET_KEY, decode_offset
+from projector.encoding import META, OFFSET_KEY, decode_count, decode_offset
 from projector.state_directory import tables_for
 from projector.store import (
     DATA_FILE,
@@ -33,7 +33,7 @@ from projector.store import (
     advise_page_cache,
     fsync_directory,
 )
-from rewind.ground.errors import InvariantViolation
+from rewind.ground.errors import DamagedState, InvariantViolation
 from schemas.catalog import default_catalog
 
 MANIFEST = "MANIFEST.json"
@@ -154,7 +154,9 @@ def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot
     One snapshotter per partition at a time: staging directories left by a killed one are removed.
 
     The copy, the offset in the manifest and the logical digest all come from the same read
-    transaction, so the manifest describes exactly the bytes that were copied. When a snapshot at the
+    transaction, so the manifest describes exactly the bytes that were copied. The digest comes
+    first and checks every row's checksum, so a damaged store is refused
+    (:class:`~rewind.ground.errors.DamagedState`) before anything is copied. When a snapshot at the
     same offset already exists, it is returned instead of taking a second one.
     """
     directory = root / partition
@@ -168,19 +170,20 @@ def take_snapshot(store: PartitionStore, root: Path, partition: str) -> Snapshot
             raw_offset = txn.get(OFFSET_KEY, db=store.db(META))
             if raw_offset is None:
                 return None
-            offset = decode_offset(raw_offset)
+            offset = store.checked(decode_offset, raw_offset)
             existing = directory / snapshot_name(offset)
             if (existing / MANIFEST).is_file():
                 return load_snapshot(existing)
-            data_xxh3 = _write_compact_copy(store, txn, staging / DATA_FILE)
             digest = store.digest(txn)
-            events = txn.get(EVENTS_KEY, db=store.db(META))
+            raw_events = txn.get(EVENTS_KEY, db=store.db(META))
+            events = 0 if raw_events is None else store.checked(decode_count, EVENTS_KEY, raw_events)
+            data_xxh3 = _write_compact_copy(store, txn, staging / DATA_FILE)
         data = staging / DATA_FILE
         crashpoint("snapshot-copied")
         manifest = Manifest(
             partition=partition,
             offset=offset,
-            event_count=0 if events is None else int(events),
+            event_count=events,
             created_at=time.time(),
             file_size=data.stat().st_size,
             file_xxh3_128=data_xxh3,
@@ -255,8 +258,11 @@ def verify(path: Path, deep: bool = True) -> Snapshot:
         )
     if deep:
         with PartitionStore(path, tables_for(manifest.partition), readonly=True, shared=False) as copy:
-            offset = copy.offset()
-            digest = copy.digest()
+            try:
+                offset = copy.offset()
+                digest = copy.digest()
+            except DamagedState as exc:
+                raise SnapshotInvalid(f"{path}: {exc.damage}") from None
         if offset != manifest.offset or digest != manifest.state_digest:
             raise SnapshotInvalid(
                 f"{path}: content (offset {offset}, digest {digest}) differs from its manifest"

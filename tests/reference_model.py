@@ -5,12 +5,18 @@ which rounds half to even), its own decimal rendering, its own canonical encodin
 table in docs/state.md, and risk recomputed from scratch on every read instead of incrementally.
 Only the digest framing (``projector.digest.state_digest``) is shared, to compare digests.
 
+Event ids are remembered as docs/state.md says: an event whose ``event_id`` was applied at an offset
+whose 1,024-offset bucket is at most 512 buckets before the current one is a ``DUPLICATE_EVENT``;
+the ``event_ids`` table holds, per bucket still in the window of the newest application, the
+offsets and ids applied in it. Every stored value ends with the CRC-32 of its key and bytes.
+
 Speed is irrelevant here; clarity is the point.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -44,8 +50,34 @@ FIELDS = {
     "anomalies": ["partition", "offset", "event_id", "event_type", "kind", "detail"],
     "config": ["value_type", "value", "version", "changed_by", "occurred_at", "offset"],
 }
-EVENTS_TABLES = ["orders", "fills", "positions", "balances", "risk", "anomalies"]
-CONFIG_TABLES = ["config", "anomalies"]
+EVENTS_TABLES = ["orders", "fills", "positions", "balances", "risk", "anomalies", "event_ids"]
+CONFIG_TABLES = ["config", "anomalies", "event_ids"]
+BUCKET = 1024
+BUCKETS_KEPT = 512
+
+
+def repeat_of(applied: dict[str, int], event_id: str, offset: int) -> int | None:
+    """The offset at which ``event_id`` was applied, when that is still inside the window."""
+    earlier = applied.get(event_id)
+    if earlier is not None and earlier // BUCKET >= offset // BUCKET - BUCKETS_KEPT:
+        return earlier
+    return None
+
+
+def event_id_rows(applied: dict[str, int]) -> dict[bytes, list[Any]]:
+    """The ``event_ids`` rows: [offsets, ids] of each bucket still inside the newest one's window."""
+    if not applied:
+        return {}
+    newest = max(applied.values()) // BUCKET
+    buckets: dict[int, list[tuple[int, str]]] = {}
+    for event_id, offset in applied.items():
+        if offset // BUCKET >= newest - BUCKETS_KEPT:
+            buckets.setdefault(offset // BUCKET, []).append((offset, event_id))
+    rows = {}
+    for number, entries in buckets.items():
+        entries.sort()
+        rows[number.to_bytes(8, "big")] = [[o for o, _ in entries], [i for _, i in entries]]
+    return rows
 
 
 def decimal_text(value: int) -> str:
@@ -79,7 +111,10 @@ class ReferenceModel:
         self.config: dict[str, dict[str, Any]] = {}
         self.config_anomalies: dict[int, dict[str, Any]] = {}
         self.config_offset = -1
+        self.applied_ids: dict[str, int] = {}
+        self.config_applied_ids: dict[str, int] = {}
         self.ties: set[str] = set()  # which half-even ties occurred ("even"/"odd" quotient), for coverage
+        self.reapplied = 0  # events applied again once their first application left the window
 
     # Events topic
 
@@ -87,6 +122,11 @@ class ReferenceModel:
         """Apply one event (quarantine policy); return the anomaly kind, or None."""
         self.offset = offset
         try:
+            earlier = repeat_of(self.applied_ids, event["event_id"], offset)
+            if earlier is not None:
+                raise Rejected(
+                    "DUPLICATE_EVENT", f"event_id {event['event_id']} was applied at offset {earlier}"
+                )
             kind = event["event_type"]
             if kind == "OrderSubmitted":
                 self.submit(event, offset)
@@ -118,6 +158,9 @@ class ReferenceModel:
                 "detail": anomaly.detail,
             }
             return anomaly.kind
+        if event["event_id"] in self.applied_ids:
+            self.reapplied += 1
+        self.applied_ids[event["event_id"]] = offset
         return None
 
     def submit(self, e: dict[str, Any], offset: int) -> None:
@@ -320,8 +363,13 @@ class ReferenceModel:
 
     def apply_config(self, e: dict[str, Any], offset: int) -> str | None:
         self.config_offset = offset
-        kind, detail = self.config_problem(e)
+        earlier = repeat_of(self.config_applied_ids, e["event_id"], offset)
+        if earlier is not None:
+            kind, detail = "DUPLICATE_EVENT", f"event_id {e['event_id']} was applied at offset {earlier}"
+        else:
+            kind, detail = self.config_problem(e)
         if kind is None:
+            self.config_applied_ids[e["event_id"]] = offset
             self.config[e["key"]] = {
                 "value_type": e["value_type"],
                 "value": e["value"],
@@ -394,14 +442,18 @@ class ReferenceModel:
             "risk": {k.encode(): v for k, v in self.risk().items()},
             "anomalies": {o.to_bytes(8, "big"): v for o, v in self.anomalies.items()},
         }
-        return {t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in EVENTS_TABLES}
+        tables = {t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in EVENTS_TABLES[:-1]}
+        tables["event_ids"] = event_id_rows(self.applied_ids)
+        return tables
 
     def config_tables(self) -> dict[str, dict[bytes, list[Any]]]:
         rows = {
             "config": {k.encode(): v for k, v in self.config.items()},
             "anomalies": {o.to_bytes(8, "big"): v for o, v in self.config_anomalies.items()},
         }
-        return {t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in CONFIG_TABLES}
+        tables = {t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in CONFIG_TABLES[:-1]}
+        tables["event_ids"] = event_id_rows(self.config_applied_ids)
+        return tables
 
     def records(self) -> list[tuple[str, bytes, bytes]]:
         return _records(self.tables(), EVENTS_TABLES, self.offset)
@@ -417,6 +469,10 @@ def _records(
     for table in order:
         for key in sorted(tables[table]):
             value = json.dumps([1, *tables[table][key]], separators=(",", ":")).encode("utf-8")
-            out.append((table, key, value))
-    out.append(("meta", b"offset", str(offset).encode("ascii")))
+            out.append((table, key, sealed(key, value)))
+    out.append(("meta", b"offset", sealed(b"offset", str(offset).encode("ascii"))))
     return out
+
+
+def sealed(key: bytes, value: bytes) -> bytes:
+    return value + zlib.crc32(key + value).to_bytes(4, "big")

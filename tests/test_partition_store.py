@@ -18,7 +18,7 @@ from rewind.ground.errors import InvariantViolation, RewindError
 from rewind.ground.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW = {encoding.ORDERS: {b"O-1": b"[1]"}}
+ROW = {encoding.ORDERS: {b"O-1": encoding.seal(b"O-1", b"[1]")}}
 MIB = 1 << 20
 
 
@@ -26,7 +26,11 @@ def _rows(start: int, mib: float) -> dict[str, dict[bytes, bytes | None]]:
     """About ``mib`` MiB of order rows, keys from ``start`` on."""
     count = int(mib * MIB) // 1000
     return {
-        encoding.ORDERS: {f"O-{start + i:08d}".encode(): b"[1," + b"7" * 1000 + b"]" for i in range(count)}
+        encoding.ORDERS: {
+            key: encoding.seal(key, b"[1," + b"7" * 1000 + b"]")
+            for i in range(count)
+            for key in [f"O-{start + i:08d}".encode()]
+        }
     }
 
 
@@ -56,7 +60,7 @@ assert False, "assert statements ran: this is not python -O"
 with PartitionStore(Path(sys.argv[1]), encoding.EVENTS_TABLES, durable=False) as store:
     store.commit({}, 5, 1)
     try:
-        store.commit({encoding.ORDERS: {b"O-1": b"[1]"}}, 3, 1)
+        store.commit({encoding.ORDERS: {b"O-1": encoding.seal(b"O-1", b"[1]")}}, 3, 1)
     except InvariantViolation as exc:
         print("refused:", exc.what)
     print("offset", store.offset(), "row", store.get(encoding.ORDERS, b"O-1"))

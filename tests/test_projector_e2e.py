@@ -259,3 +259,44 @@ def test_records_that_break_the_contract_are_dead_lettered_and_nothing_blocks(pi
         ).stdout
     )
     assert all(row["currency"] != "CHF" for row in balances), "no wrongly keyed deposit was applied"
+
+
+def test_an_event_sent_again_applies_once_across_restarts(pipeline: Pipeline) -> None:
+    """A producer that timed out sends the same event again: a BalanceChanged and a PositionAdjusted
+    delta applied twice would double the balance and the position. Each applies once, the repeats are
+    DUPLICATE_EVENT anomalies, and the window of applied ids survives a restart of the projector."""
+    common = {"account_id": "ACC-DUP", "source": "test", "occurred_at": 1_700_000_000_000_000}
+    deposit = builders.balance_changed(**common, currency="CHF", amount=266519103000000, reason="DEPOSIT")
+    delta = builders.position_adjusted(
+        **common, symbol="XYZ", mode="DELTA", quantity=7 * E8, price=10 * E8, reason="TRANSFER"
+    )
+    with pipeline.producer() as producer:
+        for event in (deposit, delta, deposit, delta):
+            producer.emit(event)
+    first = json.loads(
+        run_rewind("project", "--until-caught-up", "--json", env=pipeline.env, check=True).stdout
+    )
+    assert first["anomalies"] == 2 and first["dead_letters"] == 0
+    with pipeline.producer() as producer:
+        producer.emit(deposit)
+    second = json.loads(
+        run_rewind("project", "--until-caught-up", "--json", env=pipeline.env, check=True).stdout
+    )
+    assert second["anomalies"] == 1
+
+    balances = json.loads(
+        run_rewind("state", "balances", "--account", "ACC-DUP", "--json", env=pipeline.env, check=True).stdout
+    )
+    assert balances == [{"account_id": "ACC-DUP", "currency": "CHF", "amount": "2665191.03"}]
+    positions = json.loads(
+        run_rewind(
+            "state", "positions", "--account", "ACC-DUP", "--json", env=pipeline.env, check=True
+        ).stdout
+    )
+    assert [p["quantity"] for p in positions] == ["7"]
+    anomalies = json.loads(run_rewind("state", "anomalies", "--json", env=pipeline.env, check=True).stdout)
+    repeats = [a for a in anomalies if a["kind"] == "DUPLICATE_EVENT"]
+    assert len(repeats) == 3
+    assert {a["event_id"] for a in repeats} == {deposit["event_id"], delta["event_id"]}
+    stores = _digests(pipeline)
+    assert {name: s["digest"] for name, s in stores.items()} == pipeline.reference_digests()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -94,16 +95,33 @@ def test_a_value_is_a_versioned_compact_json_array() -> None:
     )
     table, key, value = encoding.encode_record(order)
     assert (table, key) == ("orders", b"o1")
-    assert value == (
-        b'[1,"ACC1","AAPL","BUY","LIMIT","DAY",1000000000,10000000000,0,0,"NEW","c1",1,7,1000000000,10000000000]'
+    payload = (
+        b'[1,"ACC1","AAPL","BUY","LIMIT","DAY",1000000000,10000000000,0,0,"NEW","c1",1,7,'
+        b"1000000000,10000000000]"
     )
+    assert value == payload + zlib.crc32(b"o1" + payload).to_bytes(4, "big")
     position = Position("ACC1", "AAPL", 5 * 10**9, 55 * 10**17, 3 * 10**18, 10**8, 11 * 10**8)
+    payload = b"[1,5000000000,5500000000000000000,3000000000000000000,100000000,1100000000]"
     assert encoding.encode_record(position) == (
         "positions",
         b"ACC1\x00AAPL",
-        b"[1,5000000000,5500000000000000000,3000000000000000000,100000000,1100000000]",
+        payload + zlib.crc32(b"ACC1\x00AAPL" + payload).to_bytes(4, "big"),
     )
-    assert encoding.meta_record(-1) == ("meta", b"offset", b"-1")
+    assert encoding.meta_record(-1) == ("meta", b"offset", b"-1" + zlib.crc32(b"offset-1").to_bytes(4, "big"))
+
+
+@pytest.mark.parametrize("where", range(len(b"[1,266519103000000]") + 4))
+def test_a_changed_byte_anywhere_in_a_stored_row_is_refused_naming_table_and_key(where: int) -> None:
+    """One digit changed inside a balance (2,665,191.03 read as 2,965,191.03), or any other byte,
+    never decodes into an entity."""
+    _, key, value = encoding.encode_record(Balance("ACC-0001", "CHF", 266519103000000))
+    damaged = bytearray(value)
+    damaged[where] = ord("9") if damaged[where] != ord("9") else ord("8")
+    with pytest.raises(
+        encoding.CorruptRow, match=r"the balances row with key b'ACC-0001\\x00CHF' is damaged"
+    ):
+        encoding.decode_record("balances", key, bytes(damaged))
+    assert encoding.decode_record("balances", key, value) == Balance("ACC-0001", "CHF", 266519103000000)
 
 
 @pytest.mark.parametrize(
@@ -118,8 +136,11 @@ def test_a_value_is_a_versioned_compact_json_array() -> None:
     ],
 )
 def test_foreign_bytes_are_refused(table: str, value: bytes) -> None:
+    key = b"ACC1\x00USD" if table == "balances" else b"ACC1"
     with pytest.raises(encoding.EncodingError):
-        encoding.decode_record(table, b"ACC1\x00USD" if table == "balances" else b"ACC1", value)
+        encoding.decode_record(table, key, encoding.seal(key, value))
+    with pytest.raises(encoding.EncodingError):
+        encoding.decode_record(table, key, value)
 
 
 @pytest.mark.parametrize("amount", [1.5, float("nan"), None])
@@ -180,18 +201,19 @@ def test_direct_formatting_matches_json_dumps(fields: list[str | int | None]) ->
 
 
 def _sample_state() -> MemoryState:
+    """A small state whose event_ids are numbered from 1 here, so its digest is the same in any run."""
+    events = [
+        submitted("o1", "100", "10"),
+        fill("e1", "o1", "40", "10.5", fee="0.25"),
+        fill("e1", "o1", "40", "10.5", fee="0.25"),
+        adjusted("MSFT", "SET", "-3", "300"),
+        balance("USD", "1000"),
+        submitted("o2", "5", None, account="ACC2", side="SELL"),
+    ]
+    for number, event in enumerate(events, 1):
+        event["event_id"] = f"00000000-0000-4000-8000-{number:012x}"
     state = MemoryState()
-    apply_all(
-        state,
-        [
-            submitted("o1", "100", "10"),
-            fill("e1", "o1", "40", "10.5", fee="0.25"),
-            fill("e1", "o1", "40", "10.5", fee="0.25"),
-            adjusted("MSFT", "SET", "-3", "300"),
-            balance("USD", "1000"),
-            submitted("o2", "5", None, account="ACC2", side="SELL"),
-        ],
-    )
+    apply_all(state, events)
     return state
 
 
@@ -200,7 +222,7 @@ def test_records_are_in_canonical_order_and_round_trip() -> None:
     records = list(state.records())
     tables = [t for t, _, _ in records]
     assert tables == sorted(tables, key=[*encoding.EVENTS_TABLES, "meta"].index)
-    assert records[-1] == ("meta", b"offset", b"5")
+    assert records[-1] == encoding.meta_record(5)
     rebuilt = MemoryState.from_records(records)
     assert list(rebuilt.records()) == records
     assert rebuilt.orders == state.orders and rebuilt.risks == state.risks
@@ -215,28 +237,29 @@ def test_the_digest_depends_on_content_not_on_insertion_order() -> None:
 
 def test_the_digest_is_pinned() -> None:
     """A change here changes every stored digest: bump ENCODING_VERSION/DIGEST_DOMAIN deliberately."""
-    state = _sample_state()
-    for anomaly in state.anomalies.values():
-        anomaly.event_id = "00000000-0000-4000-8000-000000000000"
-    assert state_digest(state.records()) == PINNED_DIGEST
+    assert state_digest(_sample_state().records()) == PINNED_DIGEST
 
 
-PINNED_DIGEST = "e1da3954633b7baca63e43a766ccddab"
+PINNED_DIGEST = "821438aab764e00f5af13f182ac97ff1"
 
 
 def test_framing_is_unambiguous() -> None:
-    assert state_digest([("t", b"ab", b"c")]) != state_digest([("t", b"a", b"bc")])
-    assert state_digest([("ta", b"b", b"c")]) != state_digest([("t", b"ab", b"c")])
-    assert state_digest([]) != state_digest([("t", b"", b"")])
+    assert state_digest(_sealed([("t", b"ab", b"c")])) != state_digest(_sealed([("t", b"a", b"bc")]))
+    assert state_digest(_sealed([("ta", b"b", b"c")])) != state_digest(_sealed([("t", b"ab", b"c")]))
+    assert state_digest([]) != state_digest(_sealed([("t", b"", b"")]))
+
+
+def _sealed(records: list[tuple[str, bytes, bytes]]) -> list[tuple[str, bytes, bytes]]:
+    return [(table, key, encoding.seal(key, value)) for table, key, value in records]
 
 
 def test_out_of_order_records_are_refused() -> None:
     with pytest.raises(RecordOrderError):
-        state_digest([("orders", b"b", b""), ("orders", b"a", b"")])
+        state_digest(_sealed([("orders", b"b", b""), ("orders", b"a", b"")]))
     with pytest.raises(RecordOrderError):
-        state_digest([("orders", b"a", b""), ("orders", b"a", b"")])
+        state_digest(_sealed([("orders", b"a", b""), ("orders", b"a", b"")]))
     with pytest.raises(RecordOrderError):
-        state_digest([("orders", b"a", b""), ("fills", b"a", b""), ("orders", b"b", b"")])
+        state_digest(_sealed([("orders", b"a", b""), ("fills", b"a", b""), ("orders", b"b", b"")]))
 
 
 def test_config_state_records_round_trip() -> None:
@@ -252,17 +275,29 @@ def test_config_state_records_round_trip() -> None:
         ("anomalies", (5).to_bytes(8, "big")),
         ("meta", b"offset"),
     ]
-    assert json.loads(records[0][2]) == [1, "BOOLEAN", True, 1, "bob", 1, 3]
+    assert json.loads(encoding.unseal("config", b"a.key", records[0][2])) == [
+        1,
+        "BOOLEAN",
+        True,
+        1,
+        "bob",
+        1,
+        3,
+    ]
     assert list(MemoryConfigState.from_records(records).records()) == records
 
 
 def test_a_stores_cursor_digest_equals_its_record_digest(tmp_path: Path) -> None:
     """`PartitionStore.digest` (the fast path: cursors, buffered hashing) is the canonical digest, over
     several MiB of rows so the buffer is flushed mid-table, with an empty table among them."""
-    rows = {f"ORD{i:07d}".encode(): b"[1," + b"x" * (i % 300) + b"]" for i in range(40_000)}
+    rows = {
+        key: encoding.seal(key, b"[1," + b"x" * (i % 300) + b"]")
+        for i in range(40_000)
+        for key in [f"ORD{i:07d}".encode()]
+    }
     changes: dict[str, dict[bytes, bytes | None]] = {
         encoding.ORDERS: dict(rows),
-        encoding.POSITIONS: {b"ACC1\x00SYM": b"[1,2]"},
+        encoding.POSITIONS: {b"ACC1\x00SYM": encoding.seal(b"ACC1\x00SYM", b"[1,2]")},
     }
     with PartitionStore(tmp_path / "events-p0000", encoding.EVENTS_TABLES) as store:
         store.commit(changes, 41, 42)
@@ -274,7 +309,9 @@ def test_a_stores_cursor_digest_equals_its_record_digest(tmp_path: Path) -> None
 
 def test_digest_rows_refuses_keys_out_of_order() -> None:
     with pytest.raises(RecordOrderError, match="does not follow"):
-        digest_rows(new_hasher(), "orders", [(b"b", b""), (b"a", b"")])
+        digest_rows(
+            new_hasher(), "orders", [(b"b", encoding.seal(b"b", b"")), (b"a", encoding.seal(b"a", b""))]
+        )
 
 
 def test_a_snapshot_copy_that_cannot_be_written_names_the_write_error(tmp_path: Path) -> None:

@@ -35,3 +35,13 @@ class InvariantViolation(RewindError):
     that breaks it (an offset moving backwards, a store restored twice). Checked explicitly, never
     with ``assert``, so it holds under ``python -O`` too. The cause is a bug or a second writer, never
     bad input."""
+
+
+class DamagedState(RewindError):
+    """Stored state no longer holds what was written: a row's checksum does not match its bytes.
+    Nothing of it is served, copied or folded; the state must be rebuilt (``rewind recover``).
+    ``damage`` says which row, without where the store is."""
+
+    def __init__(self, what: str, fix: str | None = None, damage: str = "") -> None:
+        super().__init__(what, fix)
+        self.damage = damage or what

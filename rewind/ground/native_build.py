@@ -31,6 +31,7 @@ NATIVE_MODULES: tuple[str, ...] = (
     "projector.state",
     "projector.fold",
     "projector.policy",
+    "projector.event_window",
     "projector.encoding",
     "projector.lmdb_state",
     "projector.digest",
