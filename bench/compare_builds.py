@@ -8,6 +8,10 @@ broker, so that a slow moment of the machine slows both. Each round's figures co
     git worktree add /tmp/before <commit>; (cd /tmp/before && make setup)
     .venv/bin/python -m bench.compare_builds --before /tmp/before --after . --rounds 2
 
+More than two builds: ``--build NAME=PATH`` for each (round r starts at the r-th build, so every
+build goes first as often as the others). ``--reads`` adds :mod:`bench.bench_reads` (fold into LMDB
+without Kafka, then scans, point reads and the digest) to each round.
+
 Prints one line per round and a summary of each figure's range per build; writes
 ``bench/results/compare-<time>.json``.
 """
@@ -55,12 +59,35 @@ def recovery_round(checkout: Path, bootstrap: str, events: int, tail: int) -> di
     return dict(json.loads(_newest(checkout, "recovery").read_text()))
 
 
+def reads_round(checkout: Path, events: int) -> dict[str, float]:
+    """The figures of one bench_reads run."""
+    _run(checkout, "bench.bench_reads", ["--events", str(events)])
+    return {k: float(v) for k, v in json.loads(_newest(checkout, "reads").read_text()).items()}
+
+
+def _builds(args: argparse.Namespace) -> dict[str, Path]:
+    if args.build:
+        builds = {}
+        for spec in args.build:
+            name, _, path = spec.partition("=")
+            if not name or not path:
+                raise SystemExit(f"--build {spec!r}: expected NAME=PATH")
+            builds[name] = Path(path).resolve()
+        return builds
+    if args.before is None or args.after is None:
+        raise SystemExit("give --before and --after, or --build NAME=PATH for each build")
+    return {"before": args.before.resolve(), "after": args.after.resolve()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--before", type=Path, required=True, help="checkout of the earlier build")
-    parser.add_argument("--after", type=Path, required=True, help="checkout of the later build")
+    parser.add_argument("--before", type=Path, help="checkout of the earlier build")
+    parser.add_argument("--after", type=Path, help="checkout of the later build")
+    parser.add_argument("--build", action="append", metavar="NAME=PATH", help="a build to compare (repeat)")
+    parser.add_argument("--reads", action="store_true", help="also run bench.bench_reads each round")
+    parser.add_argument("--reads-events", type=int, default=300_000)
     parser.add_argument("--bootstrap", help="existing broker (default: start a local one)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--projector-events", type=int, default=500_000)
@@ -68,15 +95,24 @@ def main() -> None:
     parser.add_argument("--tail", type=int, default=100_000)
     parser.add_argument("--skip-recovery", action="store_true")
     args = parser.parse_args()
-    builds = {"before": args.before.resolve(), "after": args.after.resolve()}
-    results: dict[str, dict[str, list[object]]] = {name: {"projector": [], "recovery": []} for name in builds}
+    builds = _builds(args)
+    results: dict[str, dict[str, list[object]]] = {
+        name: {"projector": [], "recovery": [], "reads": []} for name in builds
+    }
+    names = list(builds)
     with bench_broker(args.bootstrap) as (bootstrap, _scratch):
         for round_number in range(args.rounds):
-            order = list(builds) if round_number % 2 == 0 else list(reversed(builds))
+            start = round_number % len(names)
+            order = names[start:] + names[:start]
             for name in order:
                 row = projector_round(builds[name], bootstrap, args.projector_events)
                 results[name]["projector"].append(row)
                 print(f"round {round_number + 1} {name}: projector {row}", flush=True)
+            if args.reads:
+                for name in order:
+                    reads = reads_round(builds[name], args.reads_events)
+                    results[name]["reads"].append(reads)
+                    print(f"round {round_number + 1} {name}: reads {reads}", flush=True)
             if args.skip_recovery:
                 continue
             for name in order:

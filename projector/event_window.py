@@ -28,14 +28,13 @@ Guarantees:
 
 from __future__ import annotations
 
-import json
+import sys
 from array import array
 from collections.abc import Iterable, Iterator
-from json.encoder import encode_basestring_ascii
-from typing import Any, Final
+from itertools import pairwise
+from typing import Final
 
 from projector.encoding import (
-    ENCODING_VERSION,
     EVENT_IDS,
     NO_OFFSET,
     EncodingError,
@@ -46,32 +45,60 @@ from projector.encoding import (
 )
 from rewind.ground.errors import InvariantViolation
 
-BUCKET_SHIFT: Final = 10
+BUCKET_SHIFT: Final = 5
 BUCKET_OFFSETS: Final = 1 << BUCKET_SHIFT
-"""Offsets per bucket: the unit in which the window moves, and one row of ``event_ids``."""
-WINDOW_BUCKETS: Final = 512
+"""Offsets per bucket: the unit in which the window moves, and one row of ``event_ids``. Small, so a
+row (about 45 bytes an id) stays inside an LMDB page: a row too big for a page takes overflow pages,
+which LMDB allocates slowly once the store has churned."""
+WINDOW_BUCKETS: Final = 16_384
 """Buckets kept before the current one."""
 WINDOW_OFFSETS: Final = WINDOW_BUCKETS * BUCKET_OFFSETS
 """The fewest offsets for which an applied event_id is remembered (524,288)."""
 
-_decode_json = json.JSONDecoder().decode
+BUCKET_FORMAT: Final = 1
+"""The first byte of a bucket row; see :meth:`_Bucket.encode`."""
+_BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
+
+
+def _little_endian(numbers: array[int]) -> bytes:
+    if _BIG_ENDIAN_HOST:
+        numbers = array(numbers.typecode, numbers)
+        numbers.byteswap()
+    return numbers.tobytes()
 
 
 class _Bucket:
-    """The ids applied at offsets ``index * BUCKET_OFFSETS ..``, in offset order."""
+    """The ids applied at offsets ``index * BUCKET_OFFSETS ..``, in offset order (each offset kept
+    as its place in the bucket, 0 to BUCKET_OFFSETS - 1)."""
 
-    __slots__ = ("ids", "index", "offsets")
+    __slots__ = ("boxed", "ids", "index", "places")
 
     def __init__(self, index: int) -> None:
         self.index = index
+        self.boxed: object = index  # one object for every id of the bucket in EventWindow._bucket_of
         self.ids: list[str] = []
-        self.offsets = array("q")
+        self.places: list[int] = []  # 0 to 31: small ints, which Python never allocates
+
+    def offset(self, position: int) -> int:
+        return (self.index << BUCKET_SHIFT) + self.places[position]
 
     def encode(self) -> bytes:
-        """The canonical bytes of the bucket: ``[1,[offsets...],[ids...]]``."""
-        offsets = ",".join(map(str, self.offsets))
-        ids = ",".join(map(encode_basestring_ascii, self.ids))
-        return f"[{ENCODING_VERSION},[{offsets}],[{ids}]]".encode()
+        """The canonical bytes of the bucket, little-endian: the format byte, the number of ids (4
+        bytes), each id's place in the bucket (2 bytes each), each id's UTF-8 length (4 bytes each),
+        then the ids' UTF-8 bytes one after another. Binary rather than JSON: written once per batch
+        for every bucket it touched, it must cost next to nothing."""
+        ids = self.ids
+        joined = "".join(ids)
+        if joined.isascii():
+            lengths = array("I", map(len, ids))
+            data = joined.encode("ascii")
+        else:
+            encoded = [i.encode("utf-8", "surrogatepass") for i in ids]
+            lengths = array("I", map(len, encoded))
+            data = b"".join(encoded)
+        count = len(ids).to_bytes(4, "little")
+        places = _little_endian(array("H", self.places))
+        return bytes((BUCKET_FORMAT,)) + count + places + _little_endian(lengths) + data
 
 
 class EventWindow:
@@ -80,7 +107,7 @@ class EventWindow:
     __slots__ = ("_bucket_of", "_buckets", "_changed", "_hot", "_last_offset", "_newest")
 
     def __init__(self) -> None:
-        self._bucket_of: dict[str, int] = {}
+        self._bucket_of: dict[str, object] = {}  # a bucket number, or None while claimed
         self._buckets: dict[int, _Bucket] = {}
         self._changed: set[int] = set()
         self._hot: _Bucket | None = None
@@ -90,20 +117,39 @@ class EventWindow:
     def applied_at(self, event_id: str, offset: int) -> int:
         """The offset at which ``event_id`` was applied, if that is within the window seen from
         ``offset``; :data:`~projector.encoding.NO_OFFSET` otherwise."""
-        index = self._bucket_of.get(event_id)
-        if index is None or index < (offset >> BUCKET_SHIFT) - WINDOW_BUCKETS:
+        found = self._bucket_of.get(event_id)
+        if not isinstance(found, int) or found < (offset >> BUCKET_SHIFT) - WINDOW_BUCKETS:
             return NO_OFFSET
-        bucket = self._buckets[index]
-        return bucket.offsets[bucket.ids.index(event_id)]
+        bucket = self._buckets[found]
+        return bucket.offset(bucket.ids.index(event_id))
+
+    def claim(self, event_id: str, offset: int) -> int:
+        """:meth:`applied_at`, and when that is :data:`~projector.encoding.NO_OFFSET`, hold the id
+        for the event at ``offset`` until :meth:`remember` (it applied) or :meth:`release` (it did
+        not). One dictionary operation for a new id: this is on every event's path."""
+        found = self._bucket_of.setdefault(event_id, None)
+        if found is None:
+            return NO_OFFSET
+        earlier = self.applied_at(event_id, offset)
+        if earlier == NO_OFFSET:
+            self._bucket_of[event_id] = None
+        return earlier
+
+    def release(self, event_id: str) -> None:
+        """Give up the claim on ``event_id``: its event did not apply."""
+        bucket_of = self._bucket_of
+        if event_id in bucket_of and bucket_of[event_id] is None:
+            del bucket_of[event_id]
 
     def remember(self, event_id: str, offset: int) -> None:
-        """Record that ``event_id`` was applied at ``offset`` (after every offset remembered so far)."""
+        """Record that ``event_id`` was applied at ``offset`` (after every offset remembered so far),
+        claimed or not."""
         hot = self._hot
         if hot is None or offset >> BUCKET_SHIFT != hot.index:
             hot = self._enter(offset)
         hot.ids.append(event_id)
-        hot.offsets.append(offset)
-        self._bucket_of[event_id] = hot.index
+        hot.places.append(offset & (BUCKET_OFFSETS - 1))
+        self._bucket_of[event_id] = hot.boxed
         self._last_offset = offset
 
     def _enter(self, offset: int) -> _Bucket:
@@ -117,7 +163,13 @@ class EventWindow:
         index = offset >> BUCKET_SHIFT
         if index > self._newest:
             self._newest = index
-            for old in [b for b in self._buckets if b < index - WINDOW_BUCKETS]:
+            limit = index - WINDOW_BUCKETS
+            gone: list[int] = []
+            for old in self._buckets:  # ascending: buckets are created and loaded in order
+                if old >= limit:
+                    break
+                gone.append(old)
+            for old in gone:
                 self._evict(old)
         hot = self._buckets.get(index)
         if hot is None:
@@ -129,8 +181,9 @@ class EventWindow:
     def _evict(self, index: int) -> None:
         bucket = self._buckets.pop(index)
         bucket_of = self._bucket_of
+        boxed = bucket.boxed
         for event_id in bucket.ids:
-            if bucket_of.get(event_id) == index:
+            if bucket_of.get(event_id) is boxed:
                 del bucket_of[event_id]
         self._changed.add(index)
 
@@ -152,7 +205,7 @@ class EventWindow:
             yield key, seal(key, self._buckets[index].encode())
 
     def __len__(self) -> int:
-        """How many event_ids are held."""
+        """How many event_ids are held (claims included)."""
         return len(self._bucket_of)
 
     @classmethod
@@ -166,40 +219,51 @@ class EventWindow:
         for key, value in rows:
             index, offsets, ids = decode_bucket(key, value)
             bucket = window._buckets[index] = _Bucket(index)
-            bucket.offsets.extend(offsets)
+            bucket.places.extend([offset & (BUCKET_OFFSETS - 1) for offset in offsets])
             bucket.ids.extend(ids)
             for event_id in ids:
-                window._bucket_of[event_id] = index
+                window._bucket_of[event_id] = bucket.boxed
             window._newest = max(window._newest, index)
             window._last_offset = max(window._last_offset, offsets[-1])
         return window
 
 
 def decode_bucket(key: bytes, value: bytes) -> tuple[int, list[int], list[str]]:
-    """``(bucket number, offsets, ids)`` of a stored ``event_ids`` row, its checksum and shape checked."""
-    fields = _bucket_fields(key, unseal(EVENT_IDS, key, value))
-    return window_bucket_of_key(key), fields[1], fields[2]
-
-
-def _bucket_fields(key: bytes, payload: bytes) -> list[Any]:
-    """The decoded ``[1, offsets, ids]`` of a bucket row, checked to belong under ``key``."""
-    try:
-        fields = _decode_json(payload.decode())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EncodingError(f"{EVENT_IDS}: value is not canonical JSON: {payload[:80]!r}") from exc
+    """``(bucket number, offsets, ids)`` of a stored ``event_ids`` row, its checksum and shape checked
+    (:class:`~projector.encoding.EncodingError` for anything that :meth:`_Bucket.encode` could not
+    have written under ``key``)."""
+    payload = unseal(EVENT_IDS, key, value)
     index = window_bucket_of_key(key)
-    low, high = index << BUCKET_SHIFT, (index + 1) << BUCKET_SHIFT
-    if (
-        type(fields) is not list
-        or len(fields) != 3
-        or fields[0] != ENCODING_VERSION
-        or type(fields[1]) is not list
-        or type(fields[2]) is not list
-        or not fields[1]
-        or len(fields[1]) != len(fields[2])
-        or any(type(o) is not int or not low <= o < high for o in fields[1])
-        or any(a >= b for a, b in zip(fields[1], fields[1][1:], strict=False))
-        or any(type(i) is not str for i in fields[2])
-    ):
-        raise EncodingError(f"{EVENT_IDS}: key {key!r} does not hold a bucket of ascending offsets and ids")
-    return fields
+
+    def refuse(why: str) -> EncodingError:
+        return EncodingError(
+            f"{EVENT_IDS}: key {key!r} does not hold a bucket of ascending offsets and ids: {why}"
+        )
+
+    if len(payload) < 5 or payload[0] != BUCKET_FORMAT:
+        raise refuse("no format byte and count")
+    count = int.from_bytes(payload[1:5], "little")
+    header = 5 + 6 * count
+    if count == 0 or len(payload) < header:
+        raise refuse(f"{count} ids in {len(payload)} bytes")
+    places = array("H")
+    places.frombytes(payload[5 : 5 + 2 * count])
+    lengths = array("I")
+    lengths.frombytes(payload[5 + 2 * count : header])
+    if _BIG_ENDIAN_HOST:
+        places.byteswap()
+        lengths.byteswap()
+    if sum(lengths) != len(payload) - header:
+        raise refuse("the id lengths do not add up to the bytes that follow")
+    if any(p >= BUCKET_OFFSETS for p in places) or any(a >= b for a, b in pairwise(places)):
+        raise refuse("offsets not ascending inside the bucket")
+    ids: list[str] = []
+    at = header
+    try:
+        for length in lengths:
+            ids.append(payload[at : at + length].decode("utf-8", "surrogatepass"))
+            at += length
+    except UnicodeDecodeError:
+        raise refuse("an id is not UTF-8") from None
+    base = index << BUCKET_SHIFT
+    return index, [base + p for p in places], ids

@@ -148,19 +148,22 @@ class PolicyStep:
         :data:`RECORDED`, :data:`HALTED` or :data:`REFUSED`."""
         self._check_order(offset)
         event_id = event["event_id"]
-        earlier = self._window.applied_at(event_id, offset)
+        window = self._window
+        earlier = window.claim(event_id, offset)
         if earlier != NO_OFFSET:
             return self._repeat(event, offset, earlier)
         try:
             anomaly = self._fold(event, offset)
         except EventContractError as exc:
+            window.release(event_id)
             return self._pass_over(offset, RefusedRecord(f"{self.where} offset {offset}: {exc}"), REFUSED)
         self.event = event
         self.anomaly = anomaly
         if anomaly is None:
-            self._window.remember(event_id, offset)
+            window.remember(event_id, offset)
             self.offset = offset
             return APPLIED
+        window.release(event_id)
         if self.halting and not anomaly.benign:
             return HALTED
         self._put_anomaly(anomaly)

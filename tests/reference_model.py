@@ -6,7 +6,7 @@ table in docs/state.md, and risk recomputed from scratch on every read instead o
 Only the digest framing (``projector.digest.state_digest``) is shared, to compare digests.
 
 Event ids are remembered as docs/state.md says: an event whose ``event_id`` was applied at an offset
-whose 1,024-offset bucket is at most 512 buckets before the current one is a ``DUPLICATE_EVENT``;
+whose 32-offset bucket is at most 16,384 buckets before the current one is a ``DUPLICATE_EVENT``;
 the ``event_ids`` table holds, per bucket still in the window of the newest application, the
 offsets and ids applied in it. Every stored value ends with the CRC-32 of its key and bytes.
 
@@ -16,6 +16,7 @@ Speed is irrelevant here; clarity is the point.
 from __future__ import annotations
 
 import json
+import struct
 import zlib
 from decimal import Decimal
 from fractions import Fraction
@@ -52,8 +53,8 @@ FIELDS = {
 }
 EVENTS_TABLES = ["orders", "fills", "positions", "balances", "risk", "anomalies", "event_ids"]
 CONFIG_TABLES = ["config", "anomalies", "event_ids"]
-BUCKET = 1024
-BUCKETS_KEPT = 512
+BUCKET = 32
+BUCKETS_KEPT = 16_384
 
 
 def repeat_of(applied: dict[str, int], event_id: str, offset: int) -> int | None:
@@ -64,8 +65,10 @@ def repeat_of(applied: dict[str, int], event_id: str, offset: int) -> int | None
     return None
 
 
-def event_id_rows(applied: dict[str, int]) -> dict[bytes, list[Any]]:
-    """The ``event_ids`` rows: [offsets, ids] of each bucket still inside the newest one's window."""
+def event_id_rows(applied: dict[str, int]) -> dict[bytes, bytes]:
+    """The ``event_ids`` rows, as stored before the checksum, of each bucket still inside the newest
+    one's window: format byte 1, the count (4 bytes), each offset's place in the bucket (2 bytes
+    each), each id's UTF-8 length (4 bytes each), the ids' UTF-8 bytes; numbers little-endian."""
     if not applied:
         return {}
     newest = max(applied.values()) // BUCKET
@@ -76,7 +79,12 @@ def event_id_rows(applied: dict[str, int]) -> dict[bytes, list[Any]]:
     rows = {}
     for number, entries in buckets.items():
         entries.sort()
-        rows[number.to_bytes(8, "big")] = [[o for o, _ in entries], [i for _, i in entries]]
+        encoded = [i.encode("utf-8") for _, i in entries]
+        value = bytes([1]) + struct.pack("<I", len(entries))
+        value += b"".join(struct.pack("<H", o - number * BUCKET) for o, _ in entries)
+        value += b"".join(struct.pack("<I", len(e)) for e in encoded)
+        value += b"".join(encoded)
+        rows[number.to_bytes(8, "big")] = value
     return rows
 
 
@@ -432,7 +440,7 @@ class ReferenceModel:
             result[account] = row
         return result
 
-    def tables(self) -> dict[str, dict[bytes, list[Any]]]:
+    def tables(self) -> dict[str, dict[bytes, Any]]:
         """Every events-partition table as key bytes -> field values in the documented order."""
         rows: dict[str, dict[bytes, dict[str, Any]]] = {
             "orders": {k.encode(): v for k, v in self.orders.items()},
@@ -442,16 +450,20 @@ class ReferenceModel:
             "risk": {k.encode(): v for k, v in self.risk().items()},
             "anomalies": {o.to_bytes(8, "big"): v for o, v in self.anomalies.items()},
         }
-        tables = {t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in EVENTS_TABLES[:-1]}
+        tables: dict[str, dict[bytes, Any]] = {
+            t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in EVENTS_TABLES[:-1]
+        }
         tables["event_ids"] = event_id_rows(self.applied_ids)
         return tables
 
-    def config_tables(self) -> dict[str, dict[bytes, list[Any]]]:
+    def config_tables(self) -> dict[str, dict[bytes, Any]]:
         rows = {
             "config": {k.encode(): v for k, v in self.config.items()},
             "anomalies": {o.to_bytes(8, "big"): v for o, v in self.config_anomalies.items()},
         }
-        tables = {t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in CONFIG_TABLES[:-1]}
+        tables: dict[str, dict[bytes, Any]] = {
+            t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in CONFIG_TABLES[:-1]
+        }
         tables["event_ids"] = event_id_rows(self.config_applied_ids)
         return tables
 
@@ -463,12 +475,15 @@ class ReferenceModel:
 
 
 def _records(
-    tables: dict[str, dict[bytes, list[Any]]], order: list[str], offset: int
+    tables: dict[str, dict[bytes, Any]], order: list[str], offset: int
 ) -> list[tuple[str, bytes, bytes]]:
     out = []
     for table in order:
         for key in sorted(tables[table]):
-            value = json.dumps([1, *tables[table][key]], separators=(",", ":")).encode("utf-8")
+            row = tables[table][key]
+            value = (
+                row if table == "event_ids" else json.dumps([1, *row], separators=(",", ":")).encode("utf-8")
+            )
             out.append((table, key, sealed(key, value)))
     out.append(("meta", b"offset", sealed(b"offset", str(offset).encode("ascii"))))
     return out

@@ -172,11 +172,29 @@ def test_a_damaged_window_row_is_refused() -> None:
     window = EventWindow()
     window.remember("a", 3)
     ((key, value),) = window.rows()
+    damaged = bytearray(value)
+    damaged[-5] ^= 1  # the id "a" read as "`"
     with pytest.raises(encoding.CorruptRow, match="event_ids row"):
-        EventWindow.load([(key, value.replace(b"3", b"4", 1))])
-    foreign = encoding.seal(key, b'[1,[3000],["a"]]')  # an offset outside the key's bucket
-    with pytest.raises(encoding.EncodingError, match="ascending offsets"):
-        EventWindow.load([(key, foreign)])
+        EventWindow.load([(key, bytes(damaged))])
+    payload = value[:-4]
+    for foreign in (
+        b'[1,[3],["a"]]',  # not this format
+        payload[:-1],  # an id cut short
+        payload[:5] + (1024).to_bytes(2, "little") + payload[7:],  # an offset outside the bucket
+        payload + b"b",  # bytes no length accounts for
+    ):
+        with pytest.raises(encoding.EncodingError, match="ascending offsets and ids"):
+            EventWindow.load([(key, encoding.seal(key, foreign))])
+
+
+def test_ids_of_any_text_round_trip() -> None:
+    window = EventWindow()
+    names = ["a", "", "é€😀", "x" * 70_000, "\x00nul", '"quoted"\\']
+    for offset, name in enumerate(names):
+        window.remember(name, offset)
+    loaded = EventWindow.load(list(window.rows()))
+    assert list(loaded.rows()) == list(window.rows())
+    assert [loaded.applied_at(name, 10) for name in names] == list(range(len(names)))
 
 
 def test_resuming_from_stored_records_remembers_what_was_applied() -> None:

@@ -231,7 +231,9 @@ def desk_day(draw: st.DrawFn) -> list[tuple[str, Event]]:
 def _decoded(records: list[tuple[str, bytes, bytes]]) -> dict[str, dict[bytes, list[Any]]]:
     tables: dict[str, dict[bytes, list[Any]]] = {}
     for table, key, value in records:
-        if table != "meta":
+        if table == "event_ids":
+            tables.setdefault(table, {})[key] = [value[:-4].hex()]
+        elif table != "meta":
             row = json.loads(value[:-4])
             assert row[0] == 1, (table, key, value)
             tables.setdefault(table, {})[key] = row[1:]
@@ -250,7 +252,7 @@ def _diff(fold: list[tuple[str, bytes, bytes]], reference: list[tuple[str, bytes
             elif key not in mine:
                 lines.append(f"{table}[{key!r}]: only in the reference: {other[key]}")
             elif mine[key] != other[key]:
-                fields = FIELDS.get(table, ["offsets", "ids"])
+                fields = FIELDS.get(table, ["bytes"])
                 changes = [
                     f"{name}: fold {a!r} != reference {b!r}"
                     for name, a, b in zip(fields, mine[key], other[key], strict=True)
