@@ -26,6 +26,7 @@ _COMMANDS = {
     "state": "rewind.commands.state_cmd:state",
     "recover": "rewind.commands.recover_cmd:recover_cmd",
     "replay": "rewind.commands.recover_cmd:replay",
+    "recovery": "rewind.commands.recovery_cmd:recovery",
     "snapshot": "rewind.commands.snapshot_cmd:snapshot",
     "snapshots": "rewind.commands.snapshot_cmd:snapshots",
     "history": "rewind.commands.history_cmd:history",

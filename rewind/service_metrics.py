@@ -15,6 +15,7 @@ projector stopped, so no partition has a lag status.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from replayer.recovery_history import epoch_of
 from replayer.recovery_tracker import RecoveryState
 from rewind.ground.errors import DataLossError
 from snapshotter.snapshot import Manifest
@@ -143,6 +145,26 @@ class ServiceMetrics:
             registry=registry,
         )
 
+        self.recovery_last_duration = Gauge(
+            "rewind_recovery_last_duration_seconds",
+            "Duration of the newest recorded recovery of each reason, labelled with how it ended.",
+            ["reason", "outcome"],
+            registry=registry,
+        )
+        self.recovery_last_downtime = Gauge(
+            "rewind_recovery_last_downtime_seconds",
+            "Downtime of the newest recorded recovery of each reason that went live: from the last "
+            "event applied before it to the recovered state being live.",
+            ["reason"],
+            registry=registry,
+        )
+        self.recovery_last_end = Gauge(
+            "rewind_recovery_last_end_timestamp_seconds",
+            "When the newest recorded recovery of each reason ended.",
+            ["reason"],
+            registry=registry,
+        )
+
         self.broker_reachable = Gauge(
             "rewind_broker_reachable",
             "0 once the Kafka brokers have not answered for broker.lost_after_seconds, else 1.",
@@ -234,6 +256,30 @@ class ServiceMetrics:
         :class:`~rewind.ground.errors.DataLossError` (never retried), 0 for any other failure, and back
         to 0 once :meth:`observe_recovery` sees a state other than ``RECOVERY_FAILED``."""
         self.recovery_data_loss.set(1 if isinstance(error, DataLossError) else 0)
+
+    def observe_recovery_record(self, record: Mapping[str, Any]) -> None:
+        """A recovery history record (:mod:`replayer.recovery_history`), pushed as it is written and
+        for each stored one, oldest first, at start: each reason's series then describe its newest
+        record."""
+        reason = str(record.get("reason"))
+        outcome = str(record.get("outcome"))
+        with self._lock:
+            for other in ("live", "failed"):
+                if other != outcome:
+                    with contextlib.suppress(KeyError):
+                        self.recovery_last_duration.remove(reason, other)
+            duration = record.get("duration_seconds")
+            if isinstance(duration, int | float):
+                self.recovery_last_duration.labels(reason, outcome).set(float(duration))
+            downtime = record.get("downtime_seconds")
+            if isinstance(downtime, int | float):
+                self.recovery_last_downtime.labels(reason).set(float(downtime))
+            elif outcome == "live":
+                with contextlib.suppress(KeyError):
+                    self.recovery_last_downtime.remove(reason)
+            ended = epoch_of(str(record.get("ended_at")))
+            if ended is not None:
+                self.recovery_last_end.labels(reason).set(ended)
 
     # Brokers
 

@@ -10,6 +10,8 @@ import click
 from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import ProjectionProgress, parse_partitions
 from replayer.recovery import RecoveryReport, recover
+from replayer.recovery_history import classify
+from replayer.recovery_history_file import RecoveryRecorder, noted_damage
 from replayer.recovery_tracker import RecoveryTracker
 from replayer.timetravel import build_state_at, parse_points, parse_time, points_at, stores_with_config
 from rewind.commands.context import echo_json, json_option, settings_from
@@ -46,12 +48,19 @@ def recover_cmd(
     tune_gc_for_projection()
     tracker = RecoveryTracker()
     outcome: dict[str, object] = {}
+    cause = classify(requested_by="cli", clean_marker=False, damage=noted_damage(settings.state_dir))
+    recorder = RecoveryRecorder(settings, cause)
 
     def work() -> None:
+        recorder.attempt()
         try:
-            outcome["report"] = recover(settings, tracker, chosen, reason="requested with `rewind recover`")
+            report = recover(settings, tracker, chosen, reason=cause.detail)
         except BaseException as exc:
             outcome["error"] = exc
+            recorder.finish(tracker, error=exc)
+            return
+        outcome["report"] = report
+        recorder.finish(tracker, report)
 
     worker = threading.Thread(target=work, name="recover", daemon=True)
     worker.start()
