@@ -81,9 +81,13 @@ class RecoveryTracker:
         self.state = target
 
     def failure_detected(self, reason: str) -> None:
-        """Start the recovery; after a failed attempt only once a retry was scheduled, as a new attempt."""
+        """Start the recovery; after a failed attempt only once a retry was scheduled, as a new attempt.
+        Announcing again a failure already detected (a rebuild accepted before its recovery starts)
+        only records the reason."""
         with self._lock:
-            if self.state == RecoveryState.RECOVERY_FAILED and self.retry_at is not None:
+            if self.state == RecoveryState.FAILURE_DETECTED:
+                pass
+            elif self.state == RecoveryState.RECOVERY_FAILED and self.retry_at is not None:
                 self.state = RecoveryState.FAILURE_DETECTED
                 self.steps = {name: Step(name) for name in STEPS}
                 self.started_at = self.finished_at = self.retry_at = None

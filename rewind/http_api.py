@@ -22,8 +22,9 @@ Guarantees:
 * Mutating calls (``POST /snapshots``, ``POST /rebuild``) need ``Authorization: Bearer <http.token>``:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
   With ``http.read_token`` set, every request needs ``Authorization: Bearer`` with it (or with
-  ``http.token``): 401 without, 403 with another. :func:`serve_http` refuses an address that is not
-  loopback while ``http.read_token`` is empty. Two ``Authorization`` headers are a 400.
+  ``http.token``): 401 without, 403 with another; the probes (:data:`OPEN_PATHS`: ``/live``,
+  ``/health``, ``/ready``) reveal no state and need no token. :func:`serve_http` refuses an address
+  that is not loopback while ``http.read_token`` is empty. Two ``Authorization`` headers are a 400.
 * A connection has ``http.header_timeout_seconds`` from its opening, or from the first byte of a
   request after the previous response, to send the whole request line and headers, and is closed
   otherwise; an idle keep-alive connection is closed after ``http.keepalive_seconds``.
@@ -31,8 +32,10 @@ Guarantees:
   :class:`~projector.state_directory.StateDirectory` is never used by two threads at once), the other
   service calls and the metrics exposition on a small pool. Only the accessors ``settings()``,
   ``health_checks()`` and ``metrics_registry()`` are called on the loop itself.
+* ``/live`` answers 200 whenever the event loop turns, and checks nothing else: the liveness probe.
 * ``/health`` answers 200 while every check of ``health_checks()`` passes, 503 naming the failing
-  ones otherwise (``broker``: the Kafka brokers have not answered for ``broker.lost_after_seconds``).
+  ones otherwise (``broker``, ``projector``, ``disk``, ``snapshots``, ``recovery``). ``/ready``
+  counts the failing checks except those of :data:`HEALTH_ONLY_CHECKS`.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ from projector.state_directory import StateDirectory
 from rewind.ground.errors import ConfigError, RewindError
 from rewind.service_view import ServiceView
 
-__all__ = ["HttpServer", "create_app", "serve_http"]
+__all__ = ["HEALTH_ONLY_CHECKS", "OPEN_PATHS", "HttpServer", "create_app", "serve_http"]
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -84,6 +87,12 @@ MAX_HEADER_BYTES: Final = 8190
 MAX_HEADERS: Final = 128
 MAX_BODY_BYTES: Final = 1024
 """Largest request body accepted (and ignored: no route reads one)."""
+
+OPEN_PATHS: Final = frozenset({"/live", "/health", "/ready"})
+"""Routes that need no read token: they reveal no state, and probes send no secrets."""
+HEALTH_ONLY_CHECKS: Final = frozenset({"disk", "snapshots"})
+"""Checks that fail ``/health`` but not ``/ready``: they threaten the next recovery, not the reads
+served now."""
 
 _log = logging.getLogger(__name__)
 
@@ -221,7 +230,7 @@ def _check_read_access(request: web.Request) -> None:
     """With ``http.read_token`` set, the request must bear it or ``http.token``."""
     settings = _runtime(request).service.settings()
     read_token, token = str(settings["http.read_token"]), str(settings["http.token"])
-    if not read_token:
+    if not read_token or request.path in OPEN_PATHS:
         return
     given = _bearer(request)
     if given is None:
@@ -302,6 +311,13 @@ def _config(directory: StateDirectory) -> dict[str, Any]:
 # Handlers
 
 
+async def live(request: web.Request) -> web.Response:
+    """200 ``{"status": "alive"}``, answered on the event loop itself and checking nothing else: a
+    process whose brokers are lost is alive, and restarting it would not bring them back."""
+    _query(request)
+    return _json({"status": "alive"})
+
+
 async def health(request: web.Request) -> web.Response:
     """200 ``{"status": "ok", "checks": ...}`` while every check passes; 503 with ``"status":
     "failing"`` and the names of the failing checks otherwise. Answered on the event loop itself."""
@@ -322,7 +338,7 @@ async def ready(request: web.Request) -> web.Response:
     checks = runtime.service.health_checks()
     reasons = []
     for name, check in sorted(checks.items()):
-        if not check.get("ok"):
+        if not check.get("ok") and name not in HEALTH_ONLY_CHECKS:
             reasons.append(f"{check.get('error') or f'the {name} check fails'} (see /health)")
     if not recovered:
         reasons.append("state is not recovered yet (see /recovery/status)")
@@ -423,6 +439,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
+    ("GET", "/live", live),
     ("GET", "/health", health),
     ("GET", "/ready", ready),
     ("GET", "/recovery/status", recovery_status),

@@ -62,6 +62,7 @@ from rewind.http_api import HttpServer, create_app, serve_http
 from rewind.lag import LagMonitor, LagReport
 from rewind.lag_metrics import LagMetrics
 from rewind.sd_notify import Supervisor, event_loop_answers
+from rewind.service_health import ProgressWatch, disk_check, recovery_check, snapshot_age_check
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import snapshot_row, snapshot_rows
 from snapshotter.retention import RetentionPolicy, prune
@@ -82,6 +83,7 @@ FINAL_SNAPSHOT_SECONDS = 4.0
 """How long after the stop signal a final snapshot may take before the service exits without
 waiting for it (it then finishes in its own process): the rest of the stop's 10 s is for closing."""
 HTTP_STOP_SECONDS = 2.0
+REBUILD_REASON = "rebuild requested through the API"
 FIRST_RETRY_SECONDS = 0.1
 """The first retry of a failed recovery (or of a projector that stopped) waits this long; each next one
 twice as long as the one before, up to ``recovery.retry_max_seconds``."""
@@ -185,6 +187,14 @@ class Service:
         self._events_at_last_snapshot = 0
         self._last_snapshot_at = time.monotonic()
         self.http: HttpServer | None = None
+        self._started_at = time.monotonic()
+        self._progress_watch = ProgressWatch(float(settings["health.stall_seconds"]))
+        self._watch_lock = threading.Lock()
+        self._disk: dict[str, Any] = {"ok": True, "detail": "not measured yet"}
+        """The disk check, measured by the metrics thread (statvfs never runs on the API's loop)."""
+        self._newest_snapshot_at: float | None = None
+        """Epoch time of the newest snapshot on disk, or of the last snapshot run that copied nothing."""
+        self._rebuild_lock = threading.Lock()
 
     # ServiceView
 
@@ -204,7 +214,37 @@ class Service:
         return self._readable.is_set() and self.tracker.status()["state"] == "RECOVERED"
 
     def health_checks(self) -> dict[str, dict[str, Any]]:
-        return {"broker": self.broker.check()}
+        """``broker``, ``projector``, ``disk``, ``snapshots`` and ``recovery`` (rewind.service_health)."""
+        settings = self._settings
+        status = self.tracker.status()
+        projector = self._projector
+        running = projector is not None and self._readable.is_set()
+        position: object = None
+        if projector is not None:
+            progress = projector.progress
+            position = (progress.applied, progress.dead_letters, sorted(dict(progress.offsets).items()))
+        report = self._lag_report
+        with self._watch_lock:
+            projector_check = self._progress_watch.check(
+                recovered=status["state"] == "RECOVERED",
+                running=running,
+                position=position,
+                lag_messages=None if report is None else report.total_lag_messages,
+                now=time.monotonic(),
+            )
+        return {
+            "broker": self.broker.check(),
+            "projector": projector_check,
+            "disk": self._disk,
+            "snapshots": snapshot_age_check(
+                self._newest_snapshot_at,
+                int(settings["snapshots.every_seconds"]),
+                int(settings["health.snapshot_age_factor"]),
+                time.monotonic() - self._started_at,
+                time.time(),
+            ),
+            "recovery": recovery_check(status),
+        }
 
     def projector_lag(self) -> dict[str, Any]:
         report = self._lag_report
@@ -250,6 +290,7 @@ class Service:
                 self.service_metrics.observe_snapshot(snapshot.manifest, seconds)
                 rows.append(snapshot_row(row["store"], snapshot))
             prune(self._settings.snapshot_dir, RetentionPolicy.from_settings(self._settings))
+            self._newest_snapshot_at = max((float(row["created_at"]) for row in rows), default=time.time())
             self._events_at_last_snapshot = self._applied()
             self._last_snapshot_at = time.monotonic()
         finally:
@@ -257,11 +298,22 @@ class Service:
         return rows
 
     def request_rebuild(self) -> dict[str, Any]:
-        if self._rebuild.is_set() or not self._readable.is_set():
-            raise RewindError("a recovery or rebuild is already running", "watch /recovery/status")
-        self._rebuild.set()
+        """The new recovery is in place before this returns: from then on /recovery/status describes
+        it (FAILURE_DETECTED, reason :data:`REBUILD_REASON`) and /ready is 503 until it is done."""
+        with self._rebuild_lock:
+            if self._rebuild.is_set() or not self._readable.is_set():
+                raise RewindError("a recovery or rebuild is already running", "watch /recovery/status")
+            tracker = RecoveryTracker()
+            tracker.failure_detected(REBUILD_REASON)
+            self.tracker = tracker
+            self._rebuild.set()
         self._projector_stop.set()
-        return {"scheduled": "rebuild", "from": "newest valid snapshot + log", "status": "/recovery/status"}
+        return {
+            "scheduled": "rebuild",
+            "from": "newest valid snapshot + log",
+            "status": "/recovery/status",
+            "state": str(tracker.status()["state"]),
+        }
 
     # Lifecycle
 
@@ -290,10 +342,8 @@ class Service:
                         self._doing = "reporting a failed recovery"
                         self._stop.wait()
                     return 1
+                self._rebuild.clear()
                 self._follow_retrying()
-                if self._rebuild.is_set() and not self._stop.is_set():
-                    self.tracker = RecoveryTracker()
-                    self._rebuild.clear()
             return 0
         finally:
             self.supervisor.stopping()
@@ -327,7 +377,7 @@ class Service:
         marker = self._marker()
         reason = "clean restart" if marker.exists() else "unclean shutdown (no clean-shutdown marker)"
         if self._rebuild.is_set():
-            reason = "rebuild requested through the API"
+            reason = REBUILD_REASON
         marker.unlink(missing_ok=True)
         longest = float(self._settings["recovery.retry_max_seconds"])
         failures = 0
@@ -494,8 +544,16 @@ class Service:
         tick = 0
         while not self._stop.is_set():
             self.service_metrics.observe_recovery(self.tracker.status())
+            self._disk = disk_check(
+                {"state": self._settings.state_dir, "snapshot": self._settings.snapshot_dir},
+                int(self._settings["health.min_free_mb"]),
+            )
             if tick % SNAPSHOT_SCAN_EVERY == 0:
-                self.service_metrics.observe_snapshots_on_disk(snapshot_rows(self._settings.snapshot_dir))
+                rows = snapshot_rows(self._settings.snapshot_dir)
+                self.service_metrics.observe_snapshots_on_disk(rows)
+                on_disk = [float(row["created_at"]) for row in rows if "created_at" in row]
+                if on_disk and max(on_disk) > (self._newest_snapshot_at or 0.0):
+                    self._newest_snapshot_at = max(on_disk)
             projector = self._projector
             if projector is not None:
                 letters = projector.dead_letters

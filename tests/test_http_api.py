@@ -30,7 +30,7 @@ from projector.store import PartitionStore
 from replayer.recovery_tracker import RecoveryTracker
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings, load_settings
-from rewind.http_api import HttpServer, create_app, openapi_text, serve_http
+from rewind.http_api import HEALTH_ONLY_CHECKS, OPEN_PATHS, HttpServer, create_app, openapi_text, serve_http
 from rewind.lag import LagReport, PartitionLag, Status
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_view import ServiceView, snapshot_row, snapshot_rows
@@ -331,6 +331,16 @@ def test_a_lost_broker_is_also_a_reason_not_to_be_ready(api: Api, service: FakeS
     reply = api.get("/ready")
     assert reply.status == 503 and reply.json["ready"] is False
     assert reply.json["reasons"] == [f"{BROKER_LOST['error']} (see /health)"]
+
+
+@pytest.mark.parametrize("name", sorted(HEALTH_ONLY_CHECKS))
+def test_disk_and_snapshot_checks_fail_health_but_not_readiness(
+    api: Api, service: FakeService, name: str
+) -> None:
+    service.checks = {"broker": BROKER_OK, name: {"ok": False, "error": f"{name} fails", "fix": "see it"}}
+    assert api.get("/health").status == 503 and api.get("/health").json["failing"] == [name]
+    reply = api.get("/ready")
+    assert reply.status == 200 and reply.json["reasons"] == []
 
 
 def test_ready_when_recovered_and_lag_within_the_limit(api: Api, service: FakeService) -> None:
@@ -772,7 +782,9 @@ def _with_read_token(service: FakeService) -> None:
     service.config = load_settings(flags={**service.config.values, "http.read_token": READ_TOKEN}, environ={})
 
 
-@pytest.mark.parametrize("path", [*_get_paths(), "/state/trades", "/state/orders/NOPE"])
+@pytest.mark.parametrize(
+    "path", [*(p for p in _get_paths() if p not in OPEN_PATHS), "/state/trades", "/state/orders/NOPE"]
+)
 def test_with_a_read_token_every_read_needs_it_or_the_token(
     api: Api, service: FakeService, path: str
 ) -> None:
@@ -799,8 +811,26 @@ def test_with_a_read_token_mutations_still_need_the_token(api: Api, service: Fak
 
 def test_a_read_token_that_is_not_utf8_is_a_403(api: Api, service: FakeService) -> None:
     _with_read_token(service)
-    reply = _raw_headers("/health", "GET", [("Authorization", b"Bearer r3ad-\xe9")], api.server.port)
+    reply = _raw_headers("/lag", "GET", [("Authorization", b"Bearer r3ad-\xe9")], api.server.port)
     assert reply.status == 403
+
+
+@pytest.mark.parametrize("path", sorted(OPEN_PATHS))
+def test_with_a_read_token_the_probes_need_no_token(api: Api, service: FakeService, path: str) -> None:
+    _with_read_token(service)
+    assert path in _get_paths(), "every open path is a GET route of the OpenAPI description"
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {READ_TOKEN}"}):
+        reply = api.request("GET", path, headers)
+        assert reply.status not in (401, 403), (headers, reply.json)
+        assert api.request("HEAD", path, headers).status == reply.status
+    assert api.get("/recovery/status").status == 401, "the recovery document is state: it needs the token"
+
+
+def test_live_answers_200_while_a_check_fails(api: Api, service: FakeService) -> None:
+    service.checks = {"broker": dict(BROKER_LOST)}
+    assert api.get("/health").status == 503
+    reply = api.get("/live")
+    assert reply.status == 200 and reply.json == {"status": "alive"}
 
 
 # serve_http

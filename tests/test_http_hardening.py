@@ -321,9 +321,11 @@ def test_binding_beyond_loopback_needs_a_read_token() -> None:
 
 def test_with_a_read_token_any_address_is_served_and_reads_need_it() -> None:
     with _serving(Minimal(_settings(**{"http.read_token": READ_TOKEN})), "0.0.0.0") as server:
-        assert exchange(server.port, b"GET /health HTTP/1.1\r\n" + _HEAD + b"\r\n").status == 401
+        assert exchange(server.port, b"GET /recovery/status HTTP/1.1\r\n" + _HEAD + b"\r\n").status == 401
         authorized = f"Authorization: Bearer {READ_TOKEN}\r\n".encode()
-        assert exchange(server.port, b"GET /health HTTP/1.1\r\n" + _HEAD + authorized + b"\r\n").status == 200
+        reply = exchange(server.port, b"GET /recovery/status HTTP/1.1\r\n" + _HEAD + authorized + b"\r\n")
+        assert reply.status == 200
+        assert exchange(server.port, b"GET /health HTTP/1.1\r\n" + _HEAD + b"\r\n").status == 200
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])

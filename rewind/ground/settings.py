@@ -176,6 +176,27 @@ SETTINGS: tuple[Setting, ...] = (
         75,
         "the HTTP API closes a keep-alive connection idle for this long",
     ),
+    Setting(
+        "health.stall_seconds",
+        _positive_int,
+        60,
+        "/health fails its projector check when the last lag evaluation saw lag and the projector "
+        "applied nothing for this long (or has not run for this long)",
+    ),
+    Setting(
+        "health.min_free_mb",
+        _non_negative_int,
+        512,
+        "/health fails its disk check when the state or snapshot directory's file system has less "
+        "free space than this, in MiB (0: never)",
+    ),
+    Setting(
+        "health.snapshot_age_factor",
+        _positive_int,
+        3,
+        "/health fails its snapshots check when the newest snapshot is older than this many times "
+        "snapshots.every_seconds",
+    ),
     Setting("lag.ready_max_seconds", _non_negative_int, 30, "/ready is false above this lag"),
     Setting("lag.window_seconds", _positive_int, 60, "sliding window for lag status"),
 )
