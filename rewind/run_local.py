@@ -31,7 +31,12 @@ FLOW_RATE = os.environ.get("REWIND_RUN_RATE", "200")
 READY_TIMEOUT = 120.0
 
 
-def _wait_ready(url: str, service: subprocess.Popen[bytes], stop: threading.Event) -> bool:
+def _wait_ready(
+    url: str, service: subprocess.Popen[bytes], stop: threading.Event, read_token: str = ""
+) -> bool:
+    """Wait for ``/ready`` (it needs no token) to answer 200; False when the service exits, its
+    recovery fails (``/recovery/status``, asked with ``read_token`` when one is set) or time runs out."""
+    headers = {"Authorization": f"Bearer {read_token}"} if read_token else {}
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline and not stop.is_set():
         if service.poll() is not None:
@@ -43,7 +48,8 @@ def _wait_ready(url: str, service: subprocess.Popen[bytes], stop: threading.Even
         except OSError:
             pass
         try:
-            with urllib.request.urlopen(f"{url}/recovery/status", timeout=2) as response:
+            request = urllib.request.Request(f"{url}/recovery/status", headers=headers)
+            with urllib.request.urlopen(request, timeout=2) as response:
                 status = json.load(response)
             if status.get("state") == "RECOVERY_FAILED":
                 print(f"error: recovery failed: {status.get('error')}", file=sys.stderr, flush=True)
@@ -106,7 +112,7 @@ def run(settings: Settings) -> int:
         service = subprocess.Popen([REWIND, "serve"], env=env, start_new_session=True)
         children.append(("service", service))
         url = f"http://{settings['http.host']}:{settings['http.port']}"
-        if not _wait_ready(url, service, stop):
+        if not _wait_ready(url, service, stop, str(settings["http.read_token"])):
             if stop.is_set():
                 return 0
             print(f"error: the service did not become ready at {url}/ready", file=sys.stderr, flush=True)

@@ -8,8 +8,10 @@ the watchdog timeout in ``WATCHDOG_USEC``. :class:`Supervisor` then sends:
 * ``READY=1`` once, when the recovered state is live and served: the start is done for systemd, so
   ``TimeoutStartSec=`` bounds the recovery;
 * ``WATCHDOG=1`` every half ``WATCHDOG_USEC``, only after the HTTP API's event loop has answered a
-  ``GET /health`` (answered on the loop itself; any status counts, 503 included): a hung loop stops
-  the pings, and systemd kills and restarts the process ``WatchdogSec=`` after the last one;
+  ``GET /live`` (answered on the loop itself, checking nothing else and needing no token; any status
+  counts): a hung loop stops the pings, and systemd kills and restarts the process ``WatchdogSec=``
+  after the last one. Lost brokers or a failing ``/health`` check never stop them: a restart would
+  not bring the brokers back;
 * ``STATUS=`` what the service is doing, whenever that changes (``systemctl status`` shows it);
 * ``STOPPING=1`` once, when it begins to stop.
 
@@ -77,14 +79,14 @@ def watchdog_seconds(environ: Mapping[str, str], pid: int | None = None) -> floa
 
 
 def event_loop_answers(host: str, port: int, timeout: float) -> bool:
-    """True when the HTTP API on ``host:port`` answers ``GET /health`` within ``timeout`` seconds,
+    """True when the HTTP API on ``host:port`` answers ``GET /live`` within ``timeout`` seconds,
     whatever the status: the handler runs on the API's event loop, so an answer means the loop turns.
     A wildcard ``host`` (``0.0.0.0``, ``::``, empty) is asked on the loopback address. No proxy is
     involved, whatever the environment says."""
     target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     connection = http.client.HTTPConnection(target, port, timeout=timeout)
     try:
-        connection.request("GET", "/health")
+        connection.request("GET", "/live")
         connection.getresponse().read()
     except (OSError, http.client.HTTPException):
         return False

@@ -26,7 +26,7 @@ from projector.metrics import ProjectorMetrics
 from replayer.recovery_tracker import RecoveryTracker
 from rewind.commands.stop_deadline import STOP_SECONDS
 from rewind.ground.settings import SETTINGS, Settings, load_settings
-from rewind.http_api import create_app, serve_http
+from rewind.http_api import OPEN_PATHS, create_app, serve_http
 from rewind.lag import LagReport, PartitionLag
 from rewind.lag_metrics import LagMetrics
 from rewind.lag_status import Status
@@ -424,11 +424,14 @@ def _container() -> dict[str, Any]:
     return cast(dict[str, Any], container)
 
 
-def _probe_command(probe: dict[str, Any]) -> list[str]:
-    """A probe's command: python, its flags, the GET's script, then the path it GETs."""
-    command = cast(list[str], probe["exec"]["command"])
-    assert command[:3] == ["python", "-I", "-c"], command
-    return command
+def _probe_path(probe: dict[str, Any]) -> str:
+    """The path of an ``httpGet`` probe on the container's named HTTP port, sent without headers
+    (the probes' routes need no read token)."""
+    get = cast(dict[str, Any], probe["httpGet"])
+    (port,) = _container()["ports"]
+    assert get["port"] == port["name"], get
+    assert "httpHeaders" not in get, "a probe carries no token: its routes need none"
+    return cast(str, get["path"])
 
 
 def _openapi_gets() -> set[str]:
@@ -491,26 +494,30 @@ def test_kubernetes_runs_one_rewind_serve_with_its_state_on_its_own_volume() -> 
     assert claim["metadata"]["name"] == mount["name"]
 
 
-def test_kubernetes_probes_health_and_ready_and_gives_recovery_the_units_start_time() -> None:
+def test_kubernetes_probes_live_and_ready_and_gives_recovery_the_units_start_time() -> None:
     container = _container()
-    paths = {name: _probe_command(container[name])[-1] for name in ("livenessProbe", "readinessProbe")}
-    assert paths == {"livenessProbe": "/health", "readinessProbe": "/ready"}
+    paths = {name: _probe_path(container[name]) for name in ("livenessProbe", "readinessProbe")}
+    assert paths == {"livenessProbe": "/live", "readinessProbe": "/ready"}
     startup = container["startupProbe"]
-    assert _probe_command(startup)[-1] == "/ready", "started means recovered, as READY=1 under systemd"
+    assert _probe_path(startup) == "/ready", "started means recovered, as READY=1 under systemd"
     assert startup["periodSeconds"] * startup["failureThreshold"] == _span(
         _unit()["Service"]["TimeoutStartSec"]
     )
     for name in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert _probe_command(container[name])[-1] in _openapi_gets(), name
-        assert container[name]["timeoutSeconds"] > 3, f"{name}: room for the GET's own 3 s timeout"
+        assert _probe_path(container[name]) in _openapi_gets() & OPEN_PATHS, name
+        assert 0 < container[name]["timeoutSeconds"] <= container[name]["periodSeconds"], name
 
 
-def test_the_compose_healthcheck_sends_the_same_get_as_the_kubernetes_probes() -> None:
-    healthcheck = yaml.safe_load(COMPOSE.read_text())["services"]["rewind"]["healthcheck"]
-    test = healthcheck["test"]
+def _compose_healthcheck() -> list[str]:
+    test = cast(list[str], yaml.safe_load(COMPOSE.read_text())["services"]["rewind"]["healthcheck"]["test"])
     assert test[0] == "CMD" and test[1:4] == ["python", "-I", "-c"]
-    assert test[-1] == "/health" and test[-1] in _openapi_gets()
-    assert test[4] == _probe_command(_container()["livenessProbe"])[3]
+    return test
+
+
+def test_the_compose_healthcheck_is_a_plain_get_of_health() -> None:
+    test = _compose_healthcheck()
+    assert test[-1] == "/health" and test[-1] in _openapi_gets() & OPEN_PATHS
+    assert "Authorization" not in test[4], "/health needs no read token"
 
 
 class _Probed:
@@ -538,26 +545,46 @@ class _Probed:
         return _registry()
 
 
-def test_the_probe_passes_on_a_200_with_the_read_token_and_fails_otherwise() -> None:
-    script = _probe_command(_container()["livenessProbe"])[3]
+def _kubelet_get(port: int, path: str) -> bool:
+    """What a kubelet's ``httpGet`` probe does: a GET without headers, passing on 200 to 399."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        connection.request("GET", path)
+        status = connection.getresponse().status
+    except OSError:
+        return False
+    finally:
+        connection.close()
+    return 200 <= status < 400
+
+
+def test_the_probes_pass_without_the_read_token_and_only_liveness_survives_a_failing_check() -> None:
+    container = _container()
+    script = _compose_healthcheck()[4]
     service = _Probed(read_token="probe-token")
     server = serve_http(create_app(cast(ServiceView, service)), "127.0.0.1", 0)
 
-    def probe(path: str, token: str = "probe-token") -> int:
-        environment = {"REWIND_HTTP_PORT": str(server.port), "REWIND_HTTP_READ_TOKEN": token}
+    def compose(path: str) -> int:
         return subprocess.run(
             [sys.executable, "-I", "-c", script, path],
-            env=environment,
+            env={"REWIND_HTTP_PORT": str(server.port)},
             capture_output=True,
             timeout=60,
             check=False,
         ).returncode
 
+    probes = {
+        name: _probe_path(container[name]) for name in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
     try:
-        assert probe("/health") == 0 and probe("/ready") == 0
-        assert probe("/health", token="another") != 0, "a 403 is not healthy"
+        assert all(_kubelet_get(server.port, path) for path in probes.values())
+        assert compose("/health") == 0
+        assert not _kubelet_get(server.port, "/lag"), "the state still needs the read token"
         service.healthy = False
-        assert probe("/health") != 0 and probe("/ready") != 0, "a 503 is not healthy"
+        assert _kubelet_get(server.port, probes["livenessProbe"]), "lost brokers do not restart the pod"
+        assert not _kubelet_get(server.port, probes["readinessProbe"])
+        assert compose("/health") != 0, "a 503 is not healthy"
     finally:
         server.stop()
-    assert probe("/health") != 0, "nothing listening is not healthy"
+    assert not _kubelet_get(server.port, probes["livenessProbe"]), "nothing listening is not alive"
+    assert compose("/health") != 0, "nothing listening is not healthy"

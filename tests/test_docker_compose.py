@@ -62,6 +62,7 @@ def test_rewind_serve_is_the_containers_main_process_and_is_supervised() -> None
     assert rewind["restart"].startswith("on-failure")
     healthcheck = rewind["healthcheck"]
     assert healthcheck["test"][-1] == "/health"
+    assert "Authorization" not in " ".join(healthcheck["test"]), "/health needs no read token"
     for key in ("interval", "timeout", "start_period"):
         assert healthcheck[key].endswith("s"), key
     assert healthcheck["retries"] >= 1
