@@ -52,6 +52,7 @@ from projector.runner import AnomalyHalt, ProjectionProgress, Projector, store_s
 from projector.state_directory import StateDirectory
 from projector.store import MapCeilingReached
 from replayer.recovery import recover
+from replayer.recovery_history_file import RecoveryRecorder, note_damage, service_cause, stored_records
 from replayer.recovery_tracker import RecoveryTracker
 from rewind.commands import stop_deadline
 from rewind.foreseeable_faults import explain
@@ -162,6 +163,8 @@ class Service:
         self.registry = CollectorRegistry()
         self.projector_metrics = ProjectorMetrics(self.registry)
         self.service_metrics = ServiceMetrics(self.registry)
+        for record in stored_records(settings):
+            self.service_metrics.observe_recovery_record(record)
         self.lag_metrics = LagMetrics(self.registry)
         self.tracker = RecoveryTracker()
         self._stop = threading.Event()
@@ -378,6 +381,8 @@ class Service:
         reason = "clean restart" if marker.exists() else "unclean shutdown (no clean-shutdown marker)"
         if self._rebuild.is_set():
             reason = REBUILD_REASON
+        cause = service_cause(self._settings, clean_marker=marker.exists(), rebuild=self._rebuild.is_set())
+        recorder = RecoveryRecorder(self._settings, cause, self.service_metrics.observe_recovery_record)
         marker.unlink(missing_ok=True)
         longest = float(self._settings["recovery.retry_max_seconds"])
         failures = 0
@@ -386,6 +391,7 @@ class Service:
         while not self._stop.is_set():
             self._wake.clear()
             self._doing = f"recovering (attempt {failures + 1})"
+            recorder.attempt()
             try:
                 self._require_brokers(reason)
                 report = recover(self._settings, self.tracker, reason=reason, metrics=self.projector_metrics)
@@ -395,6 +401,8 @@ class Service:
                     log.error("recovery failed: %s", exc)
                     print(f"error: recovery failed: {exc}", flush=True)
                     self._failed = True
+                    note_damage(self._settings.state_dir, exc)
+                    recorder.finish(self.tracker, error=exc)
                     return False
                 failures += 1
                 first_failure = first_failure or time.monotonic()
@@ -422,7 +430,10 @@ class Service:
                 )
             timings = report.as_dict()["timings_seconds"]
             print(f"recovered in {report.total_seconds:.3f}s {timings}; digest {report.digest}", flush=True)
+            recorder.finish(self.tracker, report)
             return True
+        if recorder.attempts:
+            recorder.finish(self.tracker, error="stopped before the recovery went live")
         return False
 
     def _require_brokers(self, reason: str) -> None:
@@ -456,6 +467,7 @@ class Service:
                     log.warning("the projector stopped while the service was stopping: %s", exc)
                     return
                 if needs_a_person(exc):
+                    note_damage(self._settings.state_dir, exc)
                     raise
                 failures += 1
                 delay = retry_delay(failures, longest)
