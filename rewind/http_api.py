@@ -67,6 +67,7 @@ from projector import queries, views
 from projector.encoding import MAX_KEY_PART_BYTES
 from projector.risk_view import risk_rows
 from projector.state_directory import StateDirectory
+from replayer.recovery_history_file import history_path, read_history
 from rewind.ground.errors import ConfigError, RewindError
 from rewind.service_view import ServiceView
 
@@ -362,6 +363,14 @@ async def recovery_status(request: web.Request) -> web.Response:
     return _json(await runtime.call(runtime.service.recovery_status))
 
 
+async def recovery_history(request: web.Request) -> web.Response:
+    _query(request)
+    runtime = _runtime(request)
+    path = history_path(runtime.service.settings())
+    records, warnings = await runtime.call(read_history, path)
+    return _json({"history": records, "damaged_lines": len(warnings)})
+
+
 async def metrics(request: web.Request) -> web.Response:
     _query(request)
     runtime = _runtime(request)
@@ -443,6 +452,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/health", health),
     ("GET", "/ready", ready),
     ("GET", "/recovery/status", recovery_status),
+    ("GET", "/recovery/history", recovery_history),
     ("GET", "/metrics", metrics),
     ("GET", "/state/positions", positions),
     ("GET", "/state/orders/{id}", order),
