@@ -48,3 +48,14 @@ def test_only_a_failed_recovery_can_be_retried() -> None:
     tracker = RecoveryTracker()
     with pytest.raises(AssertionError, match="nothing to retry in HEALTHY"):
         tracker.schedule_retry(1.0)
+
+
+def test_a_failure_detected_again_before_its_recovery_begins_only_records_the_reason() -> None:
+    tracker = RecoveryTracker()
+    tracker.failure_detected("rebuild requested through the API")
+    tracker.failure_detected("rebuild requested through the API, as the recovery starts")
+    status = tracker.status()
+    assert status["state"] == "FAILURE_DETECTED" and status["attempt"] == 1
+    assert status["steps"]["detect"]["detail"] == "rebuild requested through the API, as the recovery starts"
+    tracker.begin()
+    assert tracker.status()["state"] == "RECOVERY_IN_PROGRESS"
