@@ -246,6 +246,31 @@ def test_the_dashboard_covers_state_lag_throughput_snapshots_and_failures() -> N
     assert any("histogram_quantile(0.99," in e for e in quantiles)
 
 
+def _value_mappings(node: object) -> list[dict[str, Any]]:
+    """Every value mapping's ``options`` anywhere in the dashboard (panel defaults and overrides)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if node.get("type") == "value" and isinstance(node.get("options"), dict):
+            found.append(node["options"])
+        for value in node.values():
+            found += _value_mappings(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _value_mappings(item)
+    return found
+
+
+def test_every_lag_status_mapping_names_every_status() -> None:
+    by_severity = {str(status.value): status.name for status in Status}
+    mappings = [m for m in _value_mappings(_dashboard()) if "DATA_LOSS" in m or "5" in m]
+    assert len(mappings) == 3, "two severity stats and the status table"
+    for mapping in mappings:
+        if "0" in mapping:
+            assert {key: option["text"] for key, option in mapping.items()} == by_severity
+        else:
+            assert set(mapping) == set(by_severity.values())
+
+
 # Alerts
 
 
