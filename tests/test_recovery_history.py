@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from replayer.recovery_history import MAX_RECORDS, Cause, Reason, build_record, classify, format_table
-from replayer.recovery_history_file import HISTORY_FILE_NAME, append_record, read_history
+from replayer.recovery_history_file import DAMAGE_MARKER, HISTORY_FILE_NAME, append_record, read_history
 from tests.cli_runner import REWIND, run_rewind
+from tests.fold_events import balance
 from tests.http_helpers import free_port, get
 from tests.openapi_check import errors, response_schema
 from tests.pipeline import Pipeline
@@ -272,3 +273,41 @@ def test_history_lists_a_corrupt_snapshot_it_passed_over(pipeline: Pipeline) -> 
     assert "unclean shutdown" in started["detail"] and "1 corrupt snapshot passed over" in started["detail"]
     assert [r["store"] for r in started["rejected_snapshots"]] == ["events-p0001"]
     assert "checksum mismatch" in started["rejected_snapshots"][0]["reason"]
+
+
+GOOD = b"[1,266519103000000]"
+BAD = b"[1,296519103000000]"
+
+
+def test_the_start_after_a_damaged_row_stopped_the_service_is_recorded_as_corruption(
+    pipeline: Pipeline,
+) -> None:
+    with pipeline.producer() as producer:
+        partition, _ = producer.emit(balance("CHF", "2665191.03", account="ACC-0001"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = _serve(pipeline, port)
+    try:
+        _wait(lambda: get(f"{url}/ready")[0] == 200, service, "ready")
+        data = pipeline.home / "state" / f"events-p{partition:04d}" / "data.mdb"
+        raw = data.read_bytes()
+        assert raw.count(GOOD) == 1, "the balance row is stored exactly once"
+        with open(data, "r+b") as handle:  # in place: the service has the file mapped
+            handle.seek(raw.index(GOOD))
+            handle.write(BAD)
+        with pipeline.producer() as producer:
+            producer.emit(balance("CHF", "1.00", account="ACC-0001"))
+        service.wait(120)
+    finally:
+        _stop(service, signal.SIGKILL)
+    assert (pipeline.home / "state" / DAMAGE_MARKER).exists()
+
+    service = _serve(pipeline, port)
+    try:
+        _wait(lambda: get(f"{url}/ready")[0] == 200, service, "ready after the damage")
+        after = _history(url)[0]
+    finally:
+        _stop(service, signal.SIGKILL)
+    assert after["reason"] == "corruption" and after["outcome"] == "live"
+    assert "the balances row with key b'ACC-0001\\x00CHF' is damaged" in after["detail"]
+    assert not (pipeline.home / "state" / DAMAGE_MARKER).exists()
