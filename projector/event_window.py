@@ -32,7 +32,7 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator
 from itertools import pairwise
-from typing import Final
+from typing import Final, Protocol
 
 from projector.encoding import (
     EVENT_IDS,
@@ -44,13 +44,14 @@ from projector.encoding import (
     window_key,
 )
 from rewind.ground.errors import InvariantViolation
+from rewind.ground.native_build import pure_python_asked
 
-BUCKET_SHIFT: Final = 5
+BUCKET_SHIFT: Final = 8
 BUCKET_OFFSETS: Final = 1 << BUCKET_SHIFT
-"""Offsets per bucket: the unit in which the window moves, and one row of ``event_ids``. Small, so a
-row (about 45 bytes an id) stays inside an LMDB page: a row too big for a page takes overflow pages,
-which LMDB allocates slowly once the store has churned."""
-WINDOW_BUCKETS: Final = 16_384
+"""Offsets per bucket: the unit in which the window moves, and one row of ``event_ids``. Every batch
+rewrites the buckets it touched, so a bucket is big enough that its fixed cost is spread over many
+ids, and small enough that rewriting a partly filled one costs little."""
+WINDOW_BUCKETS: Final = 2_048
 """Buckets kept before the current one."""
 WINDOW_OFFSETS: Final = WINDOW_BUCKETS * BUCKET_OFFSETS
 """The fewest offsets for which an applied event_id is remembered (524,288)."""
@@ -58,6 +59,8 @@ WINDOW_OFFSETS: Final = WINDOW_BUCKETS * BUCKET_OFFSETS
 BUCKET_FORMAT: Final = 1
 """The first byte of a bucket row; see :meth:`_Bucket.encode`."""
 _BIG_ENDIAN_HOST: Final = sys.byteorder == "big"
+_LOW_BITS: Final = 0xFFFF
+"""The bucket bits the index keeps: more than the WINDOW_BUCKETS + 1 buckets ever held need."""
 
 
 def _little_endian(numbers: array[int]) -> bytes:
@@ -71,11 +74,10 @@ class _Bucket:
     """The ids applied at offsets ``index * BUCKET_OFFSETS ..``, in offset order (each offset kept
     as its place in the bucket, 0 to BUCKET_OFFSETS - 1)."""
 
-    __slots__ = ("boxed", "ids", "index", "places")
+    __slots__ = ("ids", "index", "places")
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.boxed: object = index  # one object for every id of the bucket in EventWindow._bucket_of
         self.ids: list[str] = []
         self.places: list[int] = []  # 0 to 31: small ints, which Python never allocates
 
@@ -101,13 +103,77 @@ class _Bucket:
         return bytes((BUCKET_FORMAT,)) + count + places + _little_endian(lengths) + data
 
 
-class EventWindow:
-    """The event_ids applied in the recent offsets of one partition; see the module docstring."""
+class _Index(Protocol):
+    """Which bucket (its low 16 bits) each held id is in, keyed by hash: ``projector/_event_index.c``,
+    or :class:`_DictIndex` where the C extension is not built. Candidates are confirmed by the
+    window against the bucket's ids."""
 
-    __slots__ = ("_bucket_of", "_buckets", "_changed", "_hot", "_last_offset", "_newest")
+    def claim(self, event_id: str, bucket: int) -> tuple[int, ...] | None: ...
+
+    def find(self, event_id: str) -> tuple[int, ...]: ...
+
+    def add(self, event_id: str, bucket: int) -> None: ...
+
+    def remove(self, event_id: str, bucket: int) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+class _DictIndex:
+    """:class:`_Index` in a dict of ids (the interpreted build's; same answers, more memory)."""
 
     def __init__(self) -> None:
-        self._bucket_of: dict[str, object] = {}  # a bucket number, or None while claimed
+        self._buckets: dict[str, list[int]] = {}
+
+    def claim(self, event_id: str, bucket: int) -> tuple[int, ...] | None:
+        found = self._buckets.setdefault(event_id, [])
+        if found:
+            return tuple(found)
+        found.append(bucket & _LOW_BITS)
+        return None
+
+    def find(self, event_id: str) -> tuple[int, ...]:
+        return tuple(self._buckets.get(event_id, ()))
+
+    def add(self, event_id: str, bucket: int) -> None:
+        self._buckets.setdefault(event_id, []).append(bucket & _LOW_BITS)
+
+    def remove(self, event_id: str, bucket: int) -> bool:
+        found = self._buckets.get(event_id)
+        if not found or bucket & _LOW_BITS not in found:
+            return False
+        found.remove(bucket & _LOW_BITS)
+        if not found:
+            del self._buckets[event_id]
+        return True
+
+    def __len__(self) -> int:
+        return sum(len(found) for found in self._buckets.values())
+
+
+def _new_index() -> _Index:
+    if not pure_python_asked():
+        try:
+            from projector import _event_index  # type: ignore[attr-defined]
+        except ImportError:
+            pass
+        else:
+            index: _Index = _event_index.Index()
+            return index
+    return _DictIndex()
+
+
+class EventWindow:
+    """The event_ids applied in the recent offsets of one partition; see the module docstring.
+
+    Every event's path is :meth:`claim`, then :meth:`remember` (it applied) or :meth:`release` (it
+    did not), at the same offset: one lookup in a compact index for a new id.
+    """
+
+    __slots__ = ("_buckets", "_changed", "_hot", "_index", "_last_offset", "_newest")
+
+    def __init__(self) -> None:
+        self._index = _new_index()
         self._buckets: dict[int, _Bucket] = {}
         self._changed: set[int] = set()
         self._hot: _Bucket | None = None
@@ -117,39 +183,44 @@ class EventWindow:
     def applied_at(self, event_id: str, offset: int) -> int:
         """The offset at which ``event_id`` was applied, if that is within the window seen from
         ``offset``; :data:`~projector.encoding.NO_OFFSET` otherwise."""
-        found = self._bucket_of.get(event_id)
-        if not isinstance(found, int) or found < (offset >> BUCKET_SHIFT) - WINDOW_BUCKETS:
-            return NO_OFFSET
-        bucket = self._buckets[found]
-        return bucket.offset(bucket.ids.index(event_id))
+        return self._confirm(event_id, self._index.find(event_id), offset)
+
+    def _confirm(self, event_id: str, candidates: tuple[int, ...], offset: int) -> int:
+        """The offset of ``event_id`` in one of the candidate buckets (their low 16 bits) that is still
+        inside the window seen from ``offset``; :data:`~projector.encoding.NO_OFFSET` if none holds it."""
+        newest = self._newest
+        oldest_live = (offset >> BUCKET_SHIFT) - WINDOW_BUCKETS
+        for low in candidates:
+            number = newest - ((newest - low) & _LOW_BITS)
+            bucket = self._buckets.get(number)
+            if bucket is not None and number >= oldest_live and event_id in bucket.ids:
+                return bucket.offset(bucket.ids.index(event_id))
+        return NO_OFFSET
 
     def claim(self, event_id: str, offset: int) -> int:
-        """:meth:`applied_at`, and when that is :data:`~projector.encoding.NO_OFFSET`, hold the id
-        for the event at ``offset`` until :meth:`remember` (it applied) or :meth:`release` (it did
-        not). One dictionary operation for a new id: this is on every event's path."""
-        found = self._bucket_of.setdefault(event_id, None)
-        if found is None:
+        """:meth:`applied_at`; when that is :data:`~projector.encoding.NO_OFFSET`, hold the id for the
+        event at ``offset`` until :meth:`remember` (it applied) or :meth:`release` (it did not)."""
+        bucket = offset >> BUCKET_SHIFT
+        candidates = self._index.claim(event_id, bucket)
+        if candidates is None:
             return NO_OFFSET
-        earlier = self.applied_at(event_id, offset)
+        earlier = self._confirm(event_id, candidates, offset)
         if earlier == NO_OFFSET:
-            self._bucket_of[event_id] = None
+            self._index.add(event_id, bucket)
         return earlier
 
-    def release(self, event_id: str) -> None:
-        """Give up the claim on ``event_id``: its event did not apply."""
-        bucket_of = self._bucket_of
-        if event_id in bucket_of and bucket_of[event_id] is None:
-            del bucket_of[event_id]
+    def release(self, event_id: str, offset: int) -> None:
+        """Give up the claim :meth:`claim` made for ``event_id`` at ``offset``: its event did not apply."""
+        self._index.remove(event_id, offset >> BUCKET_SHIFT)
 
     def remember(self, event_id: str, offset: int) -> None:
-        """Record that ``event_id`` was applied at ``offset`` (after every offset remembered so far),
-        claimed or not."""
+        """Record that ``event_id``, claimed at ``offset``, was applied there (offsets only move
+        forward)."""
         hot = self._hot
         if hot is None or offset >> BUCKET_SHIFT != hot.index:
             hot = self._enter(offset)
         hot.ids.append(event_id)
         hot.places.append(offset & (BUCKET_OFFSETS - 1))
-        self._bucket_of[event_id] = hot.boxed
         self._last_offset = offset
 
     def _enter(self, offset: int) -> _Bucket:
@@ -180,11 +251,9 @@ class EventWindow:
 
     def _evict(self, index: int) -> None:
         bucket = self._buckets.pop(index)
-        bucket_of = self._bucket_of
-        boxed = bucket.boxed
+        remove = self._index.remove
         for event_id in bucket.ids:
-            if bucket_of.get(event_id) is boxed:
-                del bucket_of[event_id]
+            remove(event_id, index)
         self._changed.add(index)
 
     def changed_rows(self) -> dict[bytes, bytes | None]:
@@ -206,7 +275,7 @@ class EventWindow:
 
     def __len__(self) -> int:
         """How many event_ids are held (claims included)."""
-        return len(self._bucket_of)
+        return len(self._index)
 
     @classmethod
     def load(cls, rows: Iterable[tuple[bytes, bytes]]) -> EventWindow:
@@ -222,7 +291,7 @@ class EventWindow:
             bucket.places.extend([offset & (BUCKET_OFFSETS - 1) for offset in offsets])
             bucket.ids.extend(ids)
             for event_id in ids:
-                window._bucket_of[event_id] = bucket.boxed
+                window._index.add(event_id, index)
             window._newest = max(window._newest, index)
             window._last_offset = max(window._last_offset, offsets[-1])
         return window

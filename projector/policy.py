@@ -155,7 +155,7 @@ class PolicyStep:
         try:
             anomaly = self._fold(event, offset)
         except EventContractError as exc:
-            window.release(event_id)
+            window.release(event_id, offset)
             return self._pass_over(offset, RefusedRecord(f"{self.where} offset {offset}: {exc}"), REFUSED)
         self.event = event
         self.anomaly = anomaly
@@ -163,7 +163,7 @@ class PolicyStep:
             window.remember(event_id, offset)
             self.offset = offset
             return APPLIED
-        window.release(event_id)
+        window.release(event_id, offset)
         if self.halting and not anomaly.benign:
             return HALTED
         self._put_anomaly(anomaly)

@@ -6,7 +6,7 @@ table in docs/state.md, and risk recomputed from scratch on every read instead o
 Only the digest framing (``projector.digest.state_digest``) is shared, to compare digests.
 
 Event ids are remembered as docs/state.md says: an event whose ``event_id`` was applied at an offset
-whose 32-offset bucket is at most 16,384 buckets before the current one is a ``DUPLICATE_EVENT``;
+whose 256-offset bucket is at most 2,048 buckets before the current one is a ``DUPLICATE_EVENT``;
 the ``event_ids`` table holds, per bucket still in the window of the newest application, the
 offsets and ids applied in it. Every stored value ends with the CRC-32 of its key and bytes.
 
@@ -53,8 +53,8 @@ FIELDS = {
 }
 EVENTS_TABLES = ["orders", "fills", "positions", "balances", "risk", "anomalies", "event_ids"]
 CONFIG_TABLES = ["config", "anomalies", "event_ids"]
-BUCKET = 32
-BUCKETS_KEPT = 16_384
+BUCKET = 256
+BUCKETS_KEPT = 2_048
 
 
 def repeat_of(applied: dict[str, int], event_id: str, offset: int) -> int | None:

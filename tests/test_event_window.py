@@ -7,6 +7,7 @@ that remembers applied ids is bounded, deterministic and survives a restart from
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +16,14 @@ from hypothesis import strategies as st
 
 from projector import encoding
 from projector.digest import state_digest
-from projector.event_window import BUCKET_OFFSETS, WINDOW_BUCKETS, WINDOW_OFFSETS, EventWindow
+from projector.event_window import (
+    BUCKET_OFFSETS,
+    WINDOW_BUCKETS,
+    WINDOW_OFFSETS,
+    EventWindow,
+    _DictIndex,
+    _new_index,
+)
 from projector.model import AnomalyKind
 from projector.policy import APPLIED, HALT, QUARANTINE, RECORDED, ConfigStep, EventsStep
 from projector.state import MemoryConfigState, MemoryState
@@ -46,6 +54,11 @@ CASES: dict[str, Callable[[], list[Event]]] = {
     "PositionAdjusted SET": lambda: [adjusted("AAPL", "SET", "3", "100")],
     "BalanceChanged": lambda: [balance("CHF", "2665191.03")],
 }
+
+
+def _apply(window: EventWindow, event_id: str, offset: int) -> None:
+    assert window.claim(event_id, offset) == encoding.NO_OFFSET
+    window.remember(event_id, offset)
 
 
 @pytest.mark.parametrize("policy", [QUARANTINE, HALT])
@@ -120,7 +133,7 @@ def test_memory_and_disk_stay_bounded() -> None:
     """However many events a partition applies, at most WINDOW_BUCKETS + 1 buckets are held."""
     window = EventWindow()
     for offset in range(0, 3 * WINDOW_OFFSETS, 7):
-        window.remember(f"id-{offset}", offset)
+        _apply(window, f"id-{offset}", offset)
     rows = list(window.rows())
     assert len(rows) == WINDOW_BUCKETS + 1
     assert len(window) <= (WINDOW_BUCKETS + 1) * BUCKET_OFFSETS // 7 + 1
@@ -147,8 +160,8 @@ def test_stored_rows_do_not_depend_on_batching_and_load_back_equal(
     for index, (gap, name) in enumerate(zip(gaps, names, strict=True)):
         offset += gap
         for window in (straight, batched):
-            if window.applied_at(name, offset) == encoding.NO_OFFSET:
-                window.remember(name, offset)
+            if window.claim(name, offset) == encoding.NO_OFFSET:
+                _apply(window, name, offset)
         if index in flushes:
             for key, value in batched.changed_rows().items():
                 if value is None:
@@ -170,7 +183,7 @@ def test_stored_rows_do_not_depend_on_batching_and_load_back_equal(
 
 def test_a_damaged_window_row_is_refused() -> None:
     window = EventWindow()
-    window.remember("a", 3)
+    _apply(window, "a", 3)
     ((key, value),) = window.rows()
     damaged = bytearray(value)
     damaged[-5] ^= 1  # the id "a" read as "`"
@@ -191,10 +204,29 @@ def test_ids_of_any_text_round_trip() -> None:
     window = EventWindow()
     names = ["a", "", "é€😀", "x" * 70_000, "\x00nul", '"quoted"\\']
     for offset, name in enumerate(names):
-        window.remember(name, offset)
+        _apply(window, name, offset)
     loaded = EventWindow.load(list(window.rows()))
     assert list(loaded.rows()) == list(window.rows())
     assert [loaded.applied_at(name, 10) for name in names] == list(range(len(names)))
+
+
+def test_claims_released_and_evicted_leave_nothing_behind() -> None:
+    """The index holds exactly the remembered ids of the live buckets: a released claim and an evicted
+    bucket take their entries with them, however many ids share a bucket or come back later."""
+    window = EventWindow()
+    assert window.claim("x", 0) == encoding.NO_OFFSET
+    window.release("x", 0)
+    assert len(window) == 0 and window.applied_at("x", 1) == encoding.NO_OFFSET
+    for offset in range(40):
+        _apply(window, f"id-{offset % 20}" if offset < 20 else f"late-{offset}", offset)
+    assert len(window) == 40
+    far = 40 + WINDOW_OFFSETS + BUCKET_OFFSETS
+    _apply(window, "id-3", far)  # out of the window: applied again, and the old buckets evicted
+    assert len(window) == 1
+    _apply(window, "next", far + BUCKET_OFFSETS)
+    assert len(window) == 2
+    assert window.applied_at("id-3", far + 1) == far
+    assert window.claim("id-3", far + BUCKET_OFFSETS + 1) == far
 
 
 def test_resuming_from_stored_records_remembers_what_was_applied() -> None:
@@ -208,3 +240,54 @@ def test_resuming_from_stored_records_remembers_what_was_applied() -> None:
     assert again.apply(dict(deposit), 1) == RECORDED
     assert state_digest(resumed.records()) != state_digest(state.records())  # the anomaly row
     assert resumed.balances == state.balances
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["claim", "add", "remove"]), st.integers(0, 3000), st.integers(0, 70_000))
+    )
+)
+def test_the_c_index_answers_as_the_dict_index(operations: list[tuple[str, int, int]]) -> None:
+    """Growth, probing and backward-shift deletion in projector/_event_index.c keep exactly the
+    entries the plain dict index keeps (as multisets of bucket low bits per id)."""
+    native = _new_index()
+    if isinstance(native, _DictIndex):
+        pytest.skip("the C extension is not in use")
+    plain = _DictIndex()
+    names = [f"id-{n}" for n in range(3001)]
+    for operation, which, bucket in operations * 3:
+        name = names[which]
+        if operation == "claim":
+            a, b = native.claim(name, bucket), plain.claim(name, bucket)
+            assert (a is None) == (b is None) and sorted(a or ()) == sorted(b or ())
+        elif operation == "add":
+            native.add(name, bucket)
+            plain.add(name, bucket)
+        else:
+            assert native.remove(name, bucket) == plain.remove(name, bucket)
+    assert len(native) == len(plain)
+    for name in names:
+        assert sorted(native.find(name)) == sorted(plain.find(name))
+
+
+def test_the_c_index_under_churn_through_several_growths() -> None:
+    native = _new_index()
+    if isinstance(native, _DictIndex):
+        pytest.skip("the C extension is not in use")
+    plain = _DictIndex()
+    rng = random.Random(7)
+    held: list[tuple[str, int]] = []
+    for step in range(60_000):
+        if held and rng.random() < 0.35:
+            name, bucket = held.pop(rng.randrange(len(held)))
+            assert native.remove(name, bucket) and plain.remove(name, bucket)
+        else:
+            name, bucket = f"e-{rng.randrange(40_000)}", step // 32
+            native.add(name, bucket)
+            plain.add(name, bucket)
+            held.append((name, bucket))
+    assert len(native) == len(plain) == len(held)
+    for name in {name for name, _ in held}:
+        assert sorted(native.find(name)) == sorted(plain.find(name))
+    assert not native.remove("never-added", 1)

@@ -41,7 +41,11 @@ NATIVE_MODULES: tuple[str, ...] = (
 )
 """Compiled by ``setup.py`` (with the generated ``schemas.native_codecs``, which checks itself)."""
 
-C_EXTENSIONS: tuple[str, ...] = ("schemas._record_encoder", "projector._digest_frames")
+C_EXTENSIONS: tuple[str, ...] = (
+    "schemas._record_encoder",
+    "projector._digest_frames",
+    "projector._event_index",
+)
 """Written in C (``.c`` beside the module path), built by ``setup.py`` with the mypyc modules."""
 
 PURE_PYTHON_ENV = "REWIND_PURE_PYTHON"
