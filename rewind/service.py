@@ -224,8 +224,8 @@ class Service:
         running = projector is not None and self._readable.is_set()
         position: object = None
         if projector is not None:
-            progress = projector.progress
-            position = (progress.applied, progress.dead_letters, sorted(dict(progress.offsets).items()))
+            # When each store last committed: a batch folded but stuck before its commit is no progress.
+            position = sorted(dict(projector.progress.commit_times).items())
         report = self._lag_report
         with self._watch_lock:
             projector_check = self._progress_watch.check(

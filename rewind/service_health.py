@@ -100,7 +100,7 @@ def recovery_check(status: Mapping[str, Any]) -> dict[str, Any]:
 class ProgressWatch:
     """Whether the projector runs, and advances while there is lag.
 
-    Each call of :meth:`check` compares the projector's position (events applied, stored offsets)
+    Each call of :meth:`check` compares the projector's position (when each store last committed)
     with the one seen before; a change means it moved. The check fails when the last lag evaluation
     saw lag and the projector has not moved for ``stall_seconds``, or when the state is recovered
     but no projector has run for ``stall_seconds`` (a projector started again after a passing
@@ -121,7 +121,7 @@ class ProgressWatch:
         lag_messages: int | None,
         now: float,
     ) -> dict[str, Any]:
-        """``position`` is anything that changes when the projector applies or stores an offset;
+        """``position`` is anything that changes when the projector commits a batch;
         ``lag_messages`` is the last lag evaluation's total (None before the first); ``now`` is
         monotonic seconds."""
         if not running:

@@ -75,14 +75,24 @@ class Served:
     def wait_ready(self) -> None:
         self.wait_for("/ready 200", lambda: self.get("/ready")[0] == 200)
 
-    def wait_failing(self, failing: list[str]) -> dict[str, Any]:
-        """The first /health 503 whose failing checks are exactly ``failing``."""
+    def wait_failing(
+        self, failing: list[str], meanwhile: Callable[[], object] = lambda: None
+    ) -> dict[str, Any]:
+        """The first /health 503 whose failing checks are exactly ``failing``; ``meanwhile`` is called
+        after each /health that is not."""
+
+        seen: list[Any] = []
 
         def health() -> dict[str, Any] | None:
             status, body = self.get("/health")
+            seen[:] = [status, body]
+            meanwhile()
             return body if status == 503 and body["failing"] == failing else None
 
-        found: dict[str, Any] = self.wait_for(f"/health failing {failing}", health)
+        try:
+            found: dict[str, Any] = self.wait_for(f"/health failing {failing}", health)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the last /health: {seen}") from None
         assert set(found["checks"]) == CHECKS
         for name in failing:
             check = found["checks"][name]
@@ -203,9 +213,12 @@ def test_projector_fails_alone_when_it_cannot_commit_while_there_is_lag(
         store = lmdb.open(str(pipeline.home / "state" / "events-p0000"), max_dbs=0)
         try:
             blocked = store.begin(write=True)
+            seeds = iter(range(18, 1_000))
             try:
-                pipeline.simulate(events=2_000, seed=18)
-                projector = served.wait_failing(["projector"])["checks"]["projector"]
+                # Events keep coming: once a batch of them waits on the held lock, the rest are lag.
+                projector = served.wait_failing(
+                    ["projector"], lambda: pipeline.simulate(events=100, seed=next(seeds))
+                )["checks"]["projector"]
                 assert projector["running"] is True and projector["lag_messages"] > 0
                 assert "health.stall_seconds=2" in projector["error"]
             finally:
