@@ -162,10 +162,15 @@ def _processes_with_home(home: Path) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.kafka
-def test_make_run_serves_ready_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
+def test_make_run_serves_ready_with_a_read_token_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     home = tmp_path / "home"
     port = free_port()
-    env = os.environ | {"REWIND_HOME": str(home), "REWIND_HTTP_PORT": str(port), "REWIND_RUN_RATE": "100"}
+    env = os.environ | {
+        "REWIND_HOME": str(home),
+        "REWIND_HTTP_PORT": str(port),
+        "REWIND_RUN_RATE": "100",
+        "REWIND_HTTP_READ_TOKEN": "make-run-read-token",
+    }
     env.pop("REWIND_BOOTSTRAP", None)
     runner = subprocess.Popen(
         [sys.executable, "-m", "rewind.run_local"],
@@ -188,10 +193,14 @@ def test_make_run_serves_ready_and_ctrl_c_leaves_no_process(tmp_path: Path) -> N
     reader.start()
     try:
         assert banner.wait(120), "make run did not print its URLs:\n" + "".join(lines)
-        status, positions = get(f"http://127.0.0.1:{port}/ready")
-        assert status == 200
-        status, positions = get(f"http://127.0.0.1:{port}/state/positions")
-        assert status == 200 and "positions" in positions
+        assert get(f"http://127.0.0.1:{port}/ready")[0] == 200, "/ready needs no token"
+        assert get(f"http://127.0.0.1:{port}/state/positions")[0] == 401
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/state/positions",
+            headers={"Authorization": "Bearer make-run-read-token"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200 and "positions" in json.loads(response.read())
     finally:
         runner.send_signal(signal.SIGINT)
         runner.wait(90)
