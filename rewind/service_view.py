@@ -51,8 +51,9 @@ class ServiceView(Protocol):
         ...
 
     def health_checks(self) -> dict[str, dict[str, Any]]:
-        """What ``/health`` reports, by check name (``broker``): each a document with ``ok`` (bool)
-        and, when not ok, ``error`` and ``fix``. Called on the API's event loop: it must return at
+        """What ``/health`` reports, by check name (``broker``, ``projector``, ``disk``, ``snapshots``,
+        ``recovery``): each a document with ``ok`` (bool), its details and, when not ok, ``error``
+        and ``fix``. Called on the API's event loop: it must return at
         once (the service keeps the checks up to date on threads of its own)."""
         ...
 
@@ -82,8 +83,9 @@ class ServiceView(Protocol):
 
     def request_rebuild(self) -> dict[str, Any]:
         """Schedule a rebuild of the state from the newest valid snapshot plus the log, and return at
-        once with a document describing what was scheduled; progress shows in
-        :meth:`recovery_status`. Raises ``RewindError`` when one is already running."""
+        once with a document describing what was scheduled. By then :meth:`recovery_status`
+        describes the rebuild and :meth:`recovered` is False until it is done. Raises
+        ``RewindError`` when one is already running."""
         ...
 
 
