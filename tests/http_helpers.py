@@ -1,13 +1,16 @@
-"""A free loopback port, a GET that answers (status, JSON or text) for error statuses too, and raw
-HTTP/1.1 exchanges on a socket for requests no HTTP client would send."""
+"""A free loopback port, a GET that answers (status, JSON or text) for error statuses too, waiting
+on a running process's answers, and raw HTTP/1.1 exchanges on a socket for requests no HTTP client
+would send."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,27 @@ def get(url: str) -> tuple[int, Any]:
         body, status = error.read(), error.code
     text = body.decode()
     return status, (json.loads(text) if text.startswith(("{", "[")) else text)
+
+
+def wait_for(what: str, predicate: Callable[[], Any], limit: float, process: subprocess.Popen[bytes]) -> Any:
+    """``predicate()``'s first truthy value, asked every 0.3 s for up to ``limit`` seconds (an
+    ``OSError``, such as a refused connection, counts as not yet); fails at once, with its stderr when
+    piped, if ``process`` exits meanwhile."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise AssertionError(
+                f"the process exited ({process.returncode}) while waiting for {what}: {error}"
+            )
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {limit:.0f} s")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rewind.kafka_local import LocalKafka
 from tests.cli_runner import REWIND, run_rewind
-from tests.http_helpers import free_port, get
+from tests.http_helpers import free_port, get, wait_for
 from tests.pipeline import Pipeline
 
 STOP_LIMIT_SECONDS = 12.0
@@ -64,20 +64,6 @@ def _metric(url: str, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return None
-
-
-def _wait_for(what: str, predicate: Callable[[], Any], limit: float, process: subprocess.Popen[bytes]) -> Any:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the process exited ({process.returncode}) while waiting for {what}"
-        try:
-            value = predicate()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {limit:.0f} s")
 
 
 def _kill_broker(broker: LocalKafka) -> None:
@@ -147,14 +133,14 @@ def test_sigterm_ends_the_process_within_10_s_after_the_broker_was_killed_and_th
     process = _start(args, pipeline.env, tmp_path / "rewind.log")
     flow: subprocess.Popen[bytes] | None = None
     try:
-        _wait_for("the first events applied", lambda: _applied(pipeline) >= first.events, 90, process)
+        wait_for("the first events applied", lambda: _applied(pipeline) >= first.events, 90, process)
         flow = subprocess.Popen(
             [REWIND, "simulate", "--events", "1000000", "--seed", "82", "--rate", "400"],
             env=os.environ | pipeline.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_for("events of the flow applied", lambda: _applied(pipeline) > first.events + 400, 60, process)
+        wait_for("events of the flow applied", lambda: _applied(pipeline) > first.events + 400, 60, process)
         _kill_broker(broker)
         flow.kill()
         flow.wait(30)
@@ -208,13 +194,13 @@ def test_a_lost_broker_fails_health_once_logged_and_projecting_resumes_when_it_i
     log_file = tmp_path / "serve.log"
     process = _start(["serve", "--port", str(port)], env, log_file)
     try:
-        _wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 90, process)
+        wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 90, process)
         status, health = get(f"{url}/health")
         assert status == 200 and health["status"] == "ok" and health["checks"]["broker"]["ok"] is True
         assert _metric(url, "rewind_broker_reachable") == 1.0
 
         broker.stop()
-        status, health = _wait_for(
+        status, health = wait_for(
             "/health 503", lambda: (r := get(f"{url}/health"))[0] == 503 and r, 30, process
         )
         assert health["status"] == "failing" and health["failing"] == ["broker"]
@@ -232,10 +218,10 @@ def test_a_lost_broker_fails_health_once_logged_and_projecting_resumes_when_it_i
         assert broker.address() == address, "the broker is back on its own address"
         more = pipeline.simulate(events=700, seed=92)
         total = first.events + more.events
-        _wait_for("the new events applied", lambda: _applied(pipeline) == total, 90, process)
-        _wait_for("/health 200", lambda: get(f"{url}/health")[0] == 200, 30, process)
+        wait_for("the new events applied", lambda: _applied(pipeline) == total, 90, process)
+        wait_for("/health 200", lambda: get(f"{url}/health")[0] == 200, 30, process)
         assert _metric(url, "rewind_broker_reachable") == 1.0
-        _wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 60, process)
+        wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 60, process)
     finally:
         code, seconds = _stop(process)
     log = log_file.read_text(errors="replace")
@@ -265,7 +251,7 @@ def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_b
     log_file = tmp_path / "serve.log"
     process = _start(["serve", "--port", str(port)], env, log_file)
     try:
-        _, recovery = _wait_for(
+        _, recovery = wait_for(
             "RECOVERY_FAILED after three attempts",
             lambda: (
                 (r := get(f"{url}/recovery/status"))[0] == 200
@@ -282,7 +268,7 @@ def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_b
         assert "fix: check that the brokers in kafka.bootstrap" in recovery["error"]
         assert get(f"{url}/ready")[0] == 503
         assert _metric(url, "rewind_recovery_state", state="RECOVERY_FAILED") == 1.0
-        _wait_for(
+        wait_for(
             "rewind_recovery_attempts >= 3",
             lambda: (_metric(url, "rewind_recovery_attempts") or 0) >= 3,
             10,
@@ -290,7 +276,7 @@ def test_a_recovery_that_fails_while_the_broker_is_down_is_retried_until_it_is_b
         )
 
         broker.start(timeout=120)
-        _wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 90, process)
+        wait_for("/ready", lambda: get(f"{url}/ready")[0] == 200, 90, process)
         status, recovery = get(f"{url}/recovery/status")
         assert recovery["state"] == "RECOVERED" and recovery["error"] is None and recovery["attempt"] >= 3
         status, positions = get(f"{url}/state/positions")
@@ -319,7 +305,7 @@ def test_a_failure_that_needs_a_person_is_not_retried(
     url = f"http://127.0.0.1:{port}"
     process = _start(["serve", "--port", str(port)], pipeline.env, tmp_path / "serve.log")
     try:
-        _, recovery = _wait_for(
+        _, recovery = wait_for(
             "RECOVERY_FAILED",
             lambda: (r := get(f"{url}/recovery/status"))[1]["state"] == "RECOVERY_FAILED" and r,
             60,

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import lmdb
 
 from tests.cli_runner import REWIND
-from tests.http_helpers import free_port
+from tests.http_helpers import free_port, wait_for
 from tests.pipeline import Pipeline
 
 READ_TOKEN = "health-read-token"
@@ -58,19 +57,7 @@ class Served:
         return _request(self.url + path, token=token)
 
     def wait_for(self, what: str, predicate: Callable[[], Any], limit: float = 90.0) -> Any:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise AssertionError(f"the service exited while waiting for {what}: {error}")
-            try:
-                value = predicate()
-            except OSError:
-                value = None
-            if value:
-                return value
-            time.sleep(0.3)
-        raise AssertionError(f"{what}: not within {limit:.0f} s")
+        return wait_for(what, predicate, limit, self.process)
 
     def wait_ready(self) -> None:
         self.wait_for("/ready 200", lambda: self.get("/ready")[0] == 200)

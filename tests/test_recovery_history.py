@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,7 @@ from replayer.recovery_history import MAX_RECORDS, Cause, Reason, build_record, 
 from replayer.recovery_history_file import DAMAGE_MARKER, HISTORY_FILE_NAME, append_record, read_history
 from tests.cli_runner import REWIND, run_rewind
 from tests.fold_events import balance
-from tests.http_helpers import free_port, get
+from tests.http_helpers import free_port, get, wait_for
 from tests.openapi_check import errors, response_schema
 from tests.pipeline import Pipeline
 
@@ -149,17 +148,7 @@ def _serve(pipeline: Pipeline, port: int) -> subprocess.Popen[bytes]:
 
 
 def _wait(predicate: Any, process: subprocess.Popen[bytes], what: str, limit: float = 120.0) -> Any:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the service exited"
-        try:
-            value = predicate()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {limit:.0f}s")
+    return wait_for(what, predicate, limit, process)
 
 
 def _history(url: str) -> list[dict[str, Any]]:
