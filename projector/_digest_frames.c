@@ -11,6 +11,12 @@
  * rest of the value (projector.encoding.seal) stops it and is returned alone; the caller raises its
  * own error. Anything but 2-tuples of bytes raises TypeError. The hashed bytes and the checks equal
  * the Python loop's (tests/test_digest_frames.py).
+ *
+ * seal(key, payload) -> bytes          payload followed by the big-endian CRC-32 of key + payload
+ * unseal(key, value) -> bytes | None   value without its checksum, or None when the checksum fails
+ *
+ * The same bytes and answers as projector.encoding's Python seal and unseal; one call each, since
+ * every stored row passes through one of them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -174,7 +180,35 @@ done:
     return result;
 }
 
+static PyObject *seal(PyObject *module, PyObject *args) {
+    (void)module;
+    const char *key, *payload;
+    Py_ssize_t key_size, payload_size;
+    if (!PyArg_ParseTuple(args, "y#y#", &key, &key_size, &payload, &payload_size)) return NULL;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, payload_size + 4);
+    if (result == NULL) return NULL;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    memcpy(out, payload, (size_t)payload_size);
+    uint32_t crc = crc_update(crc_update(0, (const unsigned char *)key, key_size), (const unsigned char *)payload,
+                              payload_size);
+    out[payload_size] = (unsigned char)(crc >> 24);
+    out[payload_size + 1] = (unsigned char)(crc >> 16);
+    out[payload_size + 2] = (unsigned char)(crc >> 8);
+    out[payload_size + 3] = (unsigned char)crc;
+    return result;
+}
+
+static PyObject *unseal(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *key, *value;
+    if (!PyArg_ParseTuple(args, "SS", &key, &value)) return NULL;
+    if (!sealed(key, value)) Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value) - 4);
+}
+
 static PyMethodDef methods[] = {
+    {"seal", seal, METH_VARARGS, "seal(key, payload) -> payload + CRC-32 of key + payload, big-endian"},
+    {"unseal", unseal, METH_VARARGS, "unseal(key, value) -> value without its checksum, or None if it fails"},
     {"feed", feed, METH_VARARGS, "feed(update, name, rows) -> None | (key, previous_key) | (key,)"},
     {NULL, NULL, 0, NULL},
 };

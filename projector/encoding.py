@@ -31,6 +31,7 @@ from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
+from rewind.ground.native_build import pure_python_asked
 
 ENCODING_VERSION: Final = 1
 
@@ -80,20 +81,46 @@ class CorruptRow(EncodingError):
         self.key = key
 
 
-def seal(key: bytes, payload: bytes) -> bytes:
-    """``payload`` as stored under ``key``: followed by the CRC-32 of ``key`` and ``payload``."""
+def _python_seal(key: bytes, payload: bytes) -> bytes:
     return payload + zlib.crc32(payload, zlib.crc32(key)).to_bytes(ROW_CHECKSUM_BYTES, "big")
 
 
-def unseal(table: str, key: bytes, value: bytes) -> bytes:
-    """The canonical bytes of a stored row, after checking its checksum (:class:`CorruptRow` if it
-    does not match)."""
+def _python_unseal(key: bytes, value: bytes) -> bytes | None:
     payload = value[:-ROW_CHECKSUM_BYTES]
     if (
         len(value) < ROW_CHECKSUM_BYTES
         or zlib.crc32(payload, zlib.crc32(key)).to_bytes(ROW_CHECKSUM_BYTES, "big")
         != value[-ROW_CHECKSUM_BYTES:]
     ):
+        return None
+    return payload
+
+
+def _native_sealing() -> tuple[Callable[[bytes, bytes], bytes], Callable[[bytes, bytes], bytes | None]]:
+    """``projector._digest_frames``'s seal and unseal when built (one C call a row), else Python's."""
+    if not pure_python_asked():
+        try:
+            from projector import _digest_frames  # type: ignore[attr-defined]
+        except ImportError:
+            pass
+        else:
+            return _digest_frames.seal, _digest_frames.unseal
+    return _python_seal, _python_unseal
+
+
+_SEAL, _UNSEAL = _native_sealing()
+
+
+def seal(key: bytes, payload: bytes) -> bytes:
+    """``payload`` as stored under ``key``: followed by the CRC-32 of ``key`` and ``payload``."""
+    return _SEAL(key, payload)
+
+
+def unseal(table: str, key: bytes, value: bytes) -> bytes:
+    """The canonical bytes of a stored row, after checking its checksum (:class:`CorruptRow` if it
+    does not match)."""
+    payload = _UNSEAL(key, value)
+    if payload is None:
         raise CorruptRow(table, key)
     return payload
 

@@ -16,7 +16,7 @@ import xxhash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projector import digest
+from projector import digest, encoding
 from projector.digest import DIGEST_DOMAIN, RecordOrderError, digest_rows, new_hasher
 from projector.encoding import CorruptRow, seal
 from tests.test_native import native_build
@@ -73,6 +73,8 @@ def test_the_checksum_is_zlibs_crc32_of_key_and_payload(
 ) -> None:
     sealed = seal(key, payload)
     assert sealed == payload + zlib.crc32(key + payload).to_bytes(4, "big")
+    assert encoding._python_seal(key, payload) == sealed  # the C seal, when built, and Python's agree
+    assert encoding.unseal("orders", key, sealed) == encoding._python_unseal(key, sealed) == payload
     where = data.draw(st.integers(0, len(sealed) - 1))
     bit = data.draw(st.integers(0, 7))
     damaged = bytearray(sealed)
@@ -84,6 +86,9 @@ def test_the_checksum_is_zlibs_crc32_of_key_and_payload(
             _digest("orders", [(key, sealed)])
             with pytest.raises(CorruptRow):
                 _digest("orders", [(key, bytes(damaged))])
+            with pytest.raises(CorruptRow):
+                encoding.unseal("orders", key, bytes(damaged))
+            assert encoding._python_unseal(key, bytes(damaged)) is None
         finally:
             digest._FEED = original
 
