@@ -28,10 +28,15 @@ Guarantees:
 * A connection has ``http.header_timeout_seconds`` from its opening, or from the first byte of a
   request after the previous response, to send the whole request line and headers, and is closed
   otherwise; an idle keep-alive connection is closed after ``http.keepalive_seconds``.
-* The event loop never waits on LMDB or the service: state reads run on one worker thread (so a
-  :class:`~projector.state_directory.StateDirectory` is never used by two threads at once), the other
-  service calls and the metrics exposition on a small pool. Only the accessors ``settings()``,
-  ``health_checks()`` and ``metrics_registry()`` are called on the loop itself.
+* The event loop never waits on LMDB or the service. State reads are built by ``http.readers``
+  reader processes (:class:`rewind.state_readers.StateReaders`), so the service's interpreter only
+  hands each over; with ``http.readers`` 0 they run on one worker thread (so a
+  :class:`~projector.state_directory.StateDirectory` is never used by two threads at once). Either
+  way the body is the same bytes. The other service calls and the metrics exposition run on a small
+  pool. Only the accessors ``settings()``, ``health_checks()`` and ``metrics_registry()`` are called
+  on the loop itself.
+* ``/metrics`` and ``/lag`` are rendered at most once per :data:`SHARED_SECONDS` and that answer is
+  given to every request meanwhile.
 * ``/live`` answers 200 whenever the event loop turns, and checks nothing else: the liveness probe.
 * ``/health`` answers 200 while every check of ``health_checks()`` passes, 503 naming the failing
   ones otherwise (``broker``, ``projector``, ``disk``, ``snapshots``, ``recovery``). ``/ready``
@@ -63,13 +68,11 @@ from aiohttp.http_exceptions import (
 )
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from projector import queries, views
 from projector.encoding import MAX_KEY_PART_BYTES
-from projector.risk_view import risk_rows
-from projector.state_directory import StateDirectory
 from replayer.recovery_history_file import history_path, read_history
 from rewind.ground.errors import ConfigError, RewindError
 from rewind.service_view import ServiceView
+from rewind.state_readers import DOCUMENTS, StateReaders, render
 
 __all__ = ["HEALTH_ONLY_CHECKS", "OPEN_PATHS", "HttpServer", "create_app", "serve_http"]
 
@@ -91,6 +94,10 @@ MAX_BODY_BYTES: Final = 1024
 
 OPEN_PATHS: Final = frozenset({"/live", "/health", "/ready"})
 """Routes that need no read token: they reveal no state, and probes send no secrets."""
+SHARED_SECONDS: Final = 1.0
+"""``/metrics`` and ``/lag`` are the same for every client: each is rendered at most once in this
+many seconds and that answer given to every request meanwhile (``POST /snapshots`` and ``POST
+/rebuild`` drop it). The lag report itself changes every 5 s, Prometheus scrapes every 5 s."""
 HEALTH_ONLY_CHECKS: Final = frozenset({"disk", "snapshots"})
 """Checks that fail ``/health`` but not ``/ready``: they threaten the next recovery, not the reads
 served now."""
@@ -126,28 +133,58 @@ class BadParameter(ApiError):
 
 
 class _Runtime:
-    """The service and the worker threads of one application."""
+    """The service, the worker threads and the state readers of one application."""
 
     def __init__(self, service: ServiceView) -> None:
         self.service = service
-        self.state_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rewind-http-state")
+        size = int(service.settings()["http.readers"])
+        self.readers = StateReaders(size) if size else None
+        self.state_pool = ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix="rewind-http-state")
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rewind-http")
+        self._shared: dict[str, tuple[float, asyncio.Future[bytes]]] = {}
 
     async def call(self, func: Callable[..., T], *args: Any) -> T:
         """Run a (possibly slow) service call off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(func, *args))
 
-    async def read_state(self, func: Callable[..., T], *args: Any) -> T:
-        """Run ``func(state_directory, *args)`` on the state worker thread."""
+    async def read_state(self, route: str, *args: str | None) -> bytes | None:
+        """The JSON body of the state document ``route`` (:data:`rewind.state_readers.DOCUMENTS`), or
+        None when it found nothing: built by a reader process with ``http.readers`` above 0 (this
+        thread only hands the request over), else here on the one state worker thread."""
+        readers, service = self.readers, self.service
 
-        def read() -> T:
-            return func(self.service.state_directory(), *args)
+        def read() -> bytes | None:
+            directory = service.state_directory()
+            if readers is not None:
+                return readers.read(directory, route, *args)
+            document = DOCUMENTS[route](directory, *args)
+            return None if document is None else render(document)
 
         return await asyncio.get_running_loop().run_in_executor(self.state_pool, read)
+
+    async def shared(self, key: str, produce: Callable[[], bytes]) -> bytes:
+        """``produce()``'s bytes, made at most once per :data:`SHARED_SECONDS` for every request
+        that asks meanwhile (a failure is not kept: the next request tries again)."""
+        loop = asyncio.get_running_loop()
+        kept = self._shared.get(key)
+        if (
+            kept is None
+            or loop.time() - kept[0] >= SHARED_SECONDS
+            or (kept[1].done() and (kept[1].cancelled() or kept[1].exception() is not None))
+        ):
+            kept = (loop.time(), loop.run_in_executor(self.pool, produce))
+            self._shared[key] = kept
+        return await asyncio.shield(kept[1])
+
+    def forget_shared(self) -> None:
+        """Drop the kept answers: a mutating call changed what they report."""
+        self._shared.clear()
 
     def close(self) -> None:
         self.state_pool.shutdown(wait=False, cancel_futures=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.readers is not None:
+            self.readers.close()
 
 
 RUNTIME: Final = web.AppKey("rewind_runtime", _Runtime)
@@ -156,6 +193,12 @@ RUNTIME: Final = web.AppKey("rewind_runtime", _Runtime)
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     text = json.dumps(body, allow_nan=False, ensure_ascii=False)
     return web.Response(text=text, status=status, content_type="application/json", headers=headers)
+
+
+def _json_bytes(body: bytes) -> web.Response:
+    """A 200 with a JSON body already rendered (:func:`rewind.state_readers.render`): the same
+    headers as :func:`_json`."""
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 def _runtime(request: web.Request) -> _Runtime:
@@ -279,36 +322,6 @@ def _check_body(request: web.Request) -> None:
         )
 
 
-# State reads (on the state worker thread)
-
-
-def _positions(directory: StateDirectory, account: str | None, symbol: str | None) -> dict[str, Any]:
-    return {"positions": [views.to_dict(p) for p in queries.positions(directory, account, symbol)]}
-
-
-def _order(directory: StateDirectory, order_id: str) -> dict[str, Any] | None:
-    found = queries.order(directory, order_id)
-    return None if found is None else views.to_dict(found)
-
-
-def _account(directory: StateDirectory, account: str) -> dict[str, Any] | None:
-    balances = [views.to_dict(b) for b in queries.balances(directory, account)]
-    risks = risk_rows(directory, account)
-    positions = [views.to_dict(p) for p in queries.positions(directory, account)]
-    if not (balances or risks or positions):
-        return None
-    return {
-        "account_id": account,
-        "balances": balances,
-        "risk": risks[0] if risks else None,
-        "positions": positions,
-    }
-
-
-def _config(directory: StateDirectory) -> dict[str, Any]:
-    return {"config": [views.to_dict(c) for c in queries.config_entries(directory)]}
-
-
 # Handlers
 
 
@@ -372,10 +385,11 @@ async def recovery_history(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """The Prometheus exposition, rendered at most once per :data:`SHARED_SECONDS`."""
     _query(request)
     runtime = _runtime(request)
     registry = runtime.service.metrics_registry()
-    body = await runtime.call(generate_latest, registry)
+    body = await runtime.shared("metrics", functools.partial(generate_latest, registry))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -384,36 +398,42 @@ async def positions(request: web.Request) -> web.Response:
     account_id, symbol = given.get("account"), given.get("symbol")
     if not _storable(account_id, symbol):
         return _json({"positions": []})
-    return _json(await _runtime(request).read_state(_positions, account_id, symbol))
+    body = await _runtime(request).read_state("positions", account_id, symbol)
+    assert body is not None
+    return _json_bytes(body)
 
 
 async def order(request: web.Request) -> web.Response:
     _query(request)
     order_id = _path_id(request)
-    found = await _runtime(request).read_state(_order, order_id) if _storable(order_id) else None
+    found = await _runtime(request).read_state("order", order_id) if _storable(order_id) else None
     if found is None:
         raise ApiError(404, f"no order {order_id!r} in the state", order_id=order_id)
-    return _json(found)
+    return _json_bytes(found)
 
 
 async def account(request: web.Request) -> web.Response:
     _query(request)
     account_id = _path_id(request)
-    found = await _runtime(request).read_state(_account, account_id) if _storable(account_id) else None
+    found = await _runtime(request).read_state("account", account_id) if _storable(account_id) else None
     if found is None:
         raise ApiError(404, f"no account {account_id!r} in the state", account_id=account_id)
-    return _json(found)
+    return _json_bytes(found)
 
 
 async def config(request: web.Request) -> web.Response:
     _query(request)
-    return _json(await _runtime(request).read_state(_config))
+    body = await _runtime(request).read_state("config")
+    assert body is not None
+    return _json_bytes(body)
 
 
 async def lag(request: web.Request) -> web.Response:
+    """The latest lag report, rendered at most once per :data:`SHARED_SECONDS`."""
     _query(request)
     runtime = _runtime(request)
-    return _json(await runtime.call(runtime.service.projector_lag))
+    service = runtime.service
+    return _json_bytes(await runtime.shared("lag", lambda: render(service.projector_lag())))
 
 
 async def list_snapshots(request: web.Request) -> web.Response:
@@ -426,14 +446,18 @@ async def take_snapshot(request: web.Request) -> web.Response:
     _authorize(request)
     _query(request)
     runtime = _runtime(request)
-    return _json({"snapshots": await runtime.call(runtime.service.take_snapshot)})
+    taken = await runtime.call(runtime.service.take_snapshot)
+    runtime.forget_shared()
+    return _json({"snapshots": taken})
 
 
 async def rebuild(request: web.Request) -> web.Response:
     _authorize(request)
     _query(request)
     runtime = _runtime(request)
-    return _json(await runtime.call(runtime.service.request_rebuild), 202)
+    scheduled = await runtime.call(runtime.service.request_rebuild)
+    runtime.forget_shared()
+    return _json(scheduled, 202)
 
 
 @functools.cache

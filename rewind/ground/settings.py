@@ -177,6 +177,13 @@ SETTINGS: tuple[Setting, ...] = (
         "the HTTP API closes a keep-alive connection idle for this long",
     ),
     Setting(
+        "http.readers",
+        _non_negative_int,
+        2,
+        "processes that build the answers of the /state routes and /config beside the projector's "
+        "interpreter (0: built on a thread of the service itself)",
+    ),
+    Setting(
         "health.stall_seconds",
         _positive_int,
         60,
