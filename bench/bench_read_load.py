@@ -6,10 +6,13 @@ loopback port, snapshots off) once per setting of ``http.readers`` (``--readers`
 reads ("idle", the baseline) and under a steady ``--rate`` requests per second ("load") of
 ``/state/positions?account=A``, ``/state/orders/<id>``, ``/lag`` and ``/metrics`` in equal shares,
 sent by a load generator in a process of its own (``--generate``, keep-alive ``http.client``
-connections on threads, requests on a fixed schedule). Settings and loads alternate within each
+connections on threads, requests on a fixed schedule). ``--before CHECKOUT`` adds the arm
+"before": ``rewind serve`` run from another checkout (its native modules built or copied in), so
+code without these changes is measured in the same run. Settings and loads alternate within each
 round (ABAB...).
 
-Once the service has recovered (an empty log) and the load has run for a second, the same
+Once the service has recovered (an empty log), reports lag (``/lag`` answers 200) and the load has
+run for a second, the same
 ``--events`` simulated events, encoded once at the start, are produced into its topics as fast as a
 bare producer goes, and the catch-up is the time from the first event sent to the last store's
 commit of the last event (read from the stores' own offsets and commit times, not over HTTP). The
@@ -217,7 +220,7 @@ def run_once(
     bootstrap: str,
     scratch: Path,
     records: list[Record],
-    readers: int,
+    arm: str,
     load: bool,
     ids: tuple[list[str], list[str]],
 ) -> dict[str, Any]:
@@ -231,13 +234,15 @@ def run_once(
             "REWIND_TOPICS_CONFIG": settings.config_topic,
             "REWIND_TOPICS_DEADLETTER": settings.deadletter_topic,
             "REWIND_TOPICS_PARTITIONS": str(args.partitions),
-            "REWIND_HTTP_READERS": str(readers),
+            **_arm_environ(arm),
             "REWIND_PROJECTOR_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
             **extra,
         }
+        before = arm == "before"
         service = subprocess.Popen(
-            [REWIND, "serve", "--port", str(port)],
-            env=environ,
+            [*(_before_command() if before else [REWIND]), "serve", "--port", str(port)],
+            env=environ | ({"PYTHONPATH": str(args.before)} if before else {}),
+            cwd=args.before if before else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -252,6 +257,7 @@ def run_once(
                 raise RuntimeError(f"rewind serve exited ({service.wait()}) before recovering")
             threading.Thread(target=service.stdout.read, daemon=True).start()
             base = f"http://127.0.0.1:{port}"
+            _wait_for_lag(base, service)
             if load:
                 generator = subprocess.Popen(
                     [
@@ -298,7 +304,7 @@ def run_once(
                 service.kill()
     seconds = ended - started
     row: dict[str, Any] = {
-        "readers": readers,
+        "arm": arm,
         "load": "load" if load else "idle",
         "events": len(records),
         "catch_up_seconds": round(seconds, 3),
@@ -314,7 +320,7 @@ def run_once(
             "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
             "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
         }
-    text = f"readers={readers} {row['load']:<4} {seconds:6.2f} s {row['events_per_s']:>8,} ev/s" + (
+    text = f"{arm:<9} {row['load']:<4} {seconds:6.2f} s {row['events_per_s']:>8,} ev/s" + (
         f"  {row['requests_per_s']:6.1f} req/s p50 {row['p50_ms']:.1f} ms p99 {row['p99_ms']:.1f} ms "
         f"{row['statuses']}"
         if load
@@ -322,6 +328,33 @@ def run_once(
     )
     print(text, flush=True)
     return row
+
+
+def _wait_for_lag(base: str, service: subprocess.Popen[str]) -> None:
+    """Until ``/lag`` answers 200: the service has a lag report, as a running one has."""
+    host, _, port = base.removeprefix("http://").partition(":")
+    while service.poll() is None:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            connection.request("GET", "/lag")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            connection.close()
+        time.sleep(0.2)
+    raise RuntimeError(f"rewind serve exited ({service.returncode}) before reporting lag")
+
+
+def _arm_environ(arm: str) -> dict[str, str]:
+    """The environment of an arm: ``readers=N`` sets ``http.readers``; ``before`` sets nothing."""
+    return {"REWIND_HTTP_READERS": arm.removeprefix("readers=")} if arm.startswith("readers=") else {}
+
+
+def _before_command() -> list[str]:
+    """``rewind`` from the checkout on PYTHONPATH (the arm ``before``)."""
+    return [sys.executable, "-c", "import sys; from rewind.cli import main; sys.exit(main())"]
 
 
 def _free_port() -> int:
@@ -343,6 +376,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="requests per second under load")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--readers", default="0,2", help="the http.readers settings compared")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also run `rewind serve` from this checkout (its native modules built) as the arm 'before'",
+    )
     parser.add_argument("--generate", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -360,24 +398,22 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
         summary = produce(source, args.events, seed=1, accounts=args.accounts)
         records = capture(bootstrap, source, args.partitions, summary.events)
     ids = sample_ids(records, 2000, seed=1)
-    settings = [int(n) for n in args.readers.split(",")]
+    arms = [f"readers={n}" for n in args.readers.split(",")] + (["before"] if args.before else [])
     rows = []
     for round_number in range(args.rounds):
         print(f"round {round_number + 1} of {args.rounds}", flush=True)
-        for readers in settings:
+        for arm in arms:
             for load in (False, True):
-                rows.append(run_once(args, bootstrap, scratch, records, readers, load, ids))
+                rows.append(run_once(args, bootstrap, scratch, records, arm, load, ids))
     summaries = {}
-    for readers in settings:
-        idle = [r["catch_up_seconds"] for r in rows if r["readers"] == readers and r["load"] == "idle"]
-        loaded = [r for r in rows if r["readers"] == readers and r["load"] == "load"]
+    for arm in arms:
+        idle = [r["catch_up_seconds"] for r in rows if r["arm"] == arm and r["load"] == "idle"]
+        loaded = [r for r in rows if r["arm"] == arm and r["load"] == "load"]
         ratios = [
             r["catch_up_seconds"] / i["catch_up_seconds"]
-            for r, i in zip(
-                loaded, [r for r in rows if r["readers"] == readers and r["load"] == "idle"], strict=True
-            )
+            for r, i in zip(loaded, [r for r in rows if r["arm"] == arm and r["load"] == "idle"], strict=True)
         ]
-        summaries[str(readers)] = {
+        summaries[arm] = {
             "idle_seconds_median": round(statistics.median(idle), 3),
             "load_seconds_median": round(statistics.median(r["catch_up_seconds"] for r in loaded), 3),
             "load_over_idle_median": round(statistics.median(ratios), 3),
@@ -385,9 +421,9 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
             "p50_ms_median": statistics.median(r["p50_ms"] for r in loaded),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in loaded),
         }
-        s = summaries[str(readers)]
+        s = summaries[arm]
         print(
-            f"http.readers={readers}: idle {s['idle_seconds_median']} s, under {args.rate:g} req/s "
+            f"{arm}: idle {s['idle_seconds_median']} s, under {args.rate:g} req/s "
             f"{s['load_seconds_median']} s: the catch-up takes {s['load_over_idle_median']:.2f}x "
             f"(median of paired rounds)",
             flush=True,
