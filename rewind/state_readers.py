@@ -182,9 +182,11 @@ class _Reader:
             close_fds=True,
         )
         self.pid = self.process.pid
+        self.gone = False
+        """Set once an exchange failed: its end is known before the kernel reports its exit."""
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.gone and self.process.poll() is None
 
     def exchange(self, request: bytes) -> tuple[bytes, bytes]:
         stdin, stdout = self.process.stdin, self.process.stdout
@@ -197,6 +199,7 @@ class _Reader:
         except (OSError, ValueError):
             kind, body, length = b"", b"", b""
         if not kind or len(body) != int(length or 0):
+            self.gone = True
             raise ReaderGone(
                 f"the state reader process (pid {self.pid}) ended while answering; a new one answers "
                 "the next request",
@@ -280,6 +283,7 @@ class StateReaders:
                 kind, body = reader.exchange(request)
             except ReaderGone:
                 reader.process.kill()
+                reader.process.wait()
                 raise
         finally:
             self._idle.put(reader)
