@@ -23,7 +23,8 @@ Lifecycle of ``rewind serve``:
 Threads: the main thread runs recovery and the projector; the API has its own event loop thread; the
 snapshotter, lag evaluator and broker watch are daemon threads. LMDB environments are opened once,
 by the projector, and shared read-only with the others (LMDB forbids opening one environment twice
-in a process).
+in a process). State reads are answered by the API's reader processes (:mod:`rewind.state_readers`,
+``http.readers``), each with its own read-only environments; they end with the API.
 """
 
 from __future__ import annotations

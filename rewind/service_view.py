@@ -38,8 +38,9 @@ class ServiceView(Protocol):
 
     def state_directory(self) -> StateDirectory:
         """A read-only view of the live state. The service owns it (the API never closes it or
-        writes through it) and may return a different one after a rebuild. The API reads it from one
-        worker thread at a time."""
+        writes through it) and returns a different one once a recovery or rebuild replaced the
+        stores: the API's reader processes reopen the stores when it changes. With ``http.readers``
+        0 the API reads it from one worker thread at a time."""
         ...
 
     def recovery_status(self) -> dict[str, Any]:
