@@ -19,6 +19,7 @@ commit of the last event (read from the stores' own offsets and commit times, no
 producer runs for the first part of every catch-up alike. Reported per run: catch-up seconds,
 events/s, the requests answered per second during the catch-up and their p50/p99 latency;
 per setting, the median load/idle ratio. Writes ``bench/results/read-load-<time>.json``.
+``BENCH_READ_LOAD_ONLY=<path>`` sends only that path (``/live``: the HTTP server's own share).
 
     .venv/bin/python -m bench.bench_read_load --events 250000 --rate 500 --rounds 3
 """
@@ -99,7 +100,11 @@ def generate(base: str, rate: float, accounts: list[str], orders: list[str], see
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
 
+    only = os.environ.get("BENCH_READ_LOAD_ONLY")
+
     def path(number: int) -> str:
+        if only:
+            return only
         kind = number % 4
         if kind == 0:
             return f"/state/positions?account={rng.choice(accounts)}"
@@ -244,7 +249,7 @@ def run_once(
             env=environ | ({"PYTHONPATH": str(args.before)} if before else {}),
             cwd=args.before if before else None,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=(scratch / f"serve-{port}.log").open("w"),
             text=True,
         )
         generator: subprocess.Popen[str] | None = None
@@ -254,7 +259,8 @@ def run_once(
                 if line.startswith("recovered in"):
                     break
             else:
-                raise RuntimeError(f"rewind serve exited ({service.wait()}) before recovering")
+                log = (scratch / f"serve-{port}.log").read_text()[-2000:]
+                raise RuntimeError(f"rewind serve exited ({service.wait()}) before recovering:\n{log}")
             threading.Thread(target=service.stdout.read, daemon=True).start()
             base = f"http://127.0.0.1:{port}"
             _wait_for_lag(base, service)
