@@ -72,7 +72,8 @@ class DeliveryFailedError(ProduceError):
         super().__init__(
             f"{len(failures)} event(s) were not acknowledged by Kafka: {shown}{more}",
             "check the broker and topics (`rewind topics create`), then re-send these events; their "
-            "event_ids are unchanged, so the projector's de-duplication makes a re-send safe",
+            "event_ids are unchanged, so the projector applies each at most once (a partition remembers the "
+            "ids it applied for at least 524,288 offsets)",
         )
         self.failures = failures
 
