@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from replayer.history import HistoryRow
 from replayer.reconcile_state import LAST_EVENTS, EntityKey, RewindSide, last_events, rewind_side
-from replayer.reconciliation import Reconciliation, Tolerances, compare
+from replayer.reconciliation import Reconciliation, Tolerances, compare, in_scope, statement_accounts
 from replayer.statement import Statement, read_statement
 from replayer.timetravel import parse_time
 from rewind.ground.errors import RewindError
@@ -99,15 +99,19 @@ def reconcile_files(
     files: Mapping[str, Path],
     as_of: str | None = None,
     history: int = LAST_EVENTS,
+    statement_accounts_only: bool = False,
 ) -> ReconcileReport:
     """Reconcile the statement in ``files`` (kind -> path) with rewind as of the chosen moment;
-    ``history`` events are attached to each break (0: none)."""
+    ``history`` events are attached to each break (0: none). With ``statement_accounts_only``,
+    rewind's rows of accounts the statement does not name are left out."""
     if "positions" not in files:
         raise RewindError("a reconciliation needs a positions statement", "pass --positions FILE")
     statement = read_statement(settings, files)
     moment = choose_moment(as_of, statement)
     side = rewind_side(settings, moment)
     tolerances = Tolerances.from_settings(settings)
+    if statement_accounts_only:
+        side = RewindSide(in_scope(side.rows, statement_accounts(statement)), side.points, side.source)
     outcome = compare(statement, side.rows, tolerances)
     events = last_events(settings, outcome.breaks, side.points, history) if history and outcome.breaks else {}
     return ReconcileReport(statement, side, moment, tolerances, outcome, events)

@@ -46,6 +46,9 @@ from rewind.ground.watermarks import watermark_offsets
 LAST_EVENTS: Final = 3
 """Events shown with each break by default: the last ones that touched its entity."""
 
+_MOVES_POSITION: Final = frozenset({"Fill", "PositionAdjusted"})
+"""The events that change a position: the ones shown with a position's break."""
+
 EntityKey = tuple[str, str | None, str]
 
 
@@ -105,6 +108,8 @@ def _matches(state: MemoryState, key: EntityKey, event: Mapping[str, Any]) -> bo
             and event["account_id"] == account
             and event["currency"] == name
         )
+    if event["event_type"] not in _MOVES_POSITION:
+        return False
     return _touches(state, Target(account_id=account, symbol=name), event)
 
 
@@ -118,7 +123,9 @@ def _target(key: EntityKey) -> Target:
 def last_events(
     settings: Settings, breaks: Iterable[Break], points: Mapping[str, int], keep: int = LAST_EVENTS
 ) -> dict[EntityKey, list[HistoryRow]]:
-    """The last ``keep`` events before each point that touched the entity of each break.
+    """The last ``keep`` events before each point that touched the entity of each break: for a
+    position its fills and adjustments, for a balance its BalanceChanged events, for an order every
+    event that names it.
 
     An order that rewind does not know has no account, so no partition to look in: it gets none.
     """

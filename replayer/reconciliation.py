@@ -372,6 +372,22 @@ def _orders(
     return matches, compared
 
 
+def statement_accounts(statement: Statement) -> frozenset[str]:
+    """The accounts a statement's positions and balances name."""
+    named = {account for account, _symbol in statement.positions or {}}
+    named.update(account for account, _currency in statement.balances or {})
+    return frozenset(named)
+
+
+def in_scope(rewind: RewindRows, accounts: frozenset[str]) -> RewindRows:
+    """Rewind's rows of ``accounts`` only: for a statement that covers some of the desk's accounts."""
+    return RewindRows(
+        {key: p for key, p in rewind.positions.items() if key[0] in accounts},
+        {key: b for key, b in rewind.balances.items() if key[0] in accounts},
+        {key: o for key, o in rewind.orders.items() if o.account_id in accounts},
+    )
+
+
 def compare(statement: Statement, rewind: RewindRows, tolerances: Tolerances) -> Reconciliation:
     """The statement against rewind's rows: every match and every break."""
     breaks: list[Break] = []

@@ -45,6 +45,19 @@ def _csv_text(report: ReconcileReport) -> str:
     return out.getvalue()
 
 
+def _after(state: dict[str, Any], entity: str, key: str) -> str:
+    """The entity's value right after an event, for the text report."""
+    if entity == "position" and state.get("position"):
+        return f" -> quantity {state['position']['quantity']}"
+    if entity == "balance":
+        for balance in state.get("balances", []):
+            if balance.get("currency") == key:
+                return f" -> amount {balance['amount']}"
+    if entity == "order" and state.get("order"):
+        return f" -> {state['order']['status']}"
+    return ""
+
+
 def _print(report: ReconcileReport) -> None:
     statement = report.statement
     click.echo(f"statement {statement.name} (sha256 {statement.checksum[:16]}...)")
@@ -70,7 +83,8 @@ def _print(report: ReconcileReport) -> None:
             shown = event.as_dict()
             fields = " ".join(f"{k}={v}" for k, v in sorted(event.fields.items()))
             where = f"p{event.partition} o{event.offset}"
-            click.echo(f"    last: {shown['logged_at']} {event.event_type} [{where}] {fields}")
+            after = _after(event.state, item.entity, item.key)
+            click.echo(f"    last: {shown['logged_at']} {event.event_type} [{where}] {fields}{after}")
 
 
 def _apply(ctx: click.Context, path: Path, yes: bool, as_json: bool) -> None:
@@ -155,6 +169,11 @@ def _apply(ctx: click.Context, path: Path, yes: bool, as_json: bool) -> None:
     show_default=True,
     help="Events shown per break: the last ones that touched it (0: none, faster).",
 )
+@click.option(
+    "--statement-accounts",
+    is_flag=True,
+    help="Compare only the accounts the statement names (a broker that holds some of the desk's).",
+)
 @json_option
 @click.pass_context
 def reconcile(
@@ -168,6 +187,7 @@ def reconcile(
     apply_file: Path | None,
     yes: bool,
     history: int,
+    statement_accounts: bool,
     as_json: bool,
 ) -> None:
     """Compare rewind with an external statement (positions, balances, open orders) as of its time.
@@ -197,7 +217,7 @@ def reconcile(
         if not path.is_file():
             raise RewindError(f"the {kind} statement {path} does not exist", "check the path")
     settings = settings_from(ctx)
-    report = reconcile_files(settings, files, as_of, history)
+    report = reconcile_files(settings, files, as_of, history, statement_accounts)
     if csv_out is not None:
         _write(csv_out, _csv_text(report))
     proposed = None

@@ -96,6 +96,14 @@ def _non_negative_decimal(value: object) -> str:
     return text
 
 
+def _column(value: object) -> str:
+    """A statement's column name: any non-empty text (exports name columns "Net Qty")."""
+    text = _text(value)
+    if not text.strip():
+        raise ValueError("must be a non-empty column name")
+    return text
+
+
 RECONCILE_FIELDS = ("quantity", "avg_price", "balance", "remaining")
 """The compared fields a tolerance can be given for (``reconcile.tolerance.*``)."""
 
@@ -246,28 +254,28 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("lag.ready_max_seconds", _non_negative_int, 30, "/ready is false above this lag"),
     Setting("lag.window_seconds", _positive_int, 60, "sliding window for lag status"),
-    Setting("reconcile.positions.account", _name, "account", "positions statement: the account column"),
-    Setting("reconcile.positions.symbol", _name, "symbol", "positions statement: the symbol column"),
-    Setting("reconcile.positions.quantity", _name, "quantity", "positions statement: the quantity column"),
+    Setting("reconcile.positions.account", _column, "account", "positions statement: the account column"),
+    Setting("reconcile.positions.symbol", _column, "symbol", "positions statement: the symbol column"),
+    Setting("reconcile.positions.quantity", _column, "quantity", "positions statement: the quantity column"),
     Setting(
         "reconcile.positions.avg_price",
-        _name,
+        _column,
         "avg_price",
         "positions statement: the average price column (optional in a statement)",
     ),
     Setting(
         "reconcile.as_of_column",
-        _name,
+        _column,
         "as_of",
         "any statement: the column (or JSON key) with the statement's time",
     ),
-    Setting("reconcile.balances.account", _name, "account", "balances statement: the account column"),
-    Setting("reconcile.balances.currency", _name, "currency", "balances statement: the currency column"),
-    Setting("reconcile.balances.amount", _name, "amount", "balances statement: the amount column"),
-    Setting("reconcile.orders.order_id", _name, "order_id", "open-orders statement: the order id column"),
+    Setting("reconcile.balances.account", _column, "account", "balances statement: the account column"),
+    Setting("reconcile.balances.currency", _column, "currency", "balances statement: the currency column"),
+    Setting("reconcile.balances.amount", _column, "amount", "balances statement: the amount column"),
+    Setting("reconcile.orders.order_id", _column, "order_id", "open-orders statement: the order id column"),
     Setting(
         "reconcile.orders.remaining",
-        _name,
+        _column,
         "remaining",
         "open-orders statement: the remaining (open) quantity column",
     ),
