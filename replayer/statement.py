@@ -19,6 +19,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from typing import Any, Final
 
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
-from schemas.fixed import SCALE
+from schemas.fixed import SCALE, parse_fixed
 
 POSITIONS: Final = "positions"
 BALANCES: Final = "balances"
@@ -44,6 +45,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 OPTIONAL: Final = frozenset({"avg_price"})
 AS_OF: Final = "as_of"
 _FORMATS: Final = {".csv": "csv", ".json": "json"}
+_NAME: Final = re.compile(r"\S+")
 
 
 class StatementError(RewindError):
@@ -158,7 +160,7 @@ def _text_value(where: str, column: str, raw: object) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise _fail(where, f"column '{column}' must be text, got {raw!r}", "correct the value in the file")
     text = str(raw).strip()
-    if not text or any(c.isspace() for c in text):
+    if not _NAME.fullmatch(text):
         raise _fail(
             where,
             f"column '{column}' must be a non-empty name without spaces, got {raw!r}",
@@ -183,6 +185,11 @@ def _decimal(where: str, column: str, raw: object) -> Decimal:
 
 def _fixed(where: str, column: str, raw: object) -> int:
     """The exact scale-8 integer of a decimal; more than 8 places cannot be a rewind quantity."""
+    if type(raw) is str:
+        try:
+            return parse_fixed(raw, SCALE)
+        except ValueError:
+            pass  # thousands separators, exponents, or an error named below
     number = _decimal(where, column, raw)
     scaled = number.scaleb(SCALE)
     if scaled != scaled.to_integral_value():
