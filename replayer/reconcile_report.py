@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from replayer.history import HistoryRow
-from replayer.reconcile_state import LAST_EVENTS, EntityKey, RewindSide, last_events, rewind_side
+from replayer.reconcile_state import LAST_EVENTS, EntityKey, LiveRows, RewindSide, last_events, rewind_side
 from replayer.reconciliation import Reconciliation, Tolerances, compare, in_scope, statement_accounts
 from replayer.statement import Statement, read_statement
 from replayer.timetravel import parse_time
@@ -100,15 +100,17 @@ def reconcile_files(
     as_of: str | None = None,
     history: int = LAST_EVENTS,
     statement_accounts_only: bool = False,
+    live: LiveRows | None = None,
 ) -> ReconcileReport:
     """Reconcile the statement in ``files`` (kind -> path) with rewind as of the chosen moment;
     ``history`` events are attached to each break (0: none). With ``statement_accounts_only``,
-    rewind's rows of accounts the statement does not name are left out."""
+    rewind's rows of accounts the statement does not name are left out. ``live`` reads the live
+    state (default: ``state.dir`` opened read-only for the call)."""
     if "positions" not in files:
         raise RewindError("a reconciliation needs a positions statement", "pass --positions FILE")
     statement = read_statement(settings, files)
     moment = choose_moment(as_of, statement)
-    side = rewind_side(settings, moment)
+    side = rewind_side(settings, moment, live)
     tolerances = Tolerances.from_settings(settings)
     if statement_accounts_only:
         side = RewindSide(in_scope(side.rows, statement_accounts(statement)), side.points, side.source)

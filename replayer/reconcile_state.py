@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -62,23 +62,37 @@ class RewindSide:
     source: str
 
 
-def rows_of(state_dir: Path) -> tuple[RewindRows, dict[str, int]]:
-    """Positions, balances and orders of a state directory, and its events included per store."""
-    with StateDirectory.open_readonly(state_dir) as state:
-        positions: dict[tuple[str, str], Position] = {
-            (p.account_id, p.symbol): p for p in queries.positions(state)
-        }
-        balances: dict[tuple[str, str], Balance] = {
-            (b.account_id, b.currency): b for b in queries.balances(state)
-        }
-        orders: dict[str, Order] = {o.order_id: o for o in queries.orders(state)}
-        points = {partition_dir_name(p): state.partition(p).offset() + 1 for p in state.partitions()}
+LiveRows = Callable[[], tuple[RewindRows, dict[str, int]]]
+"""Reads the live state's rows and points: in the service, through the projector's own open
+directory (LMDB lets a process open an environment once)."""
+
+
+def rows_of_directory(state: StateDirectory) -> tuple[RewindRows, dict[str, int]]:
+    """Positions, balances and orders of an open state directory, and its events included per store."""
+    positions: dict[tuple[str, str], Position] = {
+        (p.account_id, p.symbol): p for p in queries.positions(state)
+    }
+    balances: dict[tuple[str, str], Balance] = {
+        (b.account_id, b.currency): b for b in queries.balances(state)
+    }
+    orders: dict[str, Order] = {o.order_id: o for o in queries.orders(state)}
+    points = {partition_dir_name(p): state.partition(p).offset() + 1 for p in state.partitions()}
     return RewindRows(positions, balances, orders), points
 
 
-def rewind_side(settings: Settings, moment: datetime | None) -> RewindSide:
-    """Rewind's rows as of ``moment`` by time travel, or of the live state when it is None."""
+def rows_of(state_dir: Path) -> tuple[RewindRows, dict[str, int]]:
+    """:func:`rows_of_directory` of a state directory opened read-only for the call."""
+    with StateDirectory.open_readonly(state_dir) as state:
+        return rows_of_directory(state)
+
+
+def rewind_side(settings: Settings, moment: datetime | None, live: LiveRows | None = None) -> RewindSide:
+    """Rewind's rows as of ``moment`` by time travel, or of the live state when it is None (read by
+    ``live`` when given, else from ``state.dir``)."""
     if moment is None:
+        if live is not None:
+            rows, points = live()
+            return RewindSide(rows, points, f"live state {settings.state_dir}")
         if not settings.state_dir.is_dir():
             raise RewindError(
                 f"no live state in {settings.state_dir}",

@@ -76,7 +76,7 @@ def _print(report: ReconcileReport) -> None:
         for b in outcome.breaks
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    click.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     for item, row in zip(outcome.breaks, rows, strict=True):
         click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         for event in report.events.get(item.entity_key, []):
