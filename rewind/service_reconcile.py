@@ -101,19 +101,10 @@ def _content_key(files: Mapping[str, Path]) -> str:
     return digest.hexdigest()
 
 
-class Reconciler:
-    """The service's reconciliations: runs them one at a time, keeps the last outcome and the
-    metrics, and judges the ``reconciliation`` check."""
+class ReconciliationMetrics:
+    """The reconciliation series on ``registry`` (docs/metrics.md)."""
 
-    def __init__(self, settings: Settings, registry: CollectorRegistry, live: LiveRows) -> None:
-        self._settings = settings
-        self._live = live
-        self._lock = threading.Lock()
-        self._state_lock = threading.Lock()
-        self._recovered_at: float | None = None
-        self._clean_at: float | None = None
-        self._last: dict[str, Any] | None = None
-        self._last_key: str | None = None
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.breaks = Gauge(
             "rewind_reconciliation_breaks",
             "Breaks the last finished reconciliation found, by kind.",
@@ -132,6 +123,27 @@ class Reconciler:
             "Reconciliations that could not finish (a bad statement, the brokers, the state).",
             registry=registry,
         )
+
+    def observe(self, counts: Mapping[str, int], finished_at: float) -> None:
+        for kind, count in counts.items():
+            self.breaks.labels(kind=kind).set(count)
+        self.last_run.set(finished_at)
+
+
+class Reconciler:
+    """The service's reconciliations: runs them one at a time, keeps the last outcome and the
+    metrics, and judges the ``reconciliation`` check."""
+
+    def __init__(self, settings: Settings, registry: CollectorRegistry, live: LiveRows) -> None:
+        self._settings = settings
+        self._live = live
+        self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._recovered_at: float | None = None
+        self._clean_at: float | None = None
+        self._last: dict[str, Any] | None = None
+        self._last_key: str | None = None
+        self.metrics = ReconciliationMetrics(registry)
 
     @property
     def required(self) -> bool:
@@ -168,12 +180,10 @@ class Reconciler:
             try:
                 report = reconcile_files(self._settings, files, as_of, live=self._live)
             except Exception:
-                self.failures.inc()
+                self.metrics.failures.inc()
                 raise
             counts = report.outcome.counts()
-            for kind, count in counts.items():
-                self.breaks.labels(kind=kind).set(count)
-            self.last_run.set(time.time())
+            self.metrics.observe(counts, time.time())
             summary = {
                 "statement": report.statement.name,
                 "checksum": report.statement.checksum,
