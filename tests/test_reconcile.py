@@ -282,6 +282,14 @@ def test_propose_apply_and_reconcile_again_is_clean_and_equals_a_full_replay(
     assert code == 0, again["breaks"]
     digests = _digests(pipeline)
     assert digests == pipeline.reference_digests()
+    fresh = tmp_path / "full-replay"
+    run_rewind(
+        "project", "--until-caught-up", "--state", str(fresh), env=pipeline.env, timeout=300, check=True
+    )
+    replayed = json.loads(
+        run_rewind("state", "digest", "--json", "--state", str(fresh), env=pipeline.env, check=True).stdout
+    )
+    assert {name: store["digest"] for name, store in replayed["stores"].items()} == digests
 
     # the same file again: the projector drops every id it already applied
     run_rewind("reconcile", "--apply", str(proposal), "--yes", env=pipeline.env, check=True)
