@@ -109,6 +109,11 @@ def test_the_service_reconciles_the_drop_folder_and_is_ready_only_after_a_clean_
         assert report["matches"]["positions"] == len(rows)
         _wait_for(lambda: get(f"{url}/ready")[0] == 200, 60)
         assert sum(_breaks_metric(url).values()) == 0
+
+        for _ in range(2):  # time travel inside the service, twice
+            status, report = _post(f"{url}/reconcile?positions=eod-clean.csv&as_of=now")
+            assert status == 200 and report["clean"] is True, report["breaks"]
+            assert report["compared_with"]["source"].startswith("time travel to ")
     finally:
         service.send_signal(signal.SIGTERM)
         assert service.wait(60) == 0, service.stderr.read() if service.stderr else ""
