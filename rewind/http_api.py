@@ -19,7 +19,9 @@ Guarantees:
   key of the state, so it is not found (404, or no positions).
 * A request body over :data:`MAX_BODY_BYTES` is a 413, one of unknown length (chunked) a 411; no
   route reads a body.
-* Mutating calls (``POST /snapshots``, ``POST /rebuild``) need ``Authorization: Bearer <http.token>``:
+* Mutating calls (``POST /snapshots``, ``POST /rebuild``) and ``POST /reconcile`` (which reads
+  statement files of the drop folder, named in its query, never paths) need
+  ``Authorization: Bearer <http.token>``:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
   With ``http.read_token`` set, every request needs ``Authorization: Bearer`` with it (or with
   ``http.token``): 401 without, 403 with another; the probes (:data:`OPEN_PATHS`: ``/live``,
@@ -40,7 +42,8 @@ Guarantees:
 * ``/live`` answers 200 whenever the event loop turns, and checks nothing else: the liveness probe.
 * ``/health`` answers 200 while every check of ``health_checks()`` passes, 503 naming the failing
   ones otherwise (``broker``, ``projector``, ``disk``, ``snapshots``, ``recovery``). ``/ready``
-  counts the failing checks except those of :data:`HEALTH_ONLY_CHECKS`.
+  counts the failing checks except those of :data:`HEALTH_ONLY_CHECKS`; ``/health`` does not count
+  those of :data:`READY_ONLY_CHECKS` (``reconciliation``).
 """
 
 from __future__ import annotations
