@@ -35,6 +35,7 @@ _COMMANDS = {
     "simulate": "rewind.commands.events_cmd:simulate",
     "position": "rewind.commands.events_cmd:position",
     "lag": "rewind.commands.lag_cmd:lag",
+    "reconcile": "rewind.commands.reconcile_cmd:reconcile",
 }
 
 

@@ -19,7 +19,9 @@ Guarantees:
   key of the state, so it is not found (404, or no positions).
 * A request body over :data:`MAX_BODY_BYTES` is a 413, one of unknown length (chunked) a 411; no
   route reads a body.
-* Mutating calls (``POST /snapshots``, ``POST /rebuild``) need ``Authorization: Bearer <http.token>``:
+* Mutating calls (``POST /snapshots``, ``POST /rebuild``) and ``POST /reconcile`` (which reads
+  statement files of the drop folder, named in its query, never paths) need
+  ``Authorization: Bearer <http.token>``:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
   With ``http.read_token`` set, every request needs ``Authorization: Bearer`` with it (or with
   ``http.token``): 401 without, 403 with another; the probes (:data:`OPEN_PATHS`: ``/live``,
@@ -40,7 +42,8 @@ Guarantees:
 * ``/live`` answers 200 whenever the event loop turns, and checks nothing else: the liveness probe.
 * ``/health`` answers 200 while every check of ``health_checks()`` passes, 503 naming the failing
   ones otherwise (``broker``, ``projector``, ``disk``, ``snapshots``, ``recovery``). ``/ready``
-  counts the failing checks except those of :data:`HEALTH_ONLY_CHECKS`.
+  counts the failing checks except those of :data:`HEALTH_ONLY_CHECKS`; ``/health`` does not count
+  those of :data:`READY_ONLY_CHECKS` (``reconciliation``).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from projector.encoding import MAX_KEY_PART_BYTES
 from replayer.recovery_history_file import history_path, read_history
 from rewind.ground.errors import ConfigError, RewindError
+from rewind.service_reconcile import StatementNotFound
 from rewind.service_view import ServiceView
 from rewind.state_readers import DOCUMENTS, StateReaders, render
 
@@ -98,6 +102,9 @@ SHARED_SECONDS: Final = 1.0
 """``/metrics`` and ``/lag`` are the same for every client: each is rendered at most once in this
 many seconds and that answer given to every request meanwhile (``POST /snapshots`` and ``POST
 /rebuild`` drop it). The lag report itself changes every 5 s, Prometheus scrapes every 5 s."""
+READY_ONLY_CHECKS: Final = frozenset({"reconciliation"})
+"""Checks that fail ``/ready`` but not ``/health``: the process is healthy, its state not yet
+validated against the outside (``recovery.require_reconciliation``)."""
 HEALTH_ONLY_CHECKS: Final = frozenset({"disk", "snapshots"})
 """Checks that fail ``/health`` but not ``/ready``: they threaten the next recovery, not the reads
 served now."""
@@ -337,7 +344,9 @@ async def health(request: web.Request) -> web.Response:
     "failing"`` and the names of the failing checks otherwise. Answered on the event loop itself."""
     _query(request)
     checks = _runtime(request).service.health_checks()
-    failing = sorted(name for name, check in checks.items() if not check.get("ok"))
+    failing = sorted(
+        name for name, check in checks.items() if not check.get("ok") and name not in READY_ONLY_CHECKS
+    )
     if not failing:
         return _json({"status": "ok", "checks": checks})
     return _json({"status": "failing", "failing": failing, "checks": checks}, 503)
@@ -460,6 +469,18 @@ async def rebuild(request: web.Request) -> web.Response:
     return _json(scheduled, 202)
 
 
+async def reconcile(request: web.Request) -> web.Response:
+    """Reconcile statement files of the drop folder, named (never paths) in the query."""
+    _authorize(request)
+    given = _query(request, "positions", "balances", "orders", "as_of")
+    runtime = _runtime(request)
+    try:
+        report = await runtime.call(runtime.service.reconcile, given)
+    except StatementNotFound as exc:
+        raise BadParameter(exc.parameter, exc.what) from exc
+    return _json(report)
+
+
 @functools.cache
 def openapi_text() -> str:
     """The OpenAPI 3.1 description shipped with the package."""
@@ -486,6 +507,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/snapshots", list_snapshots),
     ("POST", "/snapshots", take_snapshot),
     ("POST", "/rebuild", rebuild),
+    ("POST", "/reconcile", reconcile),
     ("GET", "/openapi.yaml", openapi),
 )
 

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -52,9 +53,12 @@ from projector.metrics import ProjectorMetrics
 from projector.runner import AnomalyHalt, ProjectionProgress, Projector, store_source
 from projector.state_directory import StateDirectory
 from projector.store import MapCeilingReached
+from replayer.reconcile_state import rows_of_directory
+from replayer.reconciliation import RewindRows
 from replayer.recovery import recover
 from replayer.recovery_history_file import RecoveryRecorder, note_damage, service_cause, stored_records
 from replayer.recovery_tracker import RecoveryTracker
+from replayer.statement import KINDS
 from rewind.commands import stop_deadline
 from rewind.foreseeable_faults import explain
 from rewind.ground.errors import ConfigError, DamagedState, DataLossError, InvariantViolation, RewindError
@@ -66,6 +70,7 @@ from rewind.lag_metrics import LagMetrics
 from rewind.sd_notify import Supervisor, event_loop_answers
 from rewind.service_health import ProgressWatch, disk_check, recovery_check, snapshot_age_check
 from rewind.service_metrics import ServiceMetrics
+from rewind.service_reconcile import Reconciler
 from rewind.service_view import snapshot_row, snapshot_rows
 from snapshotter.retention import RetentionPolicy, prune
 from snapshotter.snapshot import load_snapshot
@@ -199,6 +204,7 @@ class Service:
         self._newest_snapshot_at: float | None = None
         """Epoch time of the newest snapshot on disk, or of the last snapshot run that copied nothing."""
         self._rebuild_lock = threading.Lock()
+        self.reconciler = Reconciler(settings, self.registry, self._live_rows)
 
     # ServiceView
 
@@ -248,7 +254,7 @@ class Service:
                 time.time(),
             ),
             "recovery": recovery_check(status),
-        }
+        } | ({"reconciliation": self.reconciler.check()} if self.reconciler.required else {})
 
     def projector_lag(self) -> dict[str, Any]:
         report = self._lag_report
@@ -319,6 +325,30 @@ class Service:
             "state": str(tracker.status()["state"]),
         }
 
+    def reconcile(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """Reconcile the drop folder's statement files named in ``query`` (``positions``, ``balances``,
+        ``orders``) as of ``as_of`` (default: the statement's time, else the live state)."""
+        names = {kind: query[kind] for kind in KINDS if kind in query}
+        return self.reconciler.run_named(names, query.get("as_of")).as_dict()
+
+    def _live_rows(self) -> tuple[RewindRows, dict[str, int]]:
+        with self._directory_lock:
+            return rows_of_directory(self.state_directory())
+
+    def _reconcile_loop(self) -> None:
+        every = int(self._settings["reconcile.every_seconds"])
+        while not self._stop.wait(every):
+            if not self._readable.is_set():
+                continue
+            try:
+                report = self.reconciler.tick()
+            except Exception as exc:
+                log.error("reconciliation of the drop folder failed: %s", exc)
+                continue
+            if report is not None:
+                counts = {kind: n for kind, n in report.outcome.counts().items() if n}
+                log.info("reconciled %s: %s", report.statement.name, counts or "no breaks")
+
     # Lifecycle
 
     def run(self) -> int:
@@ -339,6 +369,8 @@ class Service:
         threading.Thread(target=self._snapshot_loop, name="snapshotter", daemon=True).start()
         threading.Thread(target=self._lag_loop, name="lag", daemon=True).start()
         threading.Thread(target=self._metrics_loop, name="metrics", daemon=True).start()
+        if int(self._settings["reconcile.every_seconds"]):
+            threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True).start()
         try:
             while not self._stop.is_set():
                 if not self._recover():
@@ -347,6 +379,7 @@ class Service:
                         self._stop.wait()
                     return 1
                 self._rebuild.clear()
+                self.reconciler.recovered()
                 self._follow_retrying()
             return 0
         finally:

@@ -18,6 +18,7 @@ the service and the OpenAPI description agree on their shape.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -87,6 +88,14 @@ class ServiceView(Protocol):
         once with a document describing what was scheduled. By then :meth:`recovery_status`
         describes the rebuild and :meth:`recovered` is False until it is done. Raises
         ``RewindError`` when one is already running."""
+        ...
+
+    def reconcile(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """Reconcile statement files of the drop folder (``reconcile.drop_dir``) named in ``query``
+        (``positions``, ``balances``, ``orders``; ``as_of``) and return the report
+        (:meth:`replayer.reconcile_report.ReconcileReport.as_dict`). Raises
+        :class:`rewind.service_reconcile.StatementNotFound` for a name that is not a file there, and
+        ``RewindError`` while another reconciliation runs or when it cannot finish."""
         ...
 
 

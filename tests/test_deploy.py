@@ -32,6 +32,7 @@ from rewind.lag_metrics import LagMetrics
 from rewind.lag_status import Status
 from rewind.sd_notify import watchdog_seconds
 from rewind.service_metrics import ServiceMetrics
+from rewind.service_reconcile import ReconciliationMetrics
 from rewind.service_view import ServiceView
 from snapshotter.snapshot import Manifest
 
@@ -92,6 +93,7 @@ def _registry() -> CollectorRegistry:
     service.observe_recovery(tracker.status())
     service.observe_producer_counts(3, 1)
     service.observe_delivery(0.01)
+    ReconciliationMetrics(registry).observe({"quantity_differs": 1}, 1.0)
     return registry
 
 

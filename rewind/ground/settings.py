@@ -87,6 +87,54 @@ def _port(value: object) -> int:
     return port
 
 
+def _non_negative_decimal(value: object) -> str:
+    """A tolerance: a plain non-negative decimal, kept as its exact text (never a float)."""
+    text = (str(value) if isinstance(value, int) and not isinstance(value, bool) else _text(value)).strip()
+    whole, _dot, fraction = text.partition(".")
+    if not (whole or fraction) or not (whole or "0").isdigit() or not (fraction or "0").isdigit():
+        raise ValueError('must be a non-negative decimal number written as text, e.g. "0.01"')
+    return text
+
+
+def _column(value: object) -> str:
+    """A statement's column name: any non-empty text (exports name columns "Net Qty")."""
+    text = _text(value)
+    if not text.strip():
+        raise ValueError("must be a non-empty column name")
+    return text
+
+
+RECONCILE_FIELDS = ("quantity", "avg_price", "balance", "remaining")
+"""The compared fields a tolerance can be given for (``reconcile.tolerance.*``)."""
+
+
+def _instrument_tolerances(value: object) -> str:
+    """Per-instrument tolerances, from a TOML table ``{SYMBOL = {field = "0.01"}}`` or the text form
+    ``SYMBOL.field=0.01,EUR.balance=0.05``; kept as that text (sorted), so it passes to children."""
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, dict):
+        for instrument, fields in value.items():
+            if not isinstance(fields, dict):
+                raise ValueError(f'[{instrument}] must be a table of field = "tolerance"')
+            pairs.extend((f"{instrument}.{name}", tolerance) for name, tolerance in fields.items())
+    else:
+        for part in _text(value).split(","):
+            if part.strip():
+                name, sep, tolerance = part.partition("=")
+                if not sep:
+                    raise ValueError(f"'{part.strip()}' is not INSTRUMENT.FIELD=TOLERANCE")
+                pairs.append((name.strip(), tolerance.strip()))
+    shown = []
+    for name, tolerance in sorted(pairs):
+        instrument, _dot, field_name = name.rpartition(".")
+        if not instrument or any(c.isspace() or c in ",=" for c in instrument):
+            raise ValueError(f"'{name}' does not name an instrument (a symbol or currency) and a field")
+        if field_name not in RECONCILE_FIELDS:
+            raise ValueError(f"'{name}': the field must be one of {', '.join(RECONCILE_FIELDS)}")
+        shown.append(f"{name}={_non_negative_decimal(tolerance)}")
+    return ",".join(shown)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configurable value: its dotted key, parser and default."""
@@ -206,6 +254,65 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("lag.ready_max_seconds", _non_negative_int, 30, "/ready is false above this lag"),
     Setting("lag.window_seconds", _positive_int, 60, "sliding window for lag status"),
+    Setting("reconcile.positions.account", _column, "account", "positions statement: the account column"),
+    Setting("reconcile.positions.symbol", _column, "symbol", "positions statement: the symbol column"),
+    Setting("reconcile.positions.quantity", _column, "quantity", "positions statement: the quantity column"),
+    Setting(
+        "reconcile.positions.avg_price",
+        _column,
+        "avg_price",
+        "positions statement: the average price column (optional in a statement)",
+    ),
+    Setting(
+        "reconcile.as_of_column",
+        _column,
+        "as_of",
+        "any statement: the column (or JSON key) with the statement's time",
+    ),
+    Setting("reconcile.balances.account", _column, "account", "balances statement: the account column"),
+    Setting("reconcile.balances.currency", _column, "currency", "balances statement: the currency column"),
+    Setting("reconcile.balances.amount", _column, "amount", "balances statement: the amount column"),
+    Setting("reconcile.orders.order_id", _column, "order_id", "open-orders statement: the order id column"),
+    Setting(
+        "reconcile.orders.remaining",
+        _column,
+        "remaining",
+        "open-orders statement: the remaining (open) quantity column",
+    ),
+    Setting("reconcile.tolerance.quantity", _non_negative_decimal, "0", "position quantities may differ by"),
+    Setting(
+        "reconcile.tolerance.avg_price", _non_negative_decimal, "0.000001", "average prices may differ by"
+    ),
+    Setting("reconcile.tolerance.balance", _non_negative_decimal, "0.01", "balances may differ by"),
+    Setting(
+        "reconcile.tolerance.remaining", _non_negative_decimal, "0", "open orders' remaining may differ by"
+    ),
+    Setting(
+        "reconcile.instruments",
+        _instrument_tolerances,
+        "",
+        "tolerances per symbol or currency, overriding reconcile.tolerance.*: a table "
+        '[reconcile.instruments.SYMBOL] field = "0.01", or SYMBOL.field=0.01,... in the environment',
+    ),
+    Setting(
+        "reconcile.drop_dir",
+        _text,
+        "",
+        "folder the service reconciles statements from; empty: $home/reconcile",
+    ),
+    Setting(
+        "reconcile.every_seconds",
+        _non_negative_int,
+        0,
+        "the service reconciles the newest statement of reconcile.drop_dir this often (0: off)",
+    ),
+    Setting(
+        "recovery.require_reconciliation",
+        _boolean,
+        False,
+        "after a recovery, /ready stays 503 until a reconciliation (POST /reconcile or the drop folder) "
+        "finds no breaks",
+    ),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 
@@ -316,7 +423,7 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for name, value in table.items():
         key = f"{prefix}{name}"
-        if key == "kafka.properties":
+        if key in ("kafka.properties", "reconcile.instruments"):
             flat[key] = value
         elif isinstance(value, dict):
             flat.update(_flatten(value, key + "."))
