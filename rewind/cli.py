@@ -35,6 +35,7 @@ _COMMANDS = {
     "simulate": "rewind.commands.events_cmd:simulate",
     "position": "rewind.commands.events_cmd:position",
     "lag": "rewind.commands.lag_cmd:lag",
+    "s3": "rewind.commands.s3_cmd:s3",
 }
 
 
