@@ -65,59 +65,91 @@ def build_state(settings: Settings, args: argparse.Namespace) -> list[Snapshot]:
     return [s for s in taken if s is not None]
 
 
-def measure_upload(store: S3SnapshotStore, snapshots: list[Snapshot]) -> dict[str, Any]:
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _warm_up(store: S3SnapshotStore, snapshots: list[Snapshot], scratch: Path) -> None:
+    """One untimed raw round trip of the largest snapshot: the server's JIT and the client's
+    connections are warm before either side is timed."""
+    largest = max(snapshots, key=lambda s: s.manifest.file_size)
+    store.client.upload_file(str(largest.path / DATA_FILE), store.bucket, "warm-up", Config=store.transfer)
+    store.client.download_file(store.bucket, "warm-up", str(scratch / "warm-up"), Config=store.transfer)
+    (scratch / "warm-up").unlink()
+
+
+def measure_upload(
+    store: S3SnapshotStore, snapshots: list[Snapshot], rounds: int, scratch: Path
+) -> dict[str, Any]:
+    """``rounds`` of each side, alternated (rewind, raw, rewind, raw, ...); medians. Each rewind round
+    uses a prefix of its own, since a snapshot already in the bucket is not sent again."""
     size = sum(s.manifest.file_size for s in snapshots)
-    started = time.perf_counter()
-    for snapshot in snapshots:
-        store.put(snapshot)
-    rewind_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    for snapshot in snapshots:
-        store.client.upload_file(
-            str(snapshot.path / DATA_FILE),
-            store.bucket,
-            f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
-            Config=store.transfer,
-        )
-    raw_seconds = time.perf_counter() - started
+    prefix = store.prefix
+    _warm_up(store, snapshots, scratch)
+    rewind_times: list[float] = []
+    raw_times: list[float] = []
+    for round_ in range(rounds):
+        store.prefix = f"{prefix}-round{round_}"
+        started = time.perf_counter()
+        for snapshot in snapshots:
+            store.put(snapshot)
+        rewind_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for snapshot in snapshots:
+            store.client.upload_file(
+                str(snapshot.path / DATA_FILE),
+                store.bucket,
+                f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
+                Config=store.transfer,
+            )
+        raw_times.append(time.perf_counter() - started)
+    store.prefix = f"{prefix}-round0"
     result = {
         "bytes": size,
-        "rewind_seconds": round(rewind_seconds, 3),
-        "rewind_mb_s": _mb_s(size, rewind_seconds),
-        "raw_seconds": round(raw_seconds, 3),
-        "raw_mb_s": _mb_s(size, raw_seconds),
+        "rounds": rounds,
+        "rewind_seconds": round(_median(rewind_times), 3),
+        "rewind_mb_s": _mb_s(size, _median(rewind_times)),
+        "raw_seconds": round(_median(raw_times), 3),
+        "raw_mb_s": _mb_s(size, _median(raw_times)),
     }
     print(f"(a) upload {size / 1e6:.1f} MB: {result}", flush=True)
     return result
 
 
-def measure_fetch(store: S3SnapshotStore, snapshots: list[Snapshot], scratch: Path) -> dict[str, Any]:
+def measure_fetch(
+    store: S3SnapshotStore, snapshots: list[Snapshot], rounds: int, scratch: Path
+) -> dict[str, Any]:
+    """As :func:`measure_upload`, for the way back: fetch + verify beside a raw download."""
     size = sum(s.manifest.file_size for s in snapshots)
     target = scratch / "fetched"
-    started = time.perf_counter()
-    for snapshot in snapshots:
-        name, offset = snapshot.manifest.partition, snapshot.offset
-        stored = StoredSnapshot("remote", name, offset, store.address(name, offset))
-        store.fetch(stored, target, deep=False)
-    rewind_seconds = time.perf_counter() - started
-    shutil.rmtree(target)
-    target.mkdir()
-    started = time.perf_counter()
-    for snapshot in snapshots:
-        store.client.download_file(
-            store.bucket,
-            f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
-            str(target / snapshot.manifest.partition),
-            Config=store.transfer,
-        )
-    raw_seconds = time.perf_counter() - started
-    shutil.rmtree(target)
+    rewind_times: list[float] = []
+    raw_times: list[float] = []
+    for _round in range(rounds):
+        started = time.perf_counter()
+        for snapshot in snapshots:
+            name, offset = snapshot.manifest.partition, snapshot.offset
+            stored = StoredSnapshot("remote", name, offset, store.address(name, offset))
+            store.fetch(stored, target, deep=False)
+        rewind_times.append(time.perf_counter() - started)
+        shutil.rmtree(target)
+        target.mkdir()
+        started = time.perf_counter()
+        for snapshot in snapshots:
+            store.client.download_file(
+                store.bucket,
+                f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
+                str(target / snapshot.manifest.partition),
+                Config=store.transfer,
+            )
+        raw_times.append(time.perf_counter() - started)
+        shutil.rmtree(target)
     result = {
         "bytes": size,
-        "rewind_seconds": round(rewind_seconds, 3),
-        "rewind_mb_s": _mb_s(size, rewind_seconds),
-        "raw_seconds": round(raw_seconds, 3),
-        "raw_mb_s": _mb_s(size, raw_seconds),
+        "rounds": rounds,
+        "rewind_seconds": round(_median(rewind_times), 3),
+        "rewind_mb_s": _mb_s(size, _median(rewind_times)),
+        "raw_seconds": round(_median(raw_times), 3),
+        "raw_mb_s": _mb_s(size, _median(raw_times)),
     }
     print(f"(b) fetch {size / 1e6:.1f} MB: {result}", flush=True)
     return result
@@ -151,6 +183,8 @@ def measure_recover(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
     shutil.rmtree(settings.snapshot_dir)
     shutil.rmtree(settings.state_dir)
     remote = recover_timed(settings, env)
+    if remote["locations"] != ["remote"]:
+        raise SystemExit(f"after host loss the snapshots came from {remote['locations']}, not the bucket")
     if remote["digest"] != local["digest"]:
         raise SystemExit(f"digests differ: local {local['digest']}, remote {remote['digest']}")
     result = {"local": local, "remote_after_host_loss": remote}
@@ -254,6 +288,7 @@ def main() -> None:
     parser.add_argument("--cadence", type=int, default=10, help="(c): snapshots.every_seconds")
     parser.add_argument("--outage-seconds", type=int, default=60)
     parser.add_argument("--rate", type=int, default=2000, help="(c): events/s of the flow")
+    parser.add_argument("--rounds", type=int, default=3, help="(a), (b): alternated rounds of each side")
     parser.add_argument("--only", default="abc")
     args = parser.parse_args()
     with bench_broker(args.bootstrap) as (bootstrap, scratch):
@@ -286,12 +321,12 @@ def run(
     store = S3SnapshotStore.from_settings(settings)
     snapshots = build_state(settings, args)
     if "a" in args.only:
-        result["upload"] = measure_upload(store, snapshots)
+        result["upload"] = measure_upload(store, snapshots, args.rounds, scratch)
     if "b" in args.only:
         if "a" not in args.only:
-            measure_upload(store, snapshots)
-        result["fetch"] = measure_fetch(store, snapshots, scratch)
-        result["recover"] = measure_recover(settings, env)
+            measure_upload(store, snapshots, 1, scratch)
+        result["fetch"] = measure_fetch(store, snapshots, args.rounds, scratch)
+        result["recover"] = measure_recover(settings, env | {"REWIND_SNAPSHOTS_REMOTE_PREFIX": store.prefix})
     if "c" in args.only and server is not None:
         result["outage"] = measure_outage(settings, env, server, args)
     RESULTS.mkdir(exist_ok=True)
