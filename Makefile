@@ -14,6 +14,7 @@ NATIVE_DEPS := setup.py $(wildcard projector/*.py) $(wildcard producers/*.py) $(
 
 setup: $(STAMP) $(NATIVE) $(BYTECODE)
 	@$(BIN)/rewind kafka fetch --quiet
+	@$(BIN)/rewind s3 fetch --quiet
 
 # The hot-path modules compiled in place with mypyc (docs/native.md); REWIND_NATIVE=0 skips it.
 build: $(NATIVE)
@@ -69,5 +70,6 @@ bench: setup
 
 clean:
 	-$(BIN)/rewind kafka stop
+	-$(BIN)/rewind s3 stop
 	rm -rf $(VENV) .rewind .pytest_cache .mypy_cache .ruff_cache .hypothesis build
 	find projector schemas -name '*.so' -delete; rm -f *__mypyc*.so schemas/native_codecs.py

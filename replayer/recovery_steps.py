@@ -21,7 +21,11 @@ from projector.state_directory import StateDirectory
 from projector.store import CONFIG_DIR_NAME, DATA_FILE, advise_page_cache
 from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import Settings
-from snapshotter.snapshot import newest_valid, restore, sync_store_files
+from snapshotter.snapshot import sync_store_files
+from snapshotter.snapshot_store import newest_valid_anywhere, restore_chosen
+
+REMOTE_SCRATCH = ".remote"
+"""Where remote snapshots are downloaded inside a staging root before each is moved into its store."""
 
 
 @dataclass
@@ -34,6 +38,8 @@ class StoreRecovery:
     replayed: int = 0
     offset: int = -1
     digest: str = ""
+    snapshot_location: str | None = None
+    """Where the snapshot came from: ``local``, ``remote`` (the object store), or None."""
 
 
 def restore_stores(
@@ -51,11 +57,13 @@ def restore_stores(
     def restore_one(name: str) -> StoreRecovery:
         if replacing is not None:
             advise_page_cache(replacing / name / DATA_FILE, "DONTNEED")
-        snapshot, rejected = newest_valid(settings.snapshot_dir, name)
-        if snapshot is not None:
-            restore(snapshot, root / name, durable=False)
+        chosen, rejected = newest_valid_anywhere(settings, name, root / REMOTE_SCRATCH)
+        if chosen is not None:
+            restore_chosen(chosen, root / name, durable=False)
             crashpoint("recover-restored")
-        return StoreRecovery(name, None if snapshot is None else snapshot.offset, rejected)
+        recovery = StoreRecovery(name, None if chosen is None else chosen.snapshot.offset, rejected)
+        recovery.snapshot_location = None if chosen is None else chosen.location
+        return recovery
 
     return {recovery.name: recovery for recovery in io.map(restore_one, names)}
 

@@ -7,12 +7,15 @@ the result and passed over, never used.
 
 from __future__ import annotations
 
+import shutil
+import uuid
+
 from projector import encoding
 from projector.state import MemoryState
 from projector.store import PartitionStore, partition_dir_name
 from rewind.ground.errors import DataLossError
 from rewind.ground.settings import Settings
-from snapshotter.snapshot import newest_valid
+from snapshotter.snapshot_store import newest_valid_anywhere
 
 
 def starting_state(
@@ -23,14 +26,19 @@ def starting_state(
     Refuses (data loss) when the replay would have to start before the log start ``low``.
     """
     name = partition_dir_name(partition)
-    snapshot, rejected = (
-        (None, []) if bound < 0 else newest_valid(settings.snapshot_dir, name, bound, deep=True)
-    )
-    if snapshot is None:
-        state = MemoryState()
-    else:
-        with PartitionStore(snapshot.path, encoding.EVENTS_TABLES, readonly=True, shared=False) as copy:
-            state = MemoryState.from_records(copy.records())
+    scratch = settings.home / f".remote-{uuid.uuid4().hex}"
+    try:
+        chosen, rejected = (
+            (None, []) if bound < 0 else newest_valid_anywhere(settings, name, scratch, bound, deep=True)
+        )
+        snapshot = None if chosen is None else chosen.snapshot
+        if snapshot is None:
+            state = MemoryState()
+        else:
+            with PartitionStore(snapshot.path, encoding.EVENTS_TABLES, readonly=True, shared=False) as copy:
+                state = MemoryState.from_records(copy.records())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     start = state.offset + 1
     if start < low:
         raise DataLossError(

@@ -10,6 +10,7 @@ Live state is never touched: the output directory must be elsewhere and empty.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from rewind.ground.errors import RewindError
 from rewind.ground.kafka_reader import open_reader
 from rewind.ground.settings import Settings
 from rewind.ground.watermarks import watermark_offsets
-from snapshotter.snapshot import newest_valid, restore
+from snapshotter.snapshot_store import newest_valid_anywhere, restore_chosen
 
 
 @dataclass(frozen=True)
@@ -110,11 +111,12 @@ def build_state_at(
     out.mkdir(parents=True, exist_ok=True)
     stores: list[ReplayedStore] = []
     for name, events in sorted(points.items()):
-        snapshot, rejected = newest_valid(settings.snapshot_dir, name, max_offset=events - 1)
-        if snapshot is not None:
-            restore(snapshot, out / name)
+        chosen, rejected = newest_valid_anywhere(settings, name, out / ".remote", max_offset=events - 1)
+        if chosen is not None:
+            restore_chosen(chosen, out / name)
+        shutil.rmtree(out / ".remote", ignore_errors=True)
         stores.append(
-            ReplayedStore(name, events, None if snapshot is None else snapshot.offset, tuple(rejected))
+            ReplayedStore(name, events, None if chosen is None else chosen.snapshot.offset, tuple(rejected))
         )
     projector = Projector(
         settings,

@@ -36,6 +36,7 @@ _COMMANDS = {
     "position": "rewind.commands.events_cmd:position",
     "lag": "rewind.commands.lag_cmd:lag",
     "reconcile": "rewind.commands.reconcile_cmd:reconcile",
+    "s3": "rewind.commands.s3_cmd:s3",
 }
 
 

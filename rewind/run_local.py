@@ -25,9 +25,12 @@ from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings, load_settings
 from rewind.ground.topics import desired_topics, ensure_topics
 from rewind.kafka_local import LocalKafka
+from rewind.s3_local import LocalS3
 
 REWIND = str(Path(sys.executable).with_name("rewind"))
 FLOW_RATE = os.environ.get("REWIND_RUN_RATE", "200")
+LOCAL_BUCKET = "rewind-snapshots"
+"""The bucket `make run` ships snapshots to on its local S3 server, unless snapshots.remote.bucket is set."""
 READY_TIMEOUT = 120.0
 
 
@@ -87,6 +90,20 @@ def run(settings: Settings) -> int:
         f"kafka: {status.address} (pid {status.pid}{', started' if started_broker else ', already running'})"
     )
     env = dict(os.environ, REWIND_HOME=str(settings.home), REWIND_BOOTSTRAP=str(status.address))
+    s3 = LocalS3(settings)
+    started_s3 = s3.pid() is None
+    s3_status = s3.start()
+    print(
+        f"s3: {s3_status.endpoint} (pid {s3_status.pid}{', started' if started_s3 else ', already running'})"
+    )
+    if not str(settings["snapshots.remote.bucket"]):
+        env |= {
+            "REWIND_SNAPSHOTS_REMOTE_BUCKET": LOCAL_BUCKET,
+            "REWIND_SNAPSHOTS_REMOTE_ENDPOINT": "local",
+            "AWS_ACCESS_KEY_ID": str(settings["s3.access_key_id"]),
+            "AWS_SECRET_ACCESS_KEY": str(settings["s3.secret_access_key"]),
+        }
+        (s3.data / LOCAL_BUCKET).mkdir(parents=True, exist_ok=True)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         ensure_topics(AdminClient({"bootstrap.servers": str(status.address)}), desired_topics(settings))
@@ -138,6 +155,8 @@ def run(settings: Settings) -> int:
         print("stopping ...", flush=True)
         for name, child in children:
             _stop_child(name, child)
+        if started_s3:
+            s3.stop()
         if started_broker:
             broker.stop()
         print("stopped: nothing left running", flush=True)

@@ -72,6 +72,7 @@ from rewind.service_health import ProgressWatch, disk_check, recovery_check, sna
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_reconcile import Reconciler
 from rewind.service_view import snapshot_row, snapshot_rows
+from rewind.snapshot_shipping import SnapshotShipper
 from snapshotter.retention import RetentionPolicy, prune
 from snapshotter.snapshot import load_snapshot
 
@@ -205,6 +206,8 @@ class Service:
         """Epoch time of the newest snapshot on disk, or of the last snapshot run that copied nothing."""
         self._rebuild_lock = threading.Lock()
         self.reconciler = Reconciler(settings, self.registry, self._live_rows)
+        self.shipper = SnapshotShipper.from_settings(settings, self.service_metrics)
+        """Uploads each snapshot round to the remote store in the background (None: no remote store)."""
 
     # ServiceView
 
@@ -299,6 +302,8 @@ class Service:
                 snapshot = load_snapshot(Path(row["path"]))
                 self.service_metrics.observe_snapshot(snapshot.manifest, seconds)
                 rows.append(snapshot_row(row["store"], snapshot))
+            if self.shipper is not None and rows:
+                self.shipper.offer([str(row["path"]) for row in rows])
             prune(self._settings.snapshot_dir, RetentionPolicy.from_settings(self._settings))
             self._newest_snapshot_at = max((float(row["created_at"]) for row in rows), default=time.time())
             self._events_at_last_snapshot = self._applied()
@@ -353,6 +358,8 @@ class Service:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; 0 after a clean stop, 1 if the state was not recovered."""
+        if self.shipper is not None:
+            self.shipper.check_access()  # wrong credentials or bucket: the clear error, before serving
         host, port = str(self._settings["http.host"]), int(self._settings["http.port"])
         self.http = serve_http(create_app(self), host, port)
         log.info("serving on %s", self.http.url)
@@ -367,6 +374,8 @@ class Service:
         )
         self.broker.start()
         threading.Thread(target=self._snapshot_loop, name="snapshotter", daemon=True).start()
+        if self.shipper is not None:
+            self.shipper.start()
         threading.Thread(target=self._lag_loop, name="lag", daemon=True).start()
         threading.Thread(target=self._metrics_loop, name="metrics", daemon=True).start()
         if int(self._settings["reconcile.every_seconds"]):

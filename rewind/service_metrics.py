@@ -54,6 +54,7 @@ class ServiceMetrics:
         self._lock = threading.Lock()
         self._newest_snapshot: dict[str, float] = {}
         self._producer_counts: dict[str, tuple[int, int]] = {}
+        self._newest_remote = 0.0
 
         self.snapshot_age = Gauge(
             "rewind_snapshot_age_seconds",
@@ -101,6 +102,44 @@ class ServiceMetrics:
             "rewind_snapshot_failures",
             "Snapshots that failed to be taken.",
             ["store"],
+            registry=registry,
+        )
+        self.upload_uploaded = Counter(
+            "rewind_snapshot_upload_uploaded",
+            "Rounds of snapshots shipped to the remote store.",
+            registry=registry,
+        )
+        self.upload_failures = Counter(
+            "rewind_snapshot_upload_failures",
+            "Upload attempts that failed and are retried (store down, slow, refusing).",
+            registry=registry,
+        )
+        self.upload_dropped = Counter(
+            "rewind_snapshot_upload_dropped",
+            "Rounds dropped from a full upload queue, oldest first, or given up (local copy gone).",
+            ["reason"],
+            registry=registry,
+        )
+        self.upload_bytes = Counter(
+            "rewind_snapshot_upload_bytes", "Bytes uploaded to the remote store.", registry=registry
+        )
+        self.upload_seconds = Histogram(
+            "rewind_snapshot_upload_seconds",
+            "Time to ship one round of snapshots (upload, check, manifest, remote prune).",
+            buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
+            registry=registry,
+        )
+        self.upload_queue = Gauge(
+            "rewind_snapshot_upload_queue_length", "Rounds waiting for upload.", registry=registry
+        )
+        self.upload_newest_remote = Gauge(
+            "rewind_snapshot_upload_newest_remote_timestamp_seconds",
+            "Creation time of the newest snapshot this process knows in the remote store (0: none).",
+            registry=registry,
+        )
+        self.upload_cadence = Gauge(
+            "rewind_snapshot_upload_cadence_seconds",
+            "Seconds between two snapshots (snapshots.every_seconds); 0 when no remote store is set.",
             registry=registry,
         )
 
@@ -203,6 +242,16 @@ class ServiceMetrics:
 
     def snapshot_failed(self, store: str) -> None:
         self.snapshot_failures.labels(store).inc()
+
+    def observe_upload(self, sent_bytes: int, seconds: float, newest_created_at: float) -> None:
+        """A round of snapshots reached the remote store."""
+        self.upload_uploaded.inc()
+        self.upload_bytes.inc(sent_bytes)
+        self.upload_seconds.observe(seconds)
+        with self._lock:
+            if newest_created_at > self._newest_remote:
+                self._newest_remote = newest_created_at
+                self.upload_newest_remote.set(newest_created_at)
 
     def observe_snapshots_on_disk(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """What is on disk now, as :func:`rewind.service_view.snapshot_rows` lists it: sets the count

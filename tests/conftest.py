@@ -51,3 +51,22 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 def rewind_home(tmp_path: os.PathLike[str]) -> str:
     """A fresh REWIND_HOME directory for one test."""
     return str(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The endpoint of a real S3 server (S3Proxy unless REWIND_TEST_S3_ENDPOINT), up for the session."""
+    from tests.s3_server import session_s3
+
+    with session_s3() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, unique_name: str) -> str:
+    """A new, empty bucket on the session's S3 server, for one test."""
+    from tests.s3_server import s3_client
+
+    name = unique_name.lower().replace("_", "-")[:50].rstrip("-") + "-b"
+    s3_client(s3_endpoint).create_bucket(Bucket=name)  # type: ignore[attr-defined]
+    return name
