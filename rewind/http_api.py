@@ -270,11 +270,17 @@ def _is_token(given: bytes, token: str) -> bool:
     return bool(token) and hmac.compare_digest(given, token.encode())
 
 
+def _console_page(path: str) -> bool:
+    """The console's page and assets (:mod:`rewind.console_routes`): they hold no state, and the page
+    is where a reader enters the token."""
+    return path == "/" or path.startswith("/console/")
+
+
 def _check_read_access(request: web.Request) -> None:
     """With ``http.read_token`` set, the request must bear it or ``http.token``."""
     settings = _runtime(request).service.settings()
     read_token, token = str(settings["http.read_token"]), str(settings["http.token"])
-    if not read_token or request.path in OPEN_PATHS:
+    if not read_token or request.path in OPEN_PATHS or _console_page(request.path):
         return
     given = _bearer(request)
     if given is None:
@@ -542,6 +548,9 @@ def create_app(service: ServiceView) -> web.Application:
         app.router.add_route(method, path, handler)
         if method == "GET":
             app.router.add_route("HEAD", path, handler)
+    from rewind import console_routes  # it builds on this module's helpers
+
+    console_routes.install(app)
     return app
 
 
