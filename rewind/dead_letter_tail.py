@@ -30,7 +30,7 @@ from rewind.ground.watermarks import watermark_offsets
 __all__ = ["LIMIT_MAX", "dead_letters"]
 
 LIMIT_MAX: Final = 500
-TIMEOUT_SECONDS: Final = 10.0
+TIMEOUT_SECONDS: Final = 5.0
 
 _FIELDS: Final = {
     HEADER_ERROR: "error",
