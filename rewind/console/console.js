@@ -207,7 +207,7 @@
   }
 
   function renderRecoveryHistory(body) {
-    const records = (body.history || []).slice().reverse();
+    const records = body.history || [];
     fill(
       $("recovery-history").tBodies[0],
       records.slice(0, 20).map((record) =>
