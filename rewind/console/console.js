@@ -245,8 +245,14 @@
     $("health").replaceChildren(...items);
   }
 
+  // Partitions of the events topic (the one with the most partitions) by number; others by the
+  // last part of their topic's name, e.g. config[0].
   function lagKey(body, part) {
-    return part.topic === body.topic ? String(part.partition) : `${part.topic}[${part.partition}]`;
+    const counts = {};
+    for (const p of body.partitions || []) counts[p.topic] = (counts[p.topic] || 0) + 1;
+    const events = body.topic || Object.keys(counts).sort((a, b) => counts[b] - counts[a])[0];
+    if (part.topic === events) return String(part.partition);
+    return `${String(part.topic).split(".").pop()}[${part.partition}]`;
   }
 
   function renderLag(body) {
@@ -265,7 +271,12 @@
         el(
           "tr",
           { "data-partition": lagKey(body, part) },
-          el("td", {}, el("span", { className: `swatch s${colour(lagKey(body, part))}` }), ` ${lagKey(body, part)}`),
+          el(
+            "td",
+            { title: `${part.topic}[${part.partition}]` },
+            el("span", { className: `swatch s${colour(lagKey(body, part))}` }),
+            ` ${lagKey(body, part)}`,
+          ),
           el("td", { title: part.reason || "" }, el("span", { className: "badge " + (TONES[part.status] || "") }, part.status)),
           numCell(part.lag_messages === null ? null : String(part.lag_messages), 0),
           numCell(part.lag_seconds === null ? null : String(part.lag_seconds), 3),
@@ -386,6 +397,7 @@
     if (snapshots.ok) renderSnapshots(snapshots.body);
     if (history.ok) renderRecoveryHistory(history.body);
     if (anomalies.ok) renderAnomalies(anomalies.body);
+    markOnce("rewind:overview");
     if (page.overviewTicks % DEAD_LETTER_EVERY === 0) {
       const dead = await api("/dead-letters");
       if (dead.ok) renderDeadLetters(dead.body);
@@ -423,6 +435,15 @@
         ? `showing ${SHOWN_ROWS} of ${matching.length} (search to narrow)`
         : `${matching.length}${wanted ? " matching" : ""} of ${rows.length}`;
     table.dataset.rows = String(Math.min(matching.length, SHOWN_ROWS));
+    markOnce(`rewind:${table.id}`);
+  }
+
+  // Performance marks for bench/bench_console.py: when each view first showed its data.
+  const marked = new Set();
+  function markOnce(name) {
+    if (marked.has(name)) return;
+    marked.add(name);
+    performance.mark(name);
   }
 
   async function refreshPositions() {
@@ -575,7 +596,11 @@
     const value = (mode === "at" ? $("tt-at") : $("tt-to")).value.trim();
     if (!value) throw new Error(mode === "at" ? "enter a time, e.g. 2026-11-21T14:03:00Z" : "enter offsets, e.g. 0:1200");
     $("tt-result").hidden = true;
+    $("tt-result").dataset.ready = "false";
     $("tt-start").disabled = true;
+    performance.clearMarks("rewind:timetravel-start");
+    performance.clearMarks("rewind:timetravel-done");
+    performance.mark("rewind:timetravel-start");
     try {
       const result = await runJob("timetravel", `${mode}=${encodeURIComponent(value)}`, {
         box: $("tt-job"), phase: $("tt-phase"), percent: $("tt-percent"), progress: $("tt-progress"),
@@ -591,6 +616,7 @@
       );
       $("tt-result").hidden = false;
       $("tt-result").dataset.ready = "true";
+      performance.mark("rewind:timetravel-done");
     } finally {
       $("tt-start").disabled = false;
     }
