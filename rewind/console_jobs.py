@@ -177,12 +177,12 @@ class Jobs:
             self._closed = True
             jobs = list(self._jobs.values())
         for job in jobs:
+            job._finish(error="the API stopped", fix="start the job again once the service is up")
             child = job.child
             if child is not None and child.poll() is None:
                 child.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.wait(STOP_SECONDS)
-            job._finish(error="the API stopped", fix="start the job again once the service is up")
             self._remove_out(job)
 
     def _forget_old(self) -> None:
