@@ -69,7 +69,7 @@ def take(bootstrap: str, scratch: Path) -> None:
                 page.goto(url + "/")
                 page.wait_for_selector("#dead-letters tbody tr")
                 pipeline.simulate(events=3_000, seed=32)
-                page.wait_for_function("document.querySelectorAll('#lag-chart polyline').length > 0")
+                page.wait_for_function("() => document.querySelectorAll('#lag-chart polyline').length > 0")
                 page.wait_for_function(
                     "() => Number(document.getElementById('lag-window').textContent.split(', ')[1]"
                     ".split(' ')[0]) >= 6"

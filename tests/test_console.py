@@ -102,6 +102,12 @@ def test_every_panel_loads_with_real_data(service: Service, page: Any) -> None:
     log = PageLog(page)
     url = service.url
     page.goto(url + "/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "tab-overview"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "solid"
 
     page.wait_for_selector("#recovery[data-state=RECOVERED]")
     health = get(f"{url}/health")[1]
@@ -230,6 +236,30 @@ def test_time_travel_shows_the_state_rewind_replay_builds(
     assert log.errors() == []
 
 
+def test_time_travel_to_a_time_shows_the_state_rewind_replay_builds(
+    service: Service, page: Any, tmp_path: Path
+) -> None:
+    log = PageLog(page)
+    account = _cli(service, "state", "positions")[0]["account_id"]
+    rows = _cli(service, "history", "--account", account)["rows"]
+    moment = rows[len(rows) // 2]["logged_at"]
+
+    page.goto(service.url + "/#timetravel")
+    page.fill("#tt-at", moment)
+    page.press("#tt-at", "Enter")
+    page.wait_for_selector("#tt-result[data-ready=true]")
+
+    out = tmp_path / "replay"
+    run_rewind(
+        "replay", "--at", moment, "--out", str(out), "--json", env=service.env, check=True, timeout=300
+    )
+    positions = _cli(service, "state", "positions", "--state", str(out))
+    fields = ("account_id", "symbol", "quantity", "average_cost", "realized_pnl", "unrealized_pnl", "fees")
+    assert _exact_rows(page, "#tt-positions tbody tr") == [[row[f] for f in fields] for row in positions]
+    assert moment in page.inner_text("#tt-summary")
+    assert log.errors() == []
+
+
 def test_an_orders_history_timeline_is_rewind_historys(service: Service, page: Any) -> None:
     log = PageLog(page)
     orders = _cli(service, "state", "orders")
@@ -279,6 +309,11 @@ def test_a_rebuild_needs_the_token_and_a_confirmation_and_its_progress_updates_l
     page.fill("#token", TOKEN)
     page.press("#token", "Enter")
     page.wait_for_selector("#rebuild:not([disabled])")
+
+    page.click("#snapshot-now")
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_function("() => document.getElementById('action-result').textContent === 'snapshot: done'")
 
     page.click("#rebuild")
     page.wait_for_selector("#confirm[open]")

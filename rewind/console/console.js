@@ -12,6 +12,7 @@
   const POLL_RECOVERING_MS = 250;
   const POLL_JOB_MS = 300;
   const DEAD_LETTER_EVERY = 5;
+  const POSITIONS_EVERY = 5;
 
   const page = {
     token: sessionStorage.getItem("rewind.token") || "",
@@ -21,6 +22,7 @@
     positions: [],
     positionsText: "",
     overviewTicks: 0,
+    stateTicks: 0,
     recovering: false,
     failures: 0,
   };
@@ -767,7 +769,10 @@
   async function tick() {
     try {
       if (page.panel === "overview") await refreshOverview();
-      else if (page.panel === "state") await refreshPositions();
+      else if (page.panel === "state") {
+        page.stateTicks += 1;
+        if (page.stateTicks % POSITIONS_EVERY === 0) await refreshPositions();
+      }
       else {
         const recovery = await api("/recovery/status");
         if (recovery.ok) renderRecovery(recovery.body);
