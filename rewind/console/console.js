@@ -8,6 +8,7 @@
   const PANELS = ["overview", "state", "timetravel", "history"];
   const LAG_KEEP_MS = 5 * 60 * 1000;
   const SHOWN_ROWS = 1000;
+  const SHOWN_EVENTS = 2000;
   const POLL_MS = 2000;
   const POLL_RECOVERING_MS = 250;
   const POLL_JOB_MS = 300;
@@ -669,8 +670,12 @@
     $("history-summary").textContent =
       `${kind} ${id}${symbol ? " " + symbol : ""}: partition ${result.partition}, offsets ${result.window.first_offset}–${result.window.last_offset}, ` +
       `replayed ${result.start.events_replayed} events from ${start}; ${result.rows.length} events, ${anomalies} anomalies.`;
+    const shown = result.rows.slice(-SHOWN_EVENTS);
+    if (shown.length < result.rows.length) {
+      $("history-summary").textContent += ` Showing the last ${SHOWN_EVENTS}: narrow it with a symbol.`;
+    }
     $("timeline").replaceChildren(
-      ...result.rows.map((row) => {
+      ...shown.map((row) => {
         const fields = Object.entries(row.fields).map(([name, value]) => `${name}=${value}`).join(" ");
         const item = el(
           "li",
