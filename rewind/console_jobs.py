@@ -8,8 +8,9 @@ child's progress lines.
 Guarantees:
 
 * At most :data:`RUNNING_MAX` jobs run at once; starting another meanwhile is refused with a
-  :class:`JobsBusy` naming the running ones (the API answers 429). At most :data:`KEPT_MAX` finished
-  jobs are kept; the oldest finished one is forgotten first.
+  :class:`JobsBusy` naming the running ones (the API answers 429). A job still running after
+  :data:`MAX_SECONDS` is stopped and fails, so a stalled one cannot block the others for ever. At
+  most :data:`KEPT_MAX` finished jobs are kept; the oldest finished one is forgotten first.
 * A time travel builds into a temporary directory of its own under ``$home/console`` (never the live
   state) that is removed once the job ends, whether it succeeded, failed or was stopped.
 * :meth:`Jobs.close` kills every running child and removes every directory: none outlives the API.
@@ -42,6 +43,8 @@ RUNNING_MAX: Final = 1
 KEPT_MAX: Final = 8
 """Finished jobs kept for ``GET``; older ones are forgotten."""
 STOP_SECONDS: Final = 2.0
+MAX_SECONDS: Final = 3600.0
+"""A job still running after this long is stopped (a stalled broker read, say)."""
 
 
 class JobsBusy(RewindError):
@@ -129,6 +132,7 @@ class Jobs:
     def start(self, settings: Settings, kind: str, request: dict[str, str]) -> Job:
         """Start ``kind`` (``timetravel`` or ``history``) on ``request``; raises :class:`JobsBusy`
         when :data:`RUNNING_MAX` jobs already run."""
+        environ = settings.child_environ()
         with self._lock:
             if self._closed:
                 raise RewindError("the API is stopping", "start the job again once the service is up")
@@ -157,14 +161,29 @@ class Jobs:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env=settings.child_environ(),
+                env=environ,
             )
         except OSError as exc:
             job._finish(error=f"cannot start the job's process: {exc}", fix="see the service log")
             self._remove_out(job)
             return job
         threading.Thread(target=self._follow, args=(job,), name=f"rewind-job-{job.id}", daemon=True).start()
+        limit = threading.Timer(MAX_SECONDS, self._overrun, args=(job,))
+        limit.daemon = True
+        limit.start()
         return job
+
+    @staticmethod
+    def _overrun(job: Job) -> None:
+        """Stop a job that ran :data:`MAX_SECONDS`: it would keep every other job waiting."""
+        child = job.child
+        if child is None or child.poll() is not None:
+            return
+        job._finish(
+            error=f"the job ran for {MAX_SECONDS:g} s and was stopped",
+            fix="check the brokers (see /health); a narrower point or window replays less",
+        )
+        child.kill()
 
     def get(self, job_id: str, kind: str) -> Job | None:
         with self._lock:
