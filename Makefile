@@ -68,6 +68,10 @@ kafka-stop:
 bench: setup
 	$(BIN)/python -m bench.bench_projector
 
+# The screenshots of docs/console.md, over a real service (REWIND_TEST_BOOTSTRAP, or a local broker).
+console-screenshots: setup
+	$(BIN)/python -m bench.console_screenshots
+
 clean:
 	-$(BIN)/rewind kafka stop
 	-$(BIN)/rewind s3 stop

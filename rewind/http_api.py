@@ -25,7 +25,8 @@ Guarantees:
   401 without credentials, 403 with wrong ones, and 403 for everyone while no token is configured.
   With ``http.read_token`` set, every request needs ``Authorization: Bearer`` with it (or with
   ``http.token``): 401 without, 403 with another; the probes (:data:`OPEN_PATHS`: ``/live``,
-  ``/health``, ``/ready``) reveal no state and need no token. :func:`serve_http` refuses an address
+  ``/health``, ``/ready``) reveal no state and need no token, nor do the console's page and assets
+  (:func:`is_console_page`, :mod:`rewind.console_routes`). :func:`serve_http` refuses an address
   that is not loopback while ``http.read_token`` is empty. Two ``Authorization`` headers are a 400.
 * A connection has ``http.header_timeout_seconds`` from its opening, or from the first byte of a
   request after the previous response, to send the whole request line and headers, and is closed
@@ -78,7 +79,7 @@ from rewind.service_reconcile import StatementNotFound
 from rewind.service_view import ServiceView
 from rewind.state_readers import DOCUMENTS, StateReaders, render
 
-__all__ = ["HEALTH_ONLY_CHECKS", "OPEN_PATHS", "HttpServer", "create_app", "serve_http"]
+__all__ = ["HEALTH_ONLY_CHECKS", "OPEN_PATHS", "HttpServer", "create_app", "is_console_page", "serve_http"]
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -277,11 +278,17 @@ def _is_token(given: bytes, token: str) -> bool:
     return bool(token) and hmac.compare_digest(given, token.encode())
 
 
+def is_console_page(path: str) -> bool:
+    """The console's page and assets (:mod:`rewind.console_routes`): they hold no state, and the page
+    is where a reader enters the token."""
+    return path == "/" or path.startswith("/console/")
+
+
 def _check_read_access(request: web.Request) -> None:
     """With ``http.read_token`` set, the request must bear it or ``http.token``."""
     settings = _runtime(request).service.settings()
     read_token, token = str(settings["http.read_token"]), str(settings["http.token"])
-    if not read_token or request.path in OPEN_PATHS:
+    if not read_token or request.path in OPEN_PATHS or is_console_page(request.path):
         return
     given = _bearer(request)
     if given is None:
@@ -564,6 +571,9 @@ def create_app(service: ServiceView) -> web.Application:
         app.router.add_route(method, path, handler)
         if method == "GET":
             app.router.add_route("HEAD", path, handler)
+    from rewind import console_routes  # it builds on this module's helpers
+
+    console_routes.install(app)
     return app
 
 

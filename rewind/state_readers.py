@@ -48,6 +48,7 @@ __all__ = [
     "DOCUMENTS",
     "StateReaders",
     "account_document",
+    "anomalies_document",
     "config_document",
     "order_document",
     "positions_document",
@@ -90,11 +91,20 @@ def config_document(directory: StateDirectory) -> dict[str, Any]:
     return {"config": [views.to_dict(c) for c in queries.config_entries(directory)]}
 
 
+def anomalies_document(directory: StateDirectory, limit: str) -> dict[str, Any]:
+    """Every store's recorded anomalies, newest (highest offset) first, at most ``limit`` of them,
+    with the ``total`` count."""
+    found = [views.to_dict(a) for _store, a in queries.anomalies(directory)]
+    found.sort(key=lambda row: (row["offset"], row["partition"]), reverse=True)
+    return {"total": len(found), "anomalies": found[: int(limit)]}
+
+
 DOCUMENTS: Final[dict[str, Any]] = {
     "positions": positions_document,
     "order": order_document,
     "account": account_document,
     "config": config_document,
+    "anomalies": anomalies_document,
 }
 """Each state route's document function by name: ``function(directory, *arguments)``; None is
 "not found"."""
