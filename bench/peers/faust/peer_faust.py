@@ -149,6 +149,7 @@ balances = app.Table("balances", partitions=PARTITIONS)
 processed: dict[int, int] = {}
 counter = {"events": 0}
 ends: dict[int, int] = {}
+already: set[int] = set()
 
 
 def open_order(event: dict[str, Any]) -> list[Any] | None:
@@ -260,13 +261,15 @@ async def fetch_ends() -> None:
     try:
         partitions = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
         found = await consumer.end_offsets(partitions)
-        ends.update({tp.partition: offset for tp, offset in found.items()})
+        found_ends = {tp.partition: offset for tp, offset in found.items()}
     finally:
         await consumer.stop()
-    emit(starting=APP_ID, partitions=len(ends))
+    already.update(await committed_ends(found_ends))
+    ends.update(found_ends)
+    emit(starting=APP_ID, partitions=len(ends), already_at_end=len(already))
 
 
-async def committed_ends() -> set[int]:
+async def committed_ends(ends: dict[int, int]) -> set[int]:
     """Partitions whose committed offset (an earlier run's) has reached the end."""
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=APP_ID, enable_auto_commit=False)
     await consumer.start()
@@ -285,10 +288,7 @@ async def committed_ends() -> set[int]:
 async def watch() -> None:
     if not ends:
         return
-    behind = {p for p, end in ends.items() if processed.get(p, 0) < end}
-    if behind:
-        behind -= await committed_ends()
-    if behind:
+    if any(processed.get(p, 0) < end for p, end in ends.items() if p not in already):
         return
     usage = resource.getrusage(resource.RUSAGE_SELF)
     emit(

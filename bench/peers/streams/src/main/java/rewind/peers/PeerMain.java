@@ -9,9 +9,11 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Properties;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
@@ -57,6 +59,7 @@ public final class PeerMain {
         long progressEvery = Long.parseLong(args.getOrDefault("progress-every", "10000"));
 
         Map<Integer, Long> ends = endOffsets(bootstrap, topic);
+        Set<Integer> already = committedAtEnd(bootstrap, appId, topic, ends);
         Map<Integer, Long> processed = new ConcurrentHashMap<>();
         AtomicLong count = new AtomicLong();
         EventDecoder decoder = new EventDecoder(new File(need(args, "schemas")));
@@ -93,9 +96,10 @@ public final class PeerMain {
             Runtime.getRuntime().halt(1);
             return null;
         });
-        emit("{\"starting\": " + quote(appId) + ", \"partitions\": " + ends.size() + "}");
+        emit("{\"starting\": " + quote(appId) + ", \"partitions\": " + ends.size()
+                + ", \"already_at_end\": " + already.size() + "}");
         streams.start();
-        waitCaughtUp(bootstrap, appId, topic, ends, processed, streams);
+        waitCaughtUp(ends, already, processed, streams);
         emit("{\"done\": true, \"processed\": " + count.get() + ", \"wall_s\": " + uptime()
                 + ", \"cpu_s\": " + cpuSeconds() + ", \"rss_kb\": " + rssKb() + "}");
         String export = args.get("export");
@@ -171,35 +175,44 @@ public final class PeerMain {
         }
     }
 
-    /** Until every partition's processed or committed offset reaches the end seen at start. */
-    private static void waitCaughtUp(String bootstrap, String appId, String topic, Map<Integer, Long> ends,
-            Map<Integer, Long> processed, KafkaStreams streams) throws Exception {
+    /** Partitions whose committed offset (an earlier run's) has already reached the end. */
+    private static Set<Integer> committedAtEnd(String bootstrap, String appId, String topic, Map<Integer, Long> ends)
+            throws Exception {
         Properties props = new Properties();
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         try (Admin admin = Admin.create(props)) {
-            while (true) {
-                List<Integer> behind = new ArrayList<>();
-                for (Map.Entry<Integer, Long> e : ends.entrySet()) {
-                    if (processed.getOrDefault(e.getKey(), 0L) < e.getValue()) {
-                        behind.add(e.getKey());
-                    }
+            Map<TopicPartition, OffsetAndMetadata> committed =
+                    admin.listConsumerGroupOffsets(appId).partitionsToOffsetAndMetadata().get();
+            Set<Integer> done = new HashSet<>();
+            for (Map.Entry<Integer, Long> e : ends.entrySet()) {
+                OffsetAndMetadata c = committed.get(new TopicPartition(topic, e.getKey()));
+                if (c != null && c.offset() >= e.getValue()) {
+                    done.add(e.getKey());
                 }
-                if (!behind.isEmpty()) {
-                    Map<TopicPartition, OffsetAndMetadata> committed =
-                            admin.listConsumerGroupOffsets(appId).partitionsToOffsetAndMetadata().get();
-                    behind.removeIf(p -> {
-                        OffsetAndMetadata c = committed.get(new TopicPartition(topic, p));
-                        return c != null && c.offset() >= ends.get(p);
-                    });
-                }
-                if (behind.isEmpty() && streams.state() == KafkaStreams.State.RUNNING) {
-                    return;
-                }
-                if (streams.state() == KafkaStreams.State.ERROR || streams.state() == KafkaStreams.State.NOT_RUNNING) {
-                    throw new IllegalStateException("Kafka Streams stopped: " + streams.state());
-                }
-                Thread.sleep(behind.isEmpty() ? 20 : 200);
             }
+            return done;
+        }
+    }
+
+    /** Until every partition not already at its end has processed up to the end seen at start. */
+    private static void waitCaughtUp(Map<Integer, Long> ends, Set<Integer> already, Map<Integer, Long> processed,
+            KafkaStreams streams) throws InterruptedException {
+        while (true) {
+            boolean behind = false;
+            for (Map.Entry<Integer, Long> e : ends.entrySet()) {
+                if (!already.contains(e.getKey()) && processed.getOrDefault(e.getKey(), 0L) < e.getValue()) {
+                    behind = true;
+                    break;
+                }
+            }
+            KafkaStreams.State state = streams.state();
+            if (!behind && state == KafkaStreams.State.RUNNING) {
+                return;
+            }
+            if (state == KafkaStreams.State.ERROR || state == KafkaStreams.State.NOT_RUNNING) {
+                throw new IllegalStateException("Kafka Streams stopped: " + state);
+            }
+            Thread.sleep(behind ? 200 : 20);
         }
     }
 
