@@ -13,7 +13,7 @@ once, so none competes with another for the cores):
     changelog;
 (c) state on disk (local directories after (a); changelog records on the broker for the peers) and
     peak resident memory (of the (a) process);
-(d) the state as of an hour ago (event time: ``occurred_at`` of the last event minus one hour):
+(d) the state as of an hour ago (event time: ``occurred_at`` of the last event minus ``--ago``):
     rewind builds it with time travel (``replayer.timetravel``) from snapshots taken at the
     service's cadence during a separate projection; the peers have no time travel, so the figure
     for them is the replay it would take (events up to the point / their (a) throughput), an
@@ -63,7 +63,6 @@ STREAMS_DIR = HERE / "streams"
 FAUST_DIR = HERE / "faust"
 FAUST_PYTHON = FAUST_DIR / ".venv" / "bin" / "python"
 FAUST_TABLES = ("orders", "fills", "positions", "balances")
-HOUR_MICROS = 3_600 * 1_000_000
 JSON_LINE = re.compile(r"(\{\".*\})\s*$")
 SYSTEMS = ("rewind", "kafka_streams", "faust")
 
@@ -81,7 +80,14 @@ class Run:
     killed_at: int | None = None
 
     def row(self) -> dict[str, Any]:
+        progress = [line for line in self.lines if "progress" in line]
+        steady = None
+        if len(progress) >= 2 and progress[-1]["t"] > progress[0]["t"]:
+            first, last = progress[0], progress[-1]
+            steady = round((last["progress"] - first["progress"]) / (last["t"] - first["t"]))
         return {
+            "first_progress_s": progress[0]["t"] if progress else None,
+            "steady_events_per_s": steady,
             "events": self.events,
             "wall_s": round(self.wall_s, 3),
             "cpu_s": round(self.cpu_s, 3),
@@ -151,7 +157,9 @@ def rewind_system(
     return System("rewind", command, settings.child_environ(), state, None, scratch / f"{state.name}.log")
 
 
-def streams_system(bootstrap: str, topic: str, app_id: str, scratch: Path, every: int) -> System:
+def streams_system(
+    bootstrap: str, topic: str, app_id: str, scratch: Path, every: int, static: bool = False
+) -> System:
     state = scratch / app_id
     classpath = f"{STREAMS_DIR / 'target' / 'classes'}:{STREAMS_DIR / 'target' / 'lib'}/*"
     command = [
@@ -163,6 +171,7 @@ def streams_system(bootstrap: str, topic: str, app_id: str, scratch: Path, every
         *("--bootstrap", bootstrap, "--topic", topic, "--app-id", app_id),
         *("--state-dir", str(state), "--schemas", str(ROOT / "schemas")),
         *("--export", str(scratch / f"{app_id}.json"), "--progress-every", str(every)),
+        *(("--instance-id", f"{app_id}-instance") if static else ()),
     ]
     return System(
         "kafka_streams",
@@ -353,8 +362,8 @@ def events_before(consumer: Consumer, topic: str, partition: int, end: int, mome
     return low
 
 
-def hour_ago_points(settings: Settings, ends: dict[str, int]) -> tuple[dict[str, int], int]:
-    """Per store, the events logged up to an hour (event time) before the last event; and their sum."""
+def hour_ago_points(settings: Settings, ends: dict[str, int], ago_s: int) -> tuple[dict[str, int], int]:
+    """Per store, the events logged up to ``ago_s`` (event time) before the last event; and their sum."""
     consumer = Consumer(
         {"bootstrap.servers": settings.client_config()["bootstrap.servers"], "group.id": "peers-points"}
     )
@@ -362,7 +371,7 @@ def hour_ago_points(settings: Settings, ends: dict[str, int]) -> tuple[dict[str,
         last = max(
             occurred_at(consumer, *source, end - 1) for source, end in topics_of(settings, ends) if end > 0
         )
-        moment = last - HOUR_MICROS
+        moment = last - ago_s * 1_000_000
         points = {
             store: events_before(consumer, *source, end, moment)
             for (source, end), store in zip(topics_of(settings, ends), ends, strict=True)
@@ -442,8 +451,29 @@ def table(result: dict[str, Any]) -> str:
     )
     add("(c) state on disk (local)", {s: c.get(s, {}).get("disk_mb") for s in SYSTEMS}, mb, "lower")
     add("(c) peak RSS of the (a) process", {s: a.get(s, {}).get("peak_rss_mb") for s in SYSTEMS}, mb, "lower")
-    add("(d) state as of an hour ago", {s: d.get(s, {}).get("seconds") for s in SYSTEMS}, sec, "lower")
+    add(
+        f"(d) state as of {d.get('ago_s')} s ago",
+        {s: d.get(s, {}).get("seconds") for s in SYSTEMS},
+        sec,
+        "lower",
+    )
     rows.append("")
+    rewind_restart = b.get("rewind", {}).get("restart_s")
+    for name, label in (("kafka_streams", "default"), ("kafka_streams_static", "static membership")):
+        row = b.get(name)
+        if row:
+            rows.append(
+                f"(b) Kafka Streams ({label}): restart {row['restart_to_done_s']} s "
+                f"({ratio(row['restart_s'], rewind_restart)} rewind's), first restore at "
+                f"{row.get('first_restore_s')} s, {row.get('restored_records')} changelog records restored, "
+                f"{row.get('stores_restored_from_offset_0')} stores rebuilt from changelog offset 0, "
+                f"state {row['state_after_restart']}."
+            )
+    faust = b.get("faust")
+    if faust:
+        rows.append(
+            f"(b) Faust: restart {faust['restart_to_done_s']} s, state {faust['state_after_restart']}."
+        )
     rows.append(
         "(d) rewind: time travel from snapshots; Kafka Streams and Faust have no time travel: their "
         "figure is the replay it would take (events up to the point / their (a) rate), not a run. "
@@ -463,6 +493,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--snapshot-every", type=int, default=100_000, help="(d): rewind's cadence")
+    parser.add_argument(
+        "--ago", type=int, default=3600, help="(d): seconds of event time before the last event"
+    )
     parser.add_argument("--progress-every", type=int, default=10_000, help="peers' progress lines")
     parser.add_argument("--faust-store", default="rocksdb://", choices=["rocksdb://", "memory://"])
     parser.add_argument(
@@ -470,6 +503,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--peers", default="kafka_streams,faust", help="peers to run (default: kafka_streams,faust)"
+    )
+    parser.add_argument(
+        "--no-streams-static",
+        dest="streams_static",
+        action="store_false",
+        help="(b): skip the second Kafka Streams recovery, with static membership (group.instance.id)",
     )
     parser.add_argument("--only", default="abcd", help="parts to run, e.g. 'ac' ((c) comes with (a))")
     parser.add_argument("--build", action="store_true", help="rebuild the jar and the Faust venv first")
@@ -595,17 +634,23 @@ def measure_recovery(
     }
     log(f"  rewind: {found['rewind']}")
 
-    peers = {
+    peers: dict[str, Callable[[], System]] = {
         "kafka_streams": lambda: streams_system(
             bootstrap, topic, f"{prefix}-ks-b", scratch, args.progress_every
+        ),
+        "kafka_streams_static": lambda: streams_system(
+            bootstrap, topic, f"{prefix}-kss-b", scratch, args.progress_every, static=True
         ),
         "faust": lambda: faust_system(
             bootstrap, topic, args.partitions, f"{prefix}-fa-b", scratch, args.progress_every, args
         ),
     }
     create_faust_changelogs(admin, f"{prefix}-fa-b", args.partitions)
+    chosen = args.peers.split(",")
     for name, make in peers.items():
-        if name not in args.peers.split(","):
+        if name.removesuffix("_static") not in chosen or (
+            name.endswith("_static") and not args.streams_static
+        ):
             continue
         first = run_peer(make(), kill_at=kill_at)
         system = make()
@@ -625,7 +670,7 @@ def measure_recovery(
             "tail_events": again.events,
             "first_progress_s": next((line["t"] for line in again.lines if "progress" in line), None),
         }
-        if name == "kafka_streams":
+        if name.startswith("kafka_streams"):
             row["first_restore_s"] = next(
                 (line["t"] for line in again.lines if "restore_start" in line), None
             )
@@ -653,7 +698,7 @@ def measure_recovery(
 def measure_hour_ago(
     args: argparse.Namespace, settings: Settings, scratch: Path, projection: dict[str, Any]
 ) -> dict[str, Any]:
-    log("(d) the state as of an hour ago (event time)")
+    log(f"(d) the state as of {args.ago} s (event time) before the last event")
     state = scratch / "rewind-d"
     snapshots = scratch / "rewind-d-snapshots"
     in_state = dataclasses.replace(
@@ -663,11 +708,12 @@ def measure_hour_ago(
     with StateDirectory.open_readonly(state) as directory:
         ends = {partition_dir_name(p): directory.partition(p).offset() + 1 for p in directory.partitions()}
         ends[CONFIG_DIR_NAME] = directory.config().offset() + 1
-    points, before = hour_ago_points(settings, ends)
+    points, before = hour_ago_points(settings, ends, args.ago)
     started = time.perf_counter()
     build_state_at(in_state, scratch / "rewind-d-hour-ago", points)
     seconds = time.perf_counter() - started
     found: dict[str, Any] = {
+        "ago_s": args.ago,
         "events_up_to_the_point": before,
         "points": points,
         "rewind": {"seconds": round(seconds, 3), "how": "time travel from the nearest snapshots"},

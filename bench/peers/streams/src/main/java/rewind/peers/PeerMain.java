@@ -43,7 +43,8 @@ import org.apache.kafka.streams.state.Stores;
  * and closes cleanly. Every line on stdout is JSON; restores are reported as they happen.
  *
  * <pre>java -cp 'target/classes:target/lib/*' rewind.peers.PeerMain --bootstrap H:P --topic T
- *     --app-id ID --state-dir DIR --schemas ../../../schemas --export out.json</pre>
+ *     --app-id ID --state-dir DIR --schemas ../../../schemas --export out.json
+ *     [--instance-id ID] [--threads N] [--progress-every N]</pre>
  */
 public final class PeerMain {
     private PeerMain() {}
@@ -88,6 +89,12 @@ public final class PeerMain {
         props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, args.getOrDefault("threads", "1"));
         props.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, "1");
         props.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
+        String instanceId = args.get("instance-id");
+        if (instanceId != null) {
+            // Static membership: a restarted instance takes its partitions back without waiting for
+            // the dead member's session to expire.
+            props.put(StreamsConfig.mainConsumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instanceId);
+        }
 
         KafkaStreams streams = new KafkaStreams(topology, props);
         streams.setGlobalStateRestoreListener(new Restores());
