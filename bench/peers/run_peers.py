@@ -16,8 +16,8 @@ once, so none competes with another for the cores):
 (d) the state as of an hour ago (event time: ``occurred_at`` of the last event minus ``--ago``):
     rewind builds it with time travel (``replayer.timetravel``) from snapshots taken at the
     service's cadence during a separate projection; the peers have no time travel, so the figure
-    for them is the replay it would take (events up to the point / their (a) throughput), an
-    estimate, not a run.
+    for them is the replay it would take (their (a) start-up, then the events up to the point at
+    their steady (a) rate), an estimate, not a run.
 
 After every run the system's final orders, positions and balances must equal rewind's
 (bench/peers/crosscheck.py), or the benchmark stops. Results: bench/results/peers-<time>.json and a
@@ -476,7 +476,8 @@ def table(result: dict[str, Any]) -> str:
         )
     rows.append(
         "(d) rewind: time travel from snapshots; Kafka Streams and Faust have no time travel: their "
-        "figure is the replay it would take (events up to the point / their (a) rate), not a run. "
+        "figure is the replay it would take (start-up, then the events up to the point at their "
+        "steady (a) rate), an estimate, not a run. "
         "Ratios: how many times rewind is faster (or smaller). (b) n/a for a peer whose state after "
         "the restart differed from rewind's (see the JSON: state_after_restart, differences_sample)."
     )
@@ -721,10 +722,12 @@ def measure_hour_ago(
     for name in ("kafka_streams", "faust"):
         if name not in projection:
             continue
-        rate = projection[name]["events_per_s"]
+        row = projection[name]
+        start, rate = row["first_progress_s"], row["steady_events_per_s"] or row["events_per_s"]
         found[name] = {
-            "seconds": round(before / rate, 3) if rate else None,
-            "how": "no time travel: estimated replay of the events up to the point at the (a) rate",
+            "seconds": round((start or 0) + before / rate, 3) if rate else None,
+            "how": "no time travel: estimated replay into a new application, its (a) start-up "
+            "(first_progress_s) plus the events up to the point at its steady (a) rate",
         }
     log(f"  {json.dumps({k: v for k, v in found.items() if k != 'points'})}")
     return found
