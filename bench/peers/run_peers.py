@@ -506,6 +506,9 @@ def main() -> None:
         "--peers", default="kafka_streams,faust", help="peers to run (default: kafka_streams,faust)"
     )
     parser.add_argument(
+        "--recovery-peers", help="(b): peers whose recovery is measured (default: those of --peers)"
+    )
+    parser.add_argument(
         "--no-streams-static",
         dest="streams_static",
         action="store_false",
@@ -647,7 +650,7 @@ def measure_recovery(
         ),
     }
     create_faust_changelogs(admin, f"{prefix}-fa-b", args.partitions)
-    chosen = args.peers.split(",")
+    chosen = (args.recovery_peers or args.peers).split(",")
     for name, make in peers.items():
         if name.removesuffix("_static") not in chosen or (
             name.endswith("_static") and not args.streams_static

@@ -1,9 +1,8 @@
 """The Faust peer: rewind's fold of the events topic into Faust tables, run as a Faust worker.
 
 Runs in its own virtualenv (bench/peers/faust/.venv: faust-streaming, fastavro, rocksdict), never
-with the product's. Same state and arithmetic as projector/fold.py (docs/state.md) for orders,
-fills, positions and balances; an event that cannot apply changes nothing and is not recorded. Not
-kept: risk, anomalies, the event-id window and rewind's field-value checks.
+with the product's. The fold itself is peer_fold.py (same state and arithmetic as projector/fold.py
+for orders, fills, positions and balances), applied to four Faust tables with changelogs.
 
 Configured by environment variables (bench/peers/run_peers.py sets them):
 PEER_BOOTSTRAP, PEER_TOPIC, PEER_PARTITIONS, PEER_APP_ID, PEER_DATA_DIR, PEER_SCHEMAS (rewind's
@@ -12,8 +11,9 @@ schemas/ directory), PEER_EXPORT (JSON written once caught up), PEER_STORE (``me
 
     PEER_...=... .venv/bin/python peer_faust.py worker --loglevel=warn
 
-Every line on stdout is JSON: progress, then one "done" line (wall, CPU, RSS) once every partition
-has reached the log end seen at start (processed, or committed by an earlier run), then the export.
+It prints JSON lines (on stdout, or inside its log lines where Faust redirects stdout): progress,
+then one "done" line (wall, CPU, RSS) once every partition has reached the log end seen at start
+(processed, or committed by an earlier run), then the export.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from fastavro import parse_schema, schemaless_reader
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+from peer_fold import PeerFold
 
 STARTED = time.monotonic()
 BOOTSTRAP = os.environ["PEER_BOOTSTRAP"]
@@ -41,16 +42,6 @@ PARTITIONS = int(os.environ["PEER_PARTITIONS"])
 APP_ID = os.environ["PEER_APP_ID"]
 EXPORT = os.environ.get("PEER_EXPORT")
 PROGRESS_EVERY = int(os.environ.get("PEER_PROGRESS_EVERY", "10000"))
-OPEN = frozenset({"NEW", "ACCEPTED", "PARTIALLY_FILLED"})
-TERMINAL = frozenset({"FILLED", "CANCELED", "REJECTED", "EXPIRED"})
-ALLOWED = {
-    "OrderAccepted": (frozenset({"NEW"}), "ACCEPTED"),
-    "OrderRejected": (frozenset({"NEW", "ACCEPTED"}), "REJECTED"),
-    "OrderCanceled": (OPEN, "CANCELED"),
-    "OrderExpired": (OPEN, "EXPIRED"),
-}
-# Order rows: [account, symbol, side, limit price, quantity, filled, filled notional, status].
-ACCOUNT, SYMBOL, SIDE, LIMIT, QUANTITY, FILLED, NOTIONAL, STATUS = range(8)
 
 
 def emit(**fields: Any) -> None:
@@ -97,36 +88,6 @@ def decode(value: bytes) -> dict[str, Any]:
     return event
 
 
-def div_half_even(numerator: int, denominator: int) -> int:
-    """numerator / denominator (> 0) rounded to the nearest integer, ties to even."""
-    quotient, remainder = divmod(numerator, denominator)
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient % 2):
-        quotient += 1
-    return quotient
-
-
-def trade(position: list[int], traded: int, price: int) -> None:
-    """docs/state.md "Positions" on [quantity, basis, realized, fees, last price], in place."""
-    quantity, basis, realized = position[0], position[1], position[2]
-    if quantity == 0 or (quantity > 0) == (traded > 0):
-        position[0], position[1] = quantity + traded, basis + traded * price
-        return
-    held, size = abs(quantity), abs(traded)
-    closed = min(size, held)
-    removed = div_half_even(basis * closed, held)
-    realized += (closed * price if quantity > 0 else -closed * price) - removed
-    basis -= removed
-    position[2] = realized
-    if size > closed:
-        if basis != 0:
-            raise RuntimeError(f"closing {held} left cost basis {basis}")
-        rest = traded + closed if quantity > 0 else traded - closed
-        position[0], position[1] = rest, rest * price
-        return
-    position[0], position[1] = quantity + (closed if traded > 0 else -closed), basis
-
-
 app = faust.App(
     APP_ID,
     broker=f"kafka://{BOOTSTRAP}",
@@ -152,101 +113,13 @@ ends: dict[int, int] = {}
 already: set[int] = set()
 
 
-def open_order(event: dict[str, Any]) -> list[Any] | None:
-    order = orders.get(event["order_id"])
-    if order is None or order[ACCOUNT] != event["account_id"] or order[STATUS] in TERMINAL:
-        return None
-    return list(order)
-
-
-def apply(event: dict[str, Any]) -> None:
-    kind = event["event_type"]
-    if kind == "OrderSubmitted":
-        if orders.get(event["order_id"]) is None:
-            orders[event["order_id"]] = [
-                event["account_id"],
-                event["symbol"],
-                event["side"],
-                event["limit_price"],
-                event["quantity"],
-                0,
-                0,
-                "NEW",
-            ]
-    elif kind in ALLOWED:
-        allowed, target = ALLOWED[kind]
-        order = open_order(event)
-        if order is not None and order[STATUS] in allowed:
-            order[STATUS] = target
-            orders[event["order_id"]] = order
-    elif kind == "OrderReplaced":
-        order = open_order(event)
-        new_limit, new_quantity = event["new_limit_price"], event["new_quantity"]
-        if order is None or (new_limit is not None and order[LIMIT] is None):
-            return
-        quantity = order[QUANTITY] if new_quantity is None else new_quantity
-        if quantity < order[FILLED]:
-            return
-        order[QUANTITY] = quantity
-        if new_limit is not None:
-            order[LIMIT] = new_limit
-        if quantity == order[FILLED]:
-            order[STATUS] = "FILLED"
-        orders[event["order_id"]] = order
-    elif kind == "Fill":
-        fill(event)
-    elif kind == "PositionAdjusted":
-        key = f"{event['account_id']}/{event['symbol']}"
-        stored = positions.get(key)
-        quantity, price = event["quantity"], event["price"]
-        if stored is None or event["mode"] == "SET":
-            position = [quantity, quantity * price, 0 if stored is None else stored[2], 0, price]
-            if stored is not None:
-                position[3] = stored[3]
-        else:
-            position = list(stored)
-            trade(position, quantity, price)
-            position[4] = price
-        positions[key] = position
-    elif kind == "BalanceChanged":
-        key = f"{event['account_id']}/{event['currency']}"
-        balances[key] = balances.get(key, 0) + event["amount"]
-    else:
-        raise ValueError(f"unknown event_type {kind!r}")
-
-
-def fill(event: dict[str, Any]) -> None:
-    if fills.get(event["exec_id"]) is not None:
-        return
-    order = open_order(event)
-    if order is None:
-        return
-    quantity, price = event["quantity"], event["price"]
-    filled = order[FILLED] + quantity
-    if filled > order[QUANTITY]:
-        return
-    key = f"{order[ACCOUNT]}/{order[SYMBOL]}"
-    traded = quantity if order[SIDE] == "BUY" else -quantity
-    stored = positions.get(key)
-    if stored is None:
-        position = [traded, traded * price, 0, event["fee"], price]
-    else:
-        position = list(stored)
-        trade(position, traded, price)
-        position[3] += event["fee"]
-        position[4] = price
-    positions[key] = position
-    order[FILLED] = filled
-    order[NOTIONAL] += quantity * price
-    order[STATUS] = "FILLED" if filled == order[QUANTITY] else "PARTIALLY_FILLED"
-    orders[event["order_id"]] = order
-    fills[event["exec_id"]] = event["order_id"]
+fold_tables = PeerFold(orders, fills, positions, balances)
 
 
 @app.agent(events_topic)
 async def fold(stream: Any) -> None:
     async for event in stream.events():
-        apply(decode(event.value))
+        fold_tables.apply(decode(event.value))
         message = event.message
         processed[message.partition] = message.offset + 1
         counter["events"] += 1
@@ -312,15 +185,7 @@ def rss_kb() -> int:
 
 
 def export(path: Path) -> None:
-    """The tables in the shared export shape of bench/peers/crosscheck.py."""
-    data = {
-        "orders": {
-            k: [o[STATUS], str(o[QUANTITY]), str(o[FILLED]), str(o[NOTIONAL])] for k, o in orders.items()
-        },
-        "positions": {k: [str(v) for v in p] for k, p in positions.items()},
-        "balances": {k: str(v) for k, v in balances.items()},
-    }
-    path.write_text(json.dumps(data), encoding="utf-8")
+    path.write_text(json.dumps(fold_tables.export()), encoding="utf-8")
 
 
 if __name__ == "__main__":
