@@ -325,7 +325,9 @@ def check_equal(label: str, expected: Export, got: Export) -> None:
 def changelog_records(admin: AdminClient, bootstrap: str, prefix: str) -> int:
     """Records held by the changelog topics whose names start with ``prefix``."""
     names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix) and "changelog" in n]
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"peers-{uuid.uuid4().hex[:6]}"})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "peers-watermarks", "enable.auto.commit": False}
+    )
     total = 0
     try:
         for name in names:
@@ -365,7 +367,11 @@ def events_before(consumer: Consumer, topic: str, partition: int, end: int, mome
 def hour_ago_points(settings: Settings, ends: dict[str, int], ago_s: int) -> tuple[dict[str, int], int]:
     """Per store, the events logged up to ``ago_s`` (event time) before the last event; and their sum."""
     consumer = Consumer(
-        {"bootstrap.servers": settings.client_config()["bootstrap.servers"], "group.id": "peers-points"}
+        {
+            "bootstrap.servers": settings.client_config()["bootstrap.servers"],
+            "group.id": "peers-points",
+            "enable.auto.commit": False,
+        }
     )
     try:
         last = max(
@@ -534,6 +540,14 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
             internal = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
             if internal:
                 admin.delete_topics(internal)
+            listed = admin.list_consumer_groups().result(timeout=30).valid
+            groups = [g.group_id for g in listed if g.group_id.startswith(prefix)]
+            if groups:
+                for group, future in admin.delete_consumer_groups(groups).items():
+                    try:
+                        future.result()
+                    except Exception as exc:
+                        log(f"consumer group {group} left on the broker: {exc}")
 
 
 def measure(
