@@ -84,7 +84,9 @@ def decode(value: bytes) -> dict[str, Any]:
     if value[:2] != b"\xc3\x01":
         raise ValueError("not an Avro single-object encoded value")
     writer, reader = READERS[value[2:10]]
-    event: dict[str, Any] = schemaless_reader(io.BytesIO(value[10:]), writer, reader)
+    event = schemaless_reader(io.BytesIO(value[10:]), writer, reader)
+    if not isinstance(event, dict):
+        raise ValueError("an event must decode to a record")
     return event
 
 
@@ -127,7 +129,7 @@ async def fold(stream: Any) -> None:
             emit(progress=counter["events"])
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]
 async def fetch_ends() -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
     await consumer.start()
@@ -157,7 +159,7 @@ async def committed_ends(ends: dict[int, int]) -> set[int]:
         await consumer.stop()
 
 
-@app.timer(0.2)
+@app.timer(0.2)  # type: ignore[untyped-decorator]
 async def watch() -> None:
     if not ends:
         return
