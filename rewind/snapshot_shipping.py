@@ -16,9 +16,11 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from rewind.ground.settings import Settings
@@ -32,7 +34,8 @@ log = logging.getLogger("rewind.upload")
 REWIND = str(Path(sys.executable).with_name("rewind"))
 UPLOAD_NICENESS = 19
 UPLOAD_TIMEOUT_SECONDS = 3600.0
-"""A child still running after this long is killed and its round retried (a hung connection)."""
+"""A child still running after this long is killed and its rounds retried (a hung connection)."""
+PROBE_SECONDS = 2.0
 
 
 def _last_line(text: str) -> str:
@@ -95,16 +98,37 @@ class SnapshotShipper:
     def stop(self) -> None:
         self.queue.stop(timeout=0.0)
 
+    def _endpoint_answers(self) -> bool:
+        """Whether the endpoint accepts a TCP connection: a retry after a failure starts a child only
+        then. True when there is nothing to probe (AWS's endpoint, an unreadable setting)."""
+        endpoint = str(self._settings["snapshots.remote.endpoint"])
+        if endpoint == "local":
+            try:
+                endpoint = (self._settings.home / "s3" / "endpoint").read_text().strip()
+            except OSError:
+                return False
+        parsed = urllib.parse.urlsplit(endpoint)
+        if not parsed.hostname:
+            return True
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=PROBE_SECONDS).close()
+        except OSError:
+            return False
+        return True
+
     def _changed(self, queue: UploadQueue[tuple[str, ...]], what: str) -> None:
         self._metrics.upload_queue.set(len(queue))
         if what == "failed":
             self._metrics.upload_failures.inc()
         elif what == "dropped":
             self._metrics.upload_dropped.labels("queue_full").inc()
-        elif what == "given_up":
-            self._metrics.upload_dropped.labels("given_up").inc()
 
-    def _ship(self, paths: tuple[str, ...]) -> Attempt:
+    def _ship(self, rounds: list[tuple[str, ...]]) -> Attempt:
+        """Upload every waiting round in one child, oldest first."""
+        paths = [path for round_ in rounds for path in round_]
+        if self.queue.last_error and not self._endpoint_answers():
+            return Attempt(Outcome.RETRY, self.queue.last_error)  # no child while the store is away
         started = time.monotonic()
         child = subprocess.Popen(
             [REWIND, "snapshots", "upload", "--json", *paths],
@@ -115,6 +139,8 @@ class SnapshotShipper:
         )
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, child.pid, UPLOAD_NICENESS)
+        with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE is Linux-only
+            os.sched_setscheduler(child.pid, os.SCHED_IDLE, os.sched_param(0))
         try:
             stdout, stderr = child.communicate(timeout=UPLOAD_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -126,12 +152,16 @@ class SnapshotShipper:
         except ValueError:
             return Attempt(Outcome.RETRY, _last_line(stderr or stdout))
         uploaded = document.get("uploaded", [])
-        if uploaded or not document.get("invalid"):
-            self._metrics.observe_upload(
-                sum(int(row["bytes"]) for row in uploaded),
-                time.monotonic() - started,
-                max((float(row["created_at"]) for row in uploaded), default=0.0),
-            )
-        if document.get("invalid"):
-            return Attempt(Outcome.GIVE_UP, "; ".join(row["error"] for row in document["invalid"]))
+        self._metrics.observe_upload(
+            len(rounds),
+            sum(int(row["bytes"]) for row in uploaded),
+            time.monotonic() - started,
+            max((float(row["created_at"]) for row in uploaded), default=0.0),
+        )
+        invalid = document.get("invalid", [])
+        if invalid:
+            self._metrics.upload_dropped.labels("given_up").inc(len(invalid))
+            log.error("snapshot upload skipped: %s", "; ".join(row["error"] for row in invalid))
+        if not uploaded:
+            return Attempt(Outcome.GIVE_UP, "no snapshot of the round could be uploaded")
         return Attempt(Outcome.SHIPPED)

@@ -164,16 +164,14 @@ def _ready(url: str, service: subprocess.Popen[bytes]) -> bool:
 
 def test_the_queue_drops_the_oldest_past_its_bound_retries_and_catches_up_in_order() -> None:
     store_up = threading.Event()
-    shipped: list[int] = []
-    attempts: list[int] = []
+    shipped: list[list[int]] = []
 
-    def ship(item: int) -> Attempt:
-        attempts.append(item)
+    def ship(batch: list[int]) -> Attempt:
         if not store_up.is_set():
             return Attempt(Outcome.RETRY, "store down")
-        if item == 4:
+        if batch == [7]:
             return Attempt(Outcome.GIVE_UP, "local copy gone")
-        shipped.append(item)
+        shipped.append(batch)
         return Attempt(Outcome.SHIPPED)
 
     queue: UploadQueue[int] = UploadQueue(ship, bound=3, retry_max_seconds=0.05, first_retry_seconds=0.01)
@@ -187,7 +185,10 @@ def test_the_queue_drops_the_oldest_past_its_bound_retries_and_catches_up_in_ord
         assert queue.counts.failed_attempts >= 1 and queue.last_error == "store down"
         store_up.set()
         assert queue.wait_idle(10)
+        assert shipped == [[4, 5, 6]], "the backlog in one attempt, oldest first"
+        queue.offer(7)
+        assert queue.wait_idle(10)
     finally:
         queue.stop(timeout=5)
-    assert shipped == [5, 6], "in order, after the round given up"
-    assert queue.counts.given_up == 1 and queue.counts.shipped == 2
+    assert queue.counts.shipped == 3 and queue.counts.given_up == 1
+    assert queue.last_error == ""
