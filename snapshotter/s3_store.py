@@ -20,6 +20,7 @@ come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -48,6 +49,8 @@ from snapshotter.snapshot import (
 )
 from snapshotter.snapshot_store import REMOTE, RemoteUnavailable, StoredSnapshot, prune_store
 
+logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials in ..." at every start
+logging.getLogger("boto3").setLevel(logging.WARNING)
 _READ_CHUNK = 4 << 20
 _MB = 1 << 20
 _CREDENTIAL_CODES = {

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.cli_runner import run_rewind
+from tests.http_helpers import free_port
 from tests.pipeline import Pipeline
 from tests.s3_server import remote_env, s3_client
 
@@ -118,7 +119,8 @@ def test_wrong_credentials_name_the_bucket_and_the_setting(
     pipeline: Pipeline, env: dict[str, str], s3_bucket: str
 ) -> None:
     wrong = env | {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}
-    for args in (("snapshots", "list"), ("recover",)):
+    port = str(free_port())
+    for args in (("snapshots", "list"), ("recover",), ("serve", "--port", port)):
         result = run_rewind(*args, env=wrong, timeout=120)
         assert result.returncode == 1, args
         assert "Traceback" not in result.stderr
