@@ -53,6 +53,8 @@ logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credential
 logging.getLogger("boto3").setLevel(logging.WARNING)
 _READ_CHUNK = 4 << 20
 _MB = 1 << 20
+AWAY_SECONDS = 30.0
+"""After a failure to reach the store, how long requests fail at once instead of being tried."""
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -85,6 +87,8 @@ class S3SnapshotStore:
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self._away_until = 0.0
+        self._away_reason = ""
         self.endpoint = endpoint
         self.part_bytes = part_bytes
         self.transfer = TransferConfig(
@@ -182,13 +186,25 @@ class S3SnapshotStore:
                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to keys allowed to read and write "
                 "the bucket named by snapshots.remote.bucket (REWIND_SNAPSHOTS_REMOTE_BUCKET)",
             )
+        self._away_until = time.monotonic() + AWAY_SECONDS
+        self._away_reason = f"cannot reach {self._where()}: {exc}"
         return RemoteUnavailable(
             f"cannot reach {self._where()} to {doing}: {exc}",
             "start the store (`rewind s3 start` for the local one) or check snapshots.remote.endpoint; "
             "uploads are retried by themselves",
         )
 
+    def _check_reachable(self, doing: str) -> None:
+        """Fail at once, without a request, for :data:`AWAY_SECONDS` after the store could not be
+        reached: one unreachable store costs one set of timeouts, not one per snapshot listed."""
+        if time.monotonic() < self._away_until:
+            raise RemoteUnavailable(
+                f"{self._away_reason} (not tried again to {doing} for {AWAY_SECONDS:.0f} s)",
+                "start the store or check snapshots.remote.endpoint",
+            )
+
     def _call(self, doing: str, operation: str, **kwargs: Any) -> Any:
+        self._check_reachable(doing)
         try:
             return getattr(self.client, operation)(**kwargs)
         except (BotoCoreError, ClientError, Boto3Error) as exc:
@@ -263,6 +279,7 @@ class S3SnapshotStore:
             manifest = self._manifest(snapshot.store, snapshot.offset)
             (target / MANIFEST).write_bytes(manifest.to_json())
             key = self._key(snapshot.store, snapshot.offset, DATA_FILE)
+            self._check_reachable("read a snapshot from")
             try:
                 head = self.client.head_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
@@ -299,6 +316,7 @@ class S3SnapshotStore:
     # Writing
 
     def exists(self, store: str, offset: int) -> bool:
+        self._check_reachable("look for a snapshot in")
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(store, offset, MANIFEST))
             return True

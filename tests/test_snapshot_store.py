@@ -167,3 +167,20 @@ def test_list_marks_locations_and_prune_keeps_each_levels_policy(
             ("remote", rounds[2]["events-p0000"]),
         ]
     )
+
+
+def test_an_unreachable_object_store_is_reported_and_local_snapshots_used(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    env = pipeline.env | remote_env(f"http://127.0.0.1:{free_port()}", "nowhere")
+    pipeline.simulate(events=3_000, seed=81)
+    run_rewind("project", "--until-caught-up", env=env, timeout=300, check=True)
+    taken = {row["store"]: row["offset"] for row in _json("snapshot", env=env)}
+
+    result = run_rewind("recover", env=env, timeout=300, check=True)
+    assert "remote store unreachable" in result.stderr and "corrupt" not in result.stderr
+    report = _json("recover", env=env)
+    for name, offset in taken.items():
+        assert report["stores"][name]["snapshot_location"] == "local"
+        assert report["stores"][name]["snapshot_offset"] == offset
+    assert report["digest"] == _full_replay_digest(env, tmp_path)
