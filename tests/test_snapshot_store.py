@@ -184,3 +184,21 @@ def test_an_unreachable_object_store_is_reported_and_local_snapshots_used(
         assert report["stores"][name]["snapshot_location"] == "local"
         assert report["stores"][name]["snapshot_offset"] == offset
     assert report["digest"] == _full_replay_digest(env, tmp_path)
+
+
+def test_time_travel_on_a_new_host_starts_from_the_object_store(
+    pipeline: Pipeline, env: dict[str, str], tmp_path: Path
+) -> None:
+    older = _project_snapshot_upload(pipeline, env, seed=91)
+    newer = _project_snapshot_upload(pipeline, env, seed=92)
+    _lose_the_host(pipeline.home)
+    partition = 2
+    store = f"events-p{partition:04d}"
+    k = (older[store] + newer[store]) // 2 + 1  # between the two snapshots: the older one is the start
+    out = tmp_path / "travel"
+    shown = _json("replay", "--to", f"{partition}:{k}", "--out", str(out), env=env)
+    row = next(r for r in shown["stores"] if r["store"] == store)
+    assert row["snapshot_offset"] == older[store]
+    digest = _json("state", "digest", "--partition", str(partition), "--state", str(out), env=env)
+    assert digest["digest"] == pipeline.reference_digests(upto={partition: k - 1})[store]
+    assert not (out / ".remote").exists()
