@@ -23,6 +23,7 @@ import hashlib
 import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credential
 logging.getLogger("boto3").setLevel(logging.WARNING)
 _READ_CHUNK = 4 << 20
 _MB = 1 << 20
+MANIFEST_READERS = 8
 AWAY_SECONDS = 30.0
 """After a failure to reach the store, how long requests fail at once instead of being tried."""
 _CREDENTIAL_CODES = {
@@ -166,6 +168,10 @@ class S3SnapshotStore:
                     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to keys allowed to read and write "
                     "the bucket named by snapshots.remote.bucket (REWIND_SNAPSHOTS_REMOTE_BUCKET)",
                 )
+            if code in ("404", "NoSuchKey", "NotFound") and doing != "open":
+                return SnapshotInvalid(
+                    f"{self._where()}: an object went missing while trying to {doing} (pruned meanwhile?)"
+                )
             if code == "NoSuchBucket" or (code == "404" and doing == "open"):
                 return RemoteStoreRefused(
                     f"{self._where()} does not exist (while trying to {doing})",
@@ -248,16 +254,21 @@ class S3SnapshotStore:
             parts = key.rsplit("/", 2)
             if len(parts) == 3 and parts[2] == MANIFEST and parts[1].isdigit():
                 offsets.append(int(parts[1]))
-        rows = []
-        for offset in sorted(offsets, reverse=True):
+
+        def row(offset: int) -> StoredSnapshot:
             manifest, error = None, None
             if manifests:
                 try:
                     manifest = self._manifest(store, offset)
                 except SnapshotInvalid as exc:
                     error = str(exc)
-            rows.append(StoredSnapshot(REMOTE, store, offset, self.address(store, offset), manifest, error))
-        return rows
+            return StoredSnapshot(REMOTE, store, offset, self.address(store, offset), manifest, error)
+
+        newest_first = sorted(offsets, reverse=True)
+        if not manifests or len(newest_first) < 2:
+            return [row(offset) for offset in newest_first]
+        with ThreadPoolExecutor(max_workers=MANIFEST_READERS, thread_name_prefix="s3-manifests") as pool:
+            return list(pool.map(row, newest_first))  # one request each: latency, not bandwidth
 
     def _manifest(self, store: str, offset: int) -> Manifest:
         key = self._key(store, offset, MANIFEST)
