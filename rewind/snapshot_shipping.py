@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -36,6 +37,8 @@ UPLOAD_NICENESS = 19
 UPLOAD_TIMEOUT_SECONDS = 3600.0
 """A child still running after this long is killed and its rounds retried (a hung connection)."""
 PROBE_SECONDS = 2.0
+STOP_SECONDS = 2.0
+"""How long a stopping service waits for a cut-short upload child to exit before killing it."""
 
 
 def _last_line(text: str) -> str:
@@ -57,6 +60,9 @@ class SnapshotShipper:
             on_change=self._changed,
         )
         metrics.upload_cadence.set(float(settings["snapshots.every_seconds"]))
+        self._child: subprocess.Popen[str] | None = None
+        self._child_lock = threading.Lock()
+        self._stopping = False
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics) -> SnapshotShipper | None:
@@ -96,7 +102,19 @@ class SnapshotShipper:
         self.queue.offer(tuple(paths))
 
     def stop(self) -> None:
+        """Stop shipping now: an upload under way is cut short (it left no manifest, so no snapshot;
+        the next start ships that round again), nothing outlives the service."""
+        self._stopping = True
         self.queue.stop(timeout=0.0)
+        with self._child_lock:
+            child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
     def _endpoint_answers(self) -> bool:
         """Whether the endpoint accepts a TCP connection: a retry after a failure starts a child only
@@ -130,13 +148,16 @@ class SnapshotShipper:
         if self.queue.last_error and not self._endpoint_answers():
             return Attempt(Outcome.RETRY, self.queue.last_error)  # no child while the store is away
         started = time.monotonic()
-        child = subprocess.Popen(
-            [REWIND, "snapshots", "upload", "--json", *paths],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self._settings.child_environ(),
-        )
+        with self._child_lock:
+            if self._stopping:
+                return Attempt(Outcome.RETRY, "the service is stopping")
+            child = self._child = subprocess.Popen(
+                [REWIND, "snapshots", "upload", "--json", *paths],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=self._settings.child_environ(),
+            )
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, child.pid, UPLOAD_NICENESS)
         with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE is Linux-only
