@@ -81,8 +81,9 @@ def _warm_up(store: S3SnapshotStore, snapshots: list[Snapshot], scratch: Path) -
 def measure_upload(
     store: S3SnapshotStore, snapshots: list[Snapshot], rounds: int, scratch: Path
 ) -> dict[str, Any]:
-    """``rounds`` of each side, alternated (rewind, raw, rewind, raw, ...); medians. Each rewind round
-    uses a prefix of its own, since a snapshot already in the bucket is not sent again."""
+    """``rounds`` of each side, alternated (rewind, raw, rewind, raw, ...); medians. Each round of
+    either side writes new keys under a prefix of its own (a snapshot already in the bucket is not
+    sent again, and a new key costs the server more than an overwrite)."""
     size = sum(s.manifest.file_size for s in snapshots)
     prefix = store.prefix
     _warm_up(store, snapshots, scratch)
@@ -99,7 +100,7 @@ def measure_upload(
             store.client.upload_file(
                 str(snapshot.path / DATA_FILE),
                 store.bucket,
-                f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
+                f"raw-copy-round{round_}/{snapshot.manifest.partition}/{snapshot.offset}/{DATA_FILE}",
                 Config=store.transfer,
             )
         raw_times.append(time.perf_counter() - started)
@@ -137,7 +138,7 @@ def measure_fetch(
         for snapshot in snapshots:
             store.client.download_file(
                 store.bucket,
-                f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
+                f"raw-copy-round0/{snapshot.manifest.partition}/{snapshot.offset}/{DATA_FILE}",
                 str(target / snapshot.manifest.partition),
                 Config=store.transfer,
             )
