@@ -82,8 +82,8 @@ def measure_upload(
     store: S3SnapshotStore, snapshots: list[Snapshot], rounds: int, scratch: Path
 ) -> dict[str, Any]:
     """``rounds`` of each side, alternated (rewind, raw, rewind, raw, ...); medians. Each round of
-    either side writes new keys under a prefix of its own (a snapshot already in the bucket is not
-    sent again, and a new key costs the server more than an overwrite)."""
+    either side writes new keys under a prefix of its own: a snapshot already in the bucket is not
+    sent again, and both sides then create objects rather than overwrite them."""
     size = sum(s.manifest.file_size for s in snapshots)
     prefix = store.prefix
     _warm_up(store, snapshots, scratch)
