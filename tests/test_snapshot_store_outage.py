@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rewind.ground.settings import load_settings
@@ -65,6 +66,7 @@ def _local_newest(snapshots: Path) -> dict[str, int]:
     return newest
 
 
+@pytest.mark.slow
 def test_uploads_survive_an_object_store_outage_without_stalling_the_projector(
     bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
