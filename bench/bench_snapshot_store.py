@@ -7,9 +7,9 @@
     beside a raw ``download_file``; then ``rewind recover`` from local snapshots and, after removing
     them (host loss), from the bucket.
 (c) outage: ``rewind serve`` snapshotting every ``--cadence`` seconds under a steady flow, the object
-    store stopped for ``--outage-seconds`` in the middle: projector batch p99 (from
-    ``rewind_batch_apply_seconds``) in the outage window beside the same window without one, and
-    whether the uploads caught up.
+    store stopped for ``--outage-seconds`` in the middle: projector batches (count, mean, p99 bucket of
+    ``rewind_batch_apply_seconds``) in the outage window beside the same window without one, and how
+    long after the window a snapshot taken after it is in the bucket (the uploads caught up).
 
 The S3 server is S3Proxy (``rewind s3``) in the scratch directory unless ``--endpoint`` is given
 (with AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for it, and an existing ``--bucket``).
@@ -81,8 +81,9 @@ def _warm_up(store: S3SnapshotStore, snapshots: list[Snapshot], scratch: Path) -
 def measure_upload(
     store: S3SnapshotStore, snapshots: list[Snapshot], rounds: int, scratch: Path
 ) -> dict[str, Any]:
-    """``rounds`` of each side, alternated (rewind, raw, rewind, raw, ...); medians. Each rewind round
-    uses a prefix of its own, since a snapshot already in the bucket is not sent again."""
+    """``rounds`` of each side, alternated (rewind, raw, rewind, raw, ...); medians. Each round of
+    either side writes new keys under a prefix of its own: a snapshot already in the bucket is not
+    sent again, and both sides then create objects rather than overwrite them."""
     size = sum(s.manifest.file_size for s in snapshots)
     prefix = store.prefix
     _warm_up(store, snapshots, scratch)
@@ -99,7 +100,7 @@ def measure_upload(
             store.client.upload_file(
                 str(snapshot.path / DATA_FILE),
                 store.bucket,
-                f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
+                f"raw-copy-round{round_}/{snapshot.manifest.partition}/{snapshot.offset}/{DATA_FILE}",
                 Config=store.transfer,
             )
         raw_times.append(time.perf_counter() - started)
@@ -137,7 +138,7 @@ def measure_fetch(
         for snapshot in snapshots:
             store.client.download_file(
                 store.bucket,
-                f"raw-copy/{snapshot.manifest.partition}/{DATA_FILE}",
+                f"raw-copy-round0/{snapshot.manifest.partition}/{snapshot.offset}/{DATA_FILE}",
                 str(target / snapshot.manifest.partition),
                 Config=store.transfer,
             )
@@ -193,12 +194,26 @@ def measure_recover(settings: Settings, env: dict[str, str]) -> dict[str, Any]:
 
 
 def _histogram(url: str, name: str) -> list[tuple[float, float]]:
+    """The cumulative buckets of histogram ``name``, then ``(nan, sum)``."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         text = response.read().decode()
     for family in text_string_to_metric_families(text):
         if family.name == name:
-            return [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
+            buckets = [(float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")]
+            total = sum(s.value for s in family.samples if s.name.endswith("_sum"))
+            return [*buckets, (float("nan"), total)]
     return []
+
+
+def _window(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> dict[str, Any]:
+    """Batches between two scrapes: how many, their mean, and the bucket bound of their p99."""
+    count = after[-2][1] - before[-2][1]
+    seconds = after[-1][1] - before[-1][1]
+    return {
+        "batches": int(count),
+        "mean_seconds": round(seconds / count, 4) if count else None,
+        "p99_le_seconds": _p99(before[:-1], after[:-1]),
+    }
 
 
 def _p99(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float | None:
@@ -242,20 +257,20 @@ def _serve_window(
         after = _histogram(url, "rewind_batch_apply_seconds")
         if outage:
             server.start()
+        resumed_at = time.time()
         caught_up = None
-        started = time.monotonic()
-        while time.monotonic() - started < 120:
+        while time.time() - resumed_at < 120:
             values = {
                 f.name: sum(s.value for s in f.samples)
                 for f in text_string_to_metric_families(
                     urllib.request.urlopen(f"{url}/metrics", timeout=10).read().decode()
                 )
             }
-            if values.get("rewind_snapshot_upload_queue_length", 1) == 0:
-                caught_up = round(time.monotonic() - started, 1)
+            if values.get("rewind_snapshot_upload_newest_remote_timestamp_seconds", 0) >= resumed_at:
+                caught_up = round(time.time() - resumed_at, 1)
                 break
-            time.sleep(1)
-        return {"batch_p99_le_seconds": _p99(before, after), "queue_empty_after_seconds": caught_up}
+            time.sleep(0.5)
+        return {"batches": _window(before, after), "newer_snapshot_in_bucket_after_seconds": caught_up}
     finally:
         flow.send_signal(signal.SIGTERM)
         flow.wait(30)

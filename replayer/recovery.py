@@ -9,7 +9,8 @@ was. Killed at any instant, a recovery can simply be run again: the staging dire
 discarded, and each live store is either the old or the new one, both consistent on their own.
 
 Restoring starts first thing, beside the rest of the preparation (the helper's start, the partition
-count, the tails), for every store that has a snapshot.
+count, the tails), for every store that has a snapshot, on this host or in the remote store (a
+remote one is downloaded into the staging directory meanwhile).
 
 When the tail to replay is large, a helper process replays and validates part of the event
 partitions beside this one (:mod:`replayer.helper_coordination`); if it fails, its partitions are
@@ -18,6 +19,7 @@ recovered here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -41,6 +43,7 @@ from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
 from snapshotter.snapshot import prefetch_newest
+from snapshotter.snapshot_store import RemoteUnavailable, remote_store
 
 STAGING_SUFFIX = ".recovering"
 HELPER_SUFFIX = ".recovering-helper"
@@ -232,14 +235,20 @@ def _prefetch_snapshots(settings: Settings, names: list[str]) -> None:
 
 def _snapshotted_stores(settings: Settings, partitions: list[int] | None) -> list[str]:
     """The stores worth restoring before the partition count is known: the config store and every
-    event partition's store with a snapshot (only those of ``partitions`` when given)."""
+    event partition's store with a snapshot, here or in the remote store (only those of
+    ``partitions`` when given)."""
     chosen = set(partitions) if partitions is not None else None
     names = [CONFIG_DIR_NAME]
     root = settings.snapshot_dir
-    for directory in sorted(root.iterdir()) if root.is_dir() else []:
-        partition = partition_of_dir_name(directory.name)
+    found = {directory.name for directory in root.iterdir()} if root.is_dir() else set()
+    remote = remote_store(settings)
+    if remote is not None:
+        with contextlib.suppress(RemoteUnavailable):  # restore reports it, per store
+            found |= set(remote.stores())
+    for name in sorted(found):
+        partition = partition_of_dir_name(name)
         if partition is not None and (chosen is None or partition in chosen):
-            names.append(directory.name)
+            names.append(name)
     return names
 
 

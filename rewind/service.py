@@ -393,6 +393,9 @@ class Service:
             return 0
         finally:
             self.supervisor.stopping()
+            if self.shipper is not None:
+                self._doing = "stopping the snapshot uploads"
+                self.shipper.stop()
             self._doing = "stopping the HTTP API"
             self.broker.stop()
             self.http.stop(HTTP_STOP_SECONDS)

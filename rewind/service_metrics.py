@@ -116,7 +116,7 @@ class ServiceMetrics:
         )
         self.upload_dropped = Counter(
             "rewind_snapshot_upload_dropped",
-            "Rounds dropped from a full upload queue, oldest first, or given up (local copy gone).",
+            "Rounds dropped from a full upload queue, oldest first; snapshots given up (local copy gone).",
             ["reason"],
             registry=registry,
         )
@@ -125,7 +125,7 @@ class ServiceMetrics:
         )
         self.upload_seconds = Histogram(
             "rewind_snapshot_upload_seconds",
-            "Time to ship one round of snapshots (upload, check, manifest, remote prune).",
+            "Time of one upload of the waiting rounds (check, upload, manifest, remote prune).",
             buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0),
             registry=registry,
         )
@@ -243,9 +243,9 @@ class ServiceMetrics:
     def snapshot_failed(self, store: str) -> None:
         self.snapshot_failures.labels(store).inc()
 
-    def observe_upload(self, sent_bytes: int, seconds: float, newest_created_at: float) -> None:
-        """A round of snapshots reached the remote store."""
-        self.upload_uploaded.inc()
+    def observe_upload(self, rounds: int, sent_bytes: int, seconds: float, newest_created_at: float) -> None:
+        """``rounds`` rounds of snapshots reached the remote store in one upload of ``seconds``."""
+        self.upload_uploaded.inc(rounds)
         self.upload_bytes.inc(sent_bytes)
         self.upload_seconds.observe(seconds)
         with self._lock:

@@ -16,9 +16,12 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from rewind.ground.settings import Settings
@@ -32,7 +35,10 @@ log = logging.getLogger("rewind.upload")
 REWIND = str(Path(sys.executable).with_name("rewind"))
 UPLOAD_NICENESS = 19
 UPLOAD_TIMEOUT_SECONDS = 3600.0
-"""A child still running after this long is killed and its round retried (a hung connection)."""
+"""A child still running after this long is killed and its rounds retried (a hung connection)."""
+PROBE_SECONDS = 2.0
+STOP_SECONDS = 2.0
+"""How long a stopping service waits for a cut-short upload child to exit before killing it."""
 
 
 def _last_line(text: str) -> str:
@@ -54,6 +60,9 @@ class SnapshotShipper:
             on_change=self._changed,
         )
         metrics.upload_cadence.set(float(settings["snapshots.every_seconds"]))
+        self._child: subprocess.Popen[str] | None = None
+        self._child_lock = threading.Lock()
+        self._stopping = False
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics) -> SnapshotShipper | None:
@@ -93,7 +102,38 @@ class SnapshotShipper:
         self.queue.offer(tuple(paths))
 
     def stop(self) -> None:
+        """Stop shipping now: an upload under way is cut short (it left no manifest, so no snapshot;
+        the next start ships that round again), nothing outlives the service."""
+        self._stopping = True
         self.queue.stop(timeout=0.0)
+        with self._child_lock:
+            child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def _endpoint_answers(self) -> bool:
+        """Whether the endpoint accepts a TCP connection: a retry after a failure starts a child only
+        then. True when there is nothing to probe (AWS's endpoint, an unreadable setting)."""
+        endpoint = str(self._settings["snapshots.remote.endpoint"])
+        if endpoint == "local":
+            try:
+                endpoint = (self._settings.home / "s3" / "endpoint").read_text().strip()
+            except OSError:
+                return False
+        parsed = urllib.parse.urlsplit(endpoint)
+        if not parsed.hostname:
+            return True
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=PROBE_SECONDS).close()
+        except OSError:
+            return False
+        return True
 
     def _changed(self, queue: UploadQueue[tuple[str, ...]], what: str) -> None:
         self._metrics.upload_queue.set(len(queue))
@@ -101,20 +141,27 @@ class SnapshotShipper:
             self._metrics.upload_failures.inc()
         elif what == "dropped":
             self._metrics.upload_dropped.labels("queue_full").inc()
-        elif what == "given_up":
-            self._metrics.upload_dropped.labels("given_up").inc()
 
-    def _ship(self, paths: tuple[str, ...]) -> Attempt:
+    def _ship(self, rounds: list[tuple[str, ...]]) -> Attempt:
+        """Upload every waiting round in one child, oldest first."""
+        paths = [path for round_ in rounds for path in round_]
+        if self.queue.last_error and not self._endpoint_answers():
+            return Attempt(Outcome.RETRY, self.queue.last_error)  # no child while the store is away
         started = time.monotonic()
-        child = subprocess.Popen(
-            [REWIND, "snapshots", "upload", "--json", *paths],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self._settings.child_environ(),
-        )
+        with self._child_lock:
+            if self._stopping:
+                return Attempt(Outcome.RETRY, "the service is stopping")
+            child = self._child = subprocess.Popen(
+                [REWIND, "snapshots", "upload", "--json", *paths],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=self._settings.child_environ(),
+            )
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, child.pid, UPLOAD_NICENESS)
+        with contextlib.suppress(OSError, AttributeError):  # SCHED_IDLE is Linux-only
+            os.sched_setscheduler(child.pid, os.SCHED_IDLE, os.sched_param(0))
         try:
             stdout, stderr = child.communicate(timeout=UPLOAD_TIMEOUT_SECONDS)
         except subprocess.TimeoutExpired:
@@ -126,12 +173,16 @@ class SnapshotShipper:
         except ValueError:
             return Attempt(Outcome.RETRY, _last_line(stderr or stdout))
         uploaded = document.get("uploaded", [])
-        if uploaded or not document.get("invalid"):
-            self._metrics.observe_upload(
-                sum(int(row["bytes"]) for row in uploaded),
-                time.monotonic() - started,
-                max((float(row["created_at"]) for row in uploaded), default=0.0),
-            )
-        if document.get("invalid"):
-            return Attempt(Outcome.GIVE_UP, "; ".join(row["error"] for row in document["invalid"]))
+        self._metrics.observe_upload(
+            len(rounds),
+            sum(int(row["bytes"]) for row in uploaded),
+            time.monotonic() - started,
+            max((float(row["created_at"]) for row in uploaded), default=0.0),
+        )
+        invalid = document.get("invalid", [])
+        if invalid:
+            self._metrics.upload_dropped.labels("given_up").inc(len(invalid))
+            log.error("snapshot upload skipped: %s", "; ".join(row["error"] for row in invalid))
+        if not uploaded:
+            return Attempt(Outcome.GIVE_UP, "no snapshot of the round could be uploaded")
         return Attempt(Outcome.SHIPPED)

@@ -20,8 +20,10 @@ come from boto3's usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, 
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,13 @@ from snapshotter.snapshot import (
 )
 from snapshotter.snapshot_store import REMOTE, RemoteUnavailable, StoredSnapshot, prune_store
 
+logging.getLogger("botocore").setLevel(logging.WARNING)  # not "Found credentials in ..." at every start
+logging.getLogger("boto3").setLevel(logging.WARNING)
 _READ_CHUNK = 4 << 20
 _MB = 1 << 20
+MANIFEST_READERS = 8
+AWAY_SECONDS = 30.0
+"""After a failure to reach the store, how long requests fail at once instead of being tried."""
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -82,6 +89,8 @@ class S3SnapshotStore:
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
+        self._away_until = 0.0
+        self._away_reason = ""
         self.endpoint = endpoint
         self.part_bytes = part_bytes
         self.transfer = TransferConfig(
@@ -159,6 +168,10 @@ class S3SnapshotStore:
                     "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to keys allowed to read and write "
                     "the bucket named by snapshots.remote.bucket (REWIND_SNAPSHOTS_REMOTE_BUCKET)",
                 )
+            if code in ("404", "NoSuchKey", "NotFound") and doing != "open":
+                return SnapshotInvalid(
+                    f"{self._where()}: an object went missing while trying to {doing} (pruned meanwhile?)"
+                )
             if code == "NoSuchBucket" or (code == "404" and doing == "open"):
                 return RemoteStoreRefused(
                     f"{self._where()} does not exist (while trying to {doing})",
@@ -179,13 +192,25 @@ class S3SnapshotStore:
                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to keys allowed to read and write "
                 "the bucket named by snapshots.remote.bucket (REWIND_SNAPSHOTS_REMOTE_BUCKET)",
             )
+        self._away_until = time.monotonic() + AWAY_SECONDS
+        self._away_reason = f"cannot reach {self._where()}: {exc}"
         return RemoteUnavailable(
             f"cannot reach {self._where()} to {doing}: {exc}",
             "start the store (`rewind s3 start` for the local one) or check snapshots.remote.endpoint; "
             "uploads are retried by themselves",
         )
 
+    def _check_reachable(self, doing: str) -> None:
+        """Fail at once, without a request, for :data:`AWAY_SECONDS` after the store could not be
+        reached: one unreachable store costs one set of timeouts, not one per snapshot listed."""
+        if time.monotonic() < self._away_until:
+            raise RemoteUnavailable(
+                f"{self._away_reason} (not tried again to {doing} for {AWAY_SECONDS:.0f} s)",
+                "start the store or check snapshots.remote.endpoint",
+            )
+
     def _call(self, doing: str, operation: str, **kwargs: Any) -> Any:
+        self._check_reachable(doing)
         try:
             return getattr(self.client, operation)(**kwargs)
         except (BotoCoreError, ClientError, Boto3Error) as exc:
@@ -229,16 +254,21 @@ class S3SnapshotStore:
             parts = key.rsplit("/", 2)
             if len(parts) == 3 and parts[2] == MANIFEST and parts[1].isdigit():
                 offsets.append(int(parts[1]))
-        rows = []
-        for offset in sorted(offsets, reverse=True):
+
+        def row(offset: int) -> StoredSnapshot:
             manifest, error = None, None
             if manifests:
                 try:
                     manifest = self._manifest(store, offset)
                 except SnapshotInvalid as exc:
                     error = str(exc)
-            rows.append(StoredSnapshot(REMOTE, store, offset, self.address(store, offset), manifest, error))
-        return rows
+            return StoredSnapshot(REMOTE, store, offset, self.address(store, offset), manifest, error)
+
+        newest_first = sorted(offsets, reverse=True)
+        if not manifests or len(newest_first) < 2:
+            return [row(offset) for offset in newest_first]
+        with ThreadPoolExecutor(max_workers=MANIFEST_READERS, thread_name_prefix="s3-manifests") as pool:
+            return list(pool.map(row, newest_first))  # one request each: latency, not bandwidth
 
     def _manifest(self, store: str, offset: int) -> Manifest:
         key = self._key(store, offset, MANIFEST)
@@ -260,6 +290,7 @@ class S3SnapshotStore:
             manifest = self._manifest(snapshot.store, snapshot.offset)
             (target / MANIFEST).write_bytes(manifest.to_json())
             key = self._key(snapshot.store, snapshot.offset, DATA_FILE)
+            self._check_reachable("read a snapshot from")
             try:
                 head = self.client.head_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
@@ -296,6 +327,7 @@ class S3SnapshotStore:
     # Writing
 
     def exists(self, store: str, offset: int) -> bool:
+        self._check_reachable("look for a snapshot in")
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(store, offset, MANIFEST))
             return True

@@ -36,6 +36,8 @@ from snapshotter.snapshot import (
 
 LOCAL = "local"
 REMOTE = "remote"
+UNREACHABLE = "remote store unreachable"
+"""How a rejection that is not a corrupt snapshot begins (see :func:`rejection_line`)."""
 _REMOTE_STORES: dict[tuple[tuple[str, str], ...], SnapshotStore] = {}
 """One client per remote configuration in a process (a boto3 client is costly to make, thread-safe)."""
 _REMOTE_LOCK = threading.Lock()
@@ -160,7 +162,7 @@ def newest_valid_anywhere(
         try:
             listed = store.list(name, manifests=False)
         except RemoteUnavailable as exc:
-            rejected.append(f"{store.location}: {exc.what}; only the other snapshots were considered")
+            rejected.append(f"{UNREACHABLE}: {exc.what}; only the other snapshots were considered")
             continue
         candidates += [(s, store) for s in listed if max_offset is None or s.offset <= max_offset]
     candidates.sort(key=lambda c: (c[0].offset, c[0].location == LOCAL), reverse=True)
@@ -171,8 +173,13 @@ def newest_valid_anywhere(
         except SnapshotInvalid as exc:
             rejected.append(f"{stored.location} {exc}")
         except RemoteUnavailable as exc:
-            rejected.append(f"{stored.location} {stored.address}: {exc.what}")
+            rejected.append(f"{UNREACHABLE}: {stored.address}: {exc.what}")
     return None, rejected
+
+
+def rejection_line(reason: str) -> str:
+    """A rejected snapshot as the commands print it: corrupt, or a remote store that did not answer."""
+    return reason if reason.startswith(UNREACHABLE) else f"skipped corrupt snapshot: {reason}"
 
 
 def restore_chosen(chosen: Chosen, store_dir: Path, durable: bool = True) -> None:

@@ -1,10 +1,11 @@
 """The bounded queue of snapshots waiting to be shipped to the remote store, and its worker thread.
 
 The service offers each round of local snapshots as it is written and goes on at once: nothing here
-ever blocks the caller (the projector's batches, the snapshotter). One worker ships the oldest
-waiting round; a failure that can pass (store down or slow) keeps the round at the head and retries
-it after 1 s, 2 s, 4 s, ... at most ``retry_max_seconds`` apart, so the queue catches up in order once
-the store answers again. The queue holds at most ``bound`` rounds: past it the oldest waiting round
+ever blocks the caller (the projector's batches, the snapshotter). One worker ships every waiting
+round at once, oldest first (one attempt, so a backlog costs one start of the shipping process, not
+one per round); a failure that can pass (store down or slow) keeps them all waiting and retries after
+1 s, 2 s, 4 s, ... at most ``retry_max_seconds`` apart, so the queue catches up in order once the
+store answers again. The queue holds at most ``bound`` rounds: past it the oldest waiting round
 is dropped (counted, logged), since a newer snapshot makes it redundant for recovery.
 """
 
@@ -50,7 +51,7 @@ class UploadQueue(Generic[Item]):
 
     def __init__(
         self,
-        ship: Callable[[Item], Attempt],
+        ship: Callable[[list[Item]], Attempt],
         bound: int,
         retry_max_seconds: float,
         on_change: Callable[[UploadQueue[Item], str], None] | None = None,
@@ -116,15 +117,15 @@ class UploadQueue(Generic[Item]):
         delay = self._first_retry
         while not self._stop.is_set():
             with self._lock:
-                head = self._waiting[0] if self._waiting else None
-                if head is None:
+                batch = list(self._waiting)
+                if not batch:
                     self._idle.set()
                     self._wake.clear()
-            if head is None:
+            if not batch:
                 self._wake.wait()
                 continue
             try:
-                attempt = self._ship(head)
+                attempt = self._ship(batch)
             except Exception as exc:  # a bug in shipping must not end the worker
                 attempt = Attempt(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
             if attempt.outcome is Outcome.RETRY:
@@ -142,15 +143,15 @@ class UploadQueue(Generic[Item]):
                 continue
             delay = self._first_retry
             with self._lock:
-                if self._waiting and self._waiting[0] is head:
-                    self._waiting.popleft()
+                done = {id(item) for item in batch}
+                self._waiting = deque(item for item in self._waiting if id(item) not in done)
             if attempt.outcome is Outcome.SHIPPED:
-                self.counts.shipped += 1
+                self.counts.shipped += len(batch)
                 if self.last_error:
                     log.info("snapshot uploads work again")
                 self.last_error = ""
                 self._changed("shipped")
             else:
-                self.counts.given_up += 1
+                self.counts.given_up += len(batch)
                 log.error("snapshot upload given up: %s", attempt.detail)
                 self._changed("given_up")

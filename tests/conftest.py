@@ -67,6 +67,7 @@ def s3_bucket(s3_endpoint: str, unique_name: str) -> str:
     """A new, empty bucket on the session's S3 server, for one test."""
     from tests.s3_server import s3_client
 
-    name = unique_name.lower().replace("_", "-")[:50].rstrip("-") + "-b"
+    test, suffix = unique_name.rsplit("-", 1)
+    name = test.lower().replace("_", "-")[:50].rstrip("-") + "-" + suffix
     s3_client(s3_endpoint).create_bucket(Bucket=name)  # type: ignore[attr-defined]
     return name

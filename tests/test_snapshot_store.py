@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.cli_runner import run_rewind
+from tests.http_helpers import free_port
 from tests.pipeline import Pipeline
 from tests.s3_server import remote_env, s3_client
 
@@ -118,7 +119,8 @@ def test_wrong_credentials_name_the_bucket_and_the_setting(
     pipeline: Pipeline, env: dict[str, str], s3_bucket: str
 ) -> None:
     wrong = env | {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}
-    for args in (("snapshots", "list"), ("recover",)):
+    port = str(free_port())
+    for args in (("snapshots", "list"), ("recover",), ("serve", "--port", port)):
         result = run_rewind(*args, env=wrong, timeout=120)
         assert result.returncode == 1, args
         assert "Traceback" not in result.stderr
@@ -165,3 +167,38 @@ def test_list_marks_locations_and_prune_keeps_each_levels_policy(
             ("remote", rounds[2]["events-p0000"]),
         ]
     )
+
+
+def test_an_unreachable_object_store_is_reported_and_local_snapshots_used(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    env = pipeline.env | remote_env(f"http://127.0.0.1:{free_port()}", "nowhere")
+    pipeline.simulate(events=3_000, seed=81)
+    run_rewind("project", "--until-caught-up", env=env, timeout=300, check=True)
+    taken = {row["store"]: row["offset"] for row in _json("snapshot", env=env)}
+
+    result = run_rewind("recover", env=env, timeout=300, check=True)
+    assert "remote store unreachable" in result.stderr and "corrupt" not in result.stderr
+    report = _json("recover", env=env)
+    for name, offset in taken.items():
+        assert report["stores"][name]["snapshot_location"] == "local"
+        assert report["stores"][name]["snapshot_offset"] == offset
+    assert report["digest"] == _full_replay_digest(env, tmp_path)
+
+
+def test_time_travel_on_a_new_host_starts_from_the_object_store(
+    pipeline: Pipeline, env: dict[str, str], tmp_path: Path
+) -> None:
+    older = _project_snapshot_upload(pipeline, env, seed=91)
+    newer = _project_snapshot_upload(pipeline, env, seed=92)
+    _lose_the_host(pipeline.home)
+    partition = 2
+    store = f"events-p{partition:04d}"
+    k = (older[store] + newer[store]) // 2 + 1  # between the two snapshots: the older one is the start
+    out = tmp_path / "travel"
+    shown = _json("replay", "--to", f"{partition}:{k}", "--out", str(out), env=env)
+    row = next(r for r in shown["stores"] if r["store"] == store)
+    assert row["snapshot_offset"] == older[store]
+    digest = _json("state", "digest", "--partition", str(partition), "--state", str(out), env=env)
+    assert digest["digest"] == pipeline.reference_digests(upto={partition: k - 1})[store]
+    assert not (out / ".remote").exists()

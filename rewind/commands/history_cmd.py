@@ -16,6 +16,7 @@ from replayer.history import history as build_history
 from replayer.timetravel import parse_time
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
+from snapshotter.snapshot_store import rejection_line
 
 
 class TimeParam(click.ParamType):
@@ -85,7 +86,7 @@ def _print_history(found: History) -> None:
         "the log start" if found.snapshot_offset is None else f"verified snapshot @{found.snapshot_offset}"
     )
     for reason in found.rejected_snapshots:
-        click.secho(f"skipped corrupt snapshot: {reason}", fg="yellow", err=True)
+        click.secho(rejection_line(reason), fg="yellow", err=True)
     click.echo(
         f"history of {found.target.describe()}: partition {found.partition} (found by "
         f"{found.partition_source}); offsets {found.first_offset}-{found.end_offset - 1}; "

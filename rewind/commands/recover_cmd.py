@@ -17,6 +17,7 @@ from replayer.timetravel import build_state_at, parse_points, parse_time, points
 from rewind.commands.context import echo_json, json_option, settings_from
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
+from snapshotter.snapshot_store import rejection_line
 
 
 def _partition_count(settings: Settings) -> int:
@@ -87,7 +88,7 @@ def recover_cmd(
         return
     for name, store in sorted(report.stores.items()):
         for reason in store.rejected_snapshots:
-            click.secho(f"  skipped corrupt snapshot: {reason}", fg="yellow", err=True)
+            click.secho(f"  {rejection_line(reason)}", fg="yellow", err=True)
         base = "log start" if store.snapshot_offset is None else f"snapshot @{store.snapshot_offset}"
         click.echo(f"{name}: {base} + {store.replayed} replayed -> offset {store.offset}")
     click.echo(
@@ -158,7 +159,7 @@ def replay(
         return
     for store in stores:
         for reason in store.rejected_snapshots:
-            click.secho(f"  skipped corrupt snapshot: {reason}", fg="yellow", err=True)
+            click.secho(f"  {rejection_line(reason)}", fg="yellow", err=True)
         base = "log start" if store.snapshot_offset is None else f"snapshot @{store.snapshot_offset}"
         click.echo(f"{store.name}: first {store.events} events (from {base})")
     click.echo(f"state written to {out_dir}; read it with `rewind state positions --state {out_dir}`")

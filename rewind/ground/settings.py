@@ -227,7 +227,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "snapshots.remote.retry_max_seconds",
         _positive_int,
-        60,
+        15,
         "longest wait between two attempts of a failed upload (doubling from 1 s)",
     ),
     Setting("snapshots.remote.keep_last", _positive_int, 2, "newest remote snapshots always kept"),
