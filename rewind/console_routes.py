@@ -29,7 +29,14 @@ from replayer.timetravel import parse_time
 from rewind.console_jobs import Job, Jobs, JobsBusy
 from rewind.dead_letter_tail import dead_letters
 from rewind.ground.errors import RewindError
-from rewind.http_api import ApiError, BadParameter, _json, _json_bytes, _query, _runtime
+from rewind.http_common import (
+    ApiError,
+    BadParameter,
+    json_bytes_response,
+    json_response,
+    query_params,
+    runtime_of,
+)
 
 __all__ = ["ASSETS", "CSP", "JOBS", "install"]
 
@@ -70,12 +77,12 @@ def _page(body: bytes, content_type: str) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    _query(request)
+    query_params(request)
     return _page(_asset("index.html"), "text/html")
 
 
 async def asset(request: web.Request) -> web.Response:
-    _query(request)
+    query_params(request)
     name = request.match_info["asset"]
     if name not in ASSETS:
         served = ", ".join(sorted(ASSETS))
@@ -84,29 +91,29 @@ async def asset(request: web.Request) -> web.Response:
 
 
 async def anomalies(request: web.Request) -> web.Response:
-    _query(request)
-    body = await _runtime(request).read_state("anomalies", str(SHOWN_MAX))
+    query_params(request)
+    body = await runtime_of(request).read_state("anomalies", str(SHOWN_MAX))
     if body is None:
         raise ApiError(503, "the anomalies could not be read")
-    return _json_bytes(body)
+    return json_bytes_response(body)
 
 
 async def dead_letter_list(request: web.Request) -> web.Response:
-    _query(request)
-    runtime = _runtime(request)
-    return _json(await runtime.call(dead_letters, runtime.service.settings(), SHOWN_MAX))
+    query_params(request)
+    runtime = runtime_of(request)
+    return json_response(await runtime.call(dead_letters, runtime.service.settings(), SHOWN_MAX))
 
 
 def _start(request: web.Request, kind: str, given: dict[str, str]) -> web.Response:
     try:
-        job = request.app[JOBS].start(_runtime(request).service.settings(), kind, given)
+        job = request.app[JOBS].start(runtime_of(request).service.settings(), kind, given)
     except JobsBusy as exc:
         raise ApiError(429, exc.what, fix=exc.fix) from exc
-    return _json(job.document(), 202, {"Location": f"/{kind}/{job.id}"})
+    return json_response(job.document(), 202, {"Location": f"/{kind}/{job.id}"})
 
 
 async def start_time_travel(request: web.Request) -> web.Response:
-    given = _query(request, "at", "to")
+    given = query_params(request, "at", "to")
     if ("at" in given) == ("to" in given):
         raise BadParameter("at", "give exactly one of at=TIME (ISO-8601) or to=PARTITION:OFFSET,...")
     if "at" in given:
@@ -120,7 +127,7 @@ async def start_time_travel(request: web.Request) -> web.Response:
 
 
 async def start_history(request: web.Request) -> web.Response:
-    given = _query(request, "order", "account", "symbol", "from", "to")
+    given = query_params(request, "order", "account", "symbol", "from", "to")
     if ("order" in given) == ("account" in given):
         raise BadParameter("order", "give exactly one of order=ID or account=ID")
     if "symbol" in given and "account" not in given:
@@ -135,7 +142,7 @@ async def start_history(request: web.Request) -> web.Response:
 
 
 def _job(request: web.Request, kind: str) -> Job:
-    _query(request)
+    query_params(request)
     job_id = request.match_info["id"]
     job = request.app[JOBS].get(job_id, kind)
     if job is None:
@@ -148,11 +155,11 @@ def _job(request: web.Request, kind: str) -> Job:
 
 
 async def time_travel_job(request: web.Request) -> web.Response:
-    return _json(_job(request, "timetravel").document())
+    return json_response(_job(request, "timetravel").document())
 
 
 async def history_job(request: web.Request) -> web.Response:
-    return _json(_job(request, "history").document())
+    return json_response(_job(request, "history").document())
 
 
 ROUTES: Final = (
@@ -168,8 +175,8 @@ ROUTES: Final = (
 
 
 def install(app: web.Application) -> None:
-    """Add the console's routes to ``app`` (from :func:`rewind.http_api.create_app`); its jobs are
-    stopped when the application is cleaned up."""
+    """Add the console's routes to ``app`` (called by :func:`rewind.http_api.create_app`); its jobs
+    are stopped when the application is cleaned up."""
     jobs = Jobs()
     app[JOBS] = jobs
 
