@@ -2,8 +2,10 @@
 
 ``GET /`` is the console (``rewind/console/index.html``), ``GET /console/{asset}`` its script, style
 sheet and icon, all written by hand and shipped in the package: nothing is fetched from elsewhere.
-The API routes it adds are ``GET /state/anomalies`` and ``GET /dead-letters`` (newest first), and the
-console's jobs (:mod:`rewind.console_jobs`): ``POST /timetravel`` and ``POST /history`` start one,
+The API routes it adds are ``GET /state/anomalies`` and ``GET /dead-letters`` (newest first),
+``GET /reconcile`` (the last reconciliation) and ``GET /reconcile/statements`` (the drop folder's
+statement names, what ``POST /reconcile`` takes), and the console's jobs
+(:mod:`rewind.console_jobs`): ``POST /timetravel`` and ``POST /history`` start one,
 ``GET /timetravel/{id}`` and ``GET /history/{id}`` follow it.
 
 Guarantees:
@@ -11,6 +13,8 @@ Guarantees:
 * The page and its assets need no token (they hold no state: the page asks for the token and sends
   it with every call), and are served with :data:`CSP`: scripts, styles, images and calls only from
   this origin, no inline script or style, no framing, no form posts.
+* ``GET /reconcile`` and ``GET /reconcile/statements`` only read (the report kept in memory, the
+  folder's listing: names, sizes, times, never contents); they need the read token when one is set.
 * The job routes only read: a time travel builds into a temporary directory of its own, a history
   replays in memory; they need the read token when one is set, like every state read. At most
   :data:`rewind.console_jobs.RUNNING_MAX` jobs run at once; another is a 429 with a fix.
@@ -37,6 +41,7 @@ from rewind.http_common import (
     query_params,
     runtime_of,
 )
+from rewind.service_reconcile import drop_dir, statements
 
 __all__ = ["ASSETS", "CSP", "JOBS", "install"]
 
@@ -104,6 +109,19 @@ async def dead_letter_list(request: web.Request) -> web.Response:
     return json_response(await runtime.call(dead_letters, runtime.service.settings(), SHOWN_MAX))
 
 
+async def last_reconciliation(request: web.Request) -> web.Response:
+    query_params(request)
+    runtime = runtime_of(request)
+    return json_response({"last": await runtime.call(runtime.service.last_reconciliation)})
+
+
+async def statement_list(request: web.Request) -> web.Response:
+    query_params(request)
+    runtime = runtime_of(request)
+    folder = drop_dir(runtime.service.settings())
+    return json_response({"drop_dir": str(folder), "statements": await runtime.call(statements, folder)})
+
+
 def _start(request: web.Request, kind: str, given: dict[str, str]) -> web.Response:
     try:
         job = request.app[JOBS].start(runtime_of(request).service.settings(), kind, given)
@@ -167,6 +185,8 @@ ROUTES: Final = (
     ("GET", "/console/{asset}", asset),
     ("GET", "/state/anomalies", anomalies),
     ("GET", "/dead-letters", dead_letter_list),
+    ("GET", "/reconcile", last_reconciliation),
+    ("GET", "/reconcile/statements", statement_list),
     ("POST", "/timetravel", start_time_travel),
     ("GET", "/timetravel/{id}", time_travel_job),
     ("POST", "/history", start_history),
