@@ -10,6 +10,7 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,13 @@ from tests.cli_runner import run_rewind
 from tests.console_service import TOKEN, PageLog, Service, chromium_missing, launch, serve
 from tests.http_helpers import get
 from tests.pipeline import Pipeline
+from tests.reconcile_helpers import reference_models, statement_rows, write_csv
 
 MISSING = chromium_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 WAIT_MS = 120_000
+STATEMENT_COLUMNS = ["account", "symbol", "quantity", "avg_price"]
 POISON_KEY = "ACC-0003"
 
 
@@ -124,6 +127,12 @@ def test_every_panel_loads_with_real_data(service: Service, page: Any) -> None:
     assert snapshots
     _count(page, "#snapshots tbody tr", len(snapshots))
     assert page.inner_text("#snapshots tbody tr >> nth=0").split("\t")[0] == snapshots[0]["store"]
+    assert {row["location"] for row in snapshots} == {"local"}
+    _count(page, "#snapshots tbody tr[data-location=local]", len(snapshots))
+
+    assert get(f"{url}/reconcile")[1] == {"last": None}
+    assert page.inner_text("#reconcile-status") == "none yet"
+    assert page.is_disabled("#reconcile")
 
     anomalies = get(f"{url}/state/anomalies")[1]
     assert anomalies["total"] == len(_cli(service, "state", "anomalies")) > 0
@@ -290,6 +299,59 @@ def test_an_orders_history_timeline_is_rewind_historys(service: Service, page: A
         "#timeline li.event dd[data-field=filled]", "cells => cells.map(c => c.dataset.exact)"
     )
     assert filled[-1] == last["filled"]
+    assert log.errors() == []
+
+
+def test_a_reconciliation_from_the_page_needs_the_token_and_a_confirmation_and_lists_its_break(
+    service: Service, page: Any
+) -> None:
+    log = PageLog(page)
+    rows = statement_rows(reference_models(service.pipeline))["positions"]
+    account, symbol = key = sorted(rows)[0]
+    broken = dict(rows)
+    broken[key] = dict(rows[key], quantity=str(Decimal(rows[key]["quantity"]) + 3))
+    drop = service.pipeline.home / "reconcile"
+    drop.mkdir(exist_ok=True)
+    write_csv(drop / "positions-console.csv", list(broken.values()), STATEMENT_COLUMNS)
+
+    page.goto(service.url + "/")
+    page.wait_for_selector("#reconcile-positions option[value='positions-console.csv']", state="attached")
+    assert page.is_disabled("#reconcile")
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#reconcile:not([disabled])")
+    assert page.input_value("#reconcile-positions") == "positions-console.csv"
+
+    page.click("#reconcile")
+    page.wait_for_selector("#confirm[open]")
+    assert "positions positions-console.csv" in page.inner_text("#confirm-text")
+    page.click("#confirm-cancel")
+    page.wait_for_selector("#confirm", state="hidden")
+    assert get(f"{service.url}/reconcile")[1] == {"last": None}
+
+    page.click("#reconcile")
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#reconcile-breaks tbody tr[data-kind=quantity_differs]")
+    last = get(f"{service.url}/reconcile")[1]["last"]
+    assert last["statement"]["name"] and last["clean"] is False
+    found = [b for b in last["breaks"] if (b["kind"], b["account"], b["key"]) == ("quantity_differs", *key)]
+    assert len(found) == 1 and abs(Decimal(found[0]["difference"])) == 3, last["breaks"]
+    _count(page, "#reconcile-breaks tbody tr", len(last["breaks"]))
+    shown = page.eval_on_selector_all(
+        "#reconcile-breaks tbody tr",
+        "rows => rows.map(r => [r.dataset.kind, r.cells[1].dataset.exact, r.cells[2].dataset.exact])",
+    )
+    assert shown == [[b["kind"], b["account"], b["key"]] for b in last["breaks"]]
+    assert page.inner_text("#reconcile-status") == f"{last['breaks_total']} breaks"
+    assert "quantity_differs" in page.inner_text("#reconcile-counts")
+    history = f"#history/account/{account}/{symbol}"
+    row = page.locator(f"#reconcile-breaks tbody tr[data-kind=quantity_differs]:has(a[href='{history}'])")
+    assert row.locator("td >> nth=0").inner_text() == "quantity_differs"
+    assert row.locator(f"a[href='#history/account/{account}']").count() == 1
+    row.locator(f"a[href='{history}']").click()
+    page.wait_for_selector("#timeline[data-ready=true]")
+    assert page.input_value("#history-id") == account and page.input_value("#history-symbol") == symbol
     assert log.errors() == []
 
 

@@ -333,15 +333,108 @@
       (body.snapshots || []).map((row) =>
         el(
           "tr",
-          { "data-store": row.store },
+          { "data-store": row.store, "data-location": row.location || "local" },
           textCell(row.store),
           numCell(row.offset === undefined ? null : String(row.offset), 0),
           el("td", { title: row.created_at ? new Date(row.created_at * 1000).toISOString() : "" }, row.created_at ? age(now - row.created_at) : "–"),
           el("td", { className: "num", title: row.file_size === undefined ? "" : `${row.file_size} bytes` }, bytes(row.file_size)),
-          el("td", { title: row.path || "" }, row.error ? `damaged: ${row.error}` : row.location || "local"),
+          el("td", { title: row.path || "" }, row.error ? `${row.location || "local"}: ${row.store ? "damaged" : "not listed"}: ${row.error}` : row.location || "local"),
         ),
       ),
     );
+  }
+
+  // Reconciliation
+
+  function breakKeyCell(item) {
+    if (item.entity === "order") return el("td", { "data-exact": item.key }, orderLink(item.key));
+    if (item.entity === "position" && item.account) return symbolLinks(item.account, item.key);
+    return el("td", { "data-exact": item.key }, item.key);
+  }
+
+  function renderReconciliation(body) {
+    const last = body.last;
+    const table = $("reconcile-breaks");
+    if (!last) {
+      badge($("reconcile-status"), "none yet", "");
+      $("reconcile-summary").textContent = "No reconciliation since the service started.";
+      $("reconcile-counts").replaceChildren();
+      fill(table.tBodies[0], []);
+      table.dataset.finished = "";
+      return;
+    }
+    const finished = new Date(last.finished_at * 1000);
+    badge($("reconcile-status"), last.clean ? "clean" : `${last.breaks_total} breaks`, last.clean ? "good" : "bad");
+    const summary = $("reconcile-summary");
+    summary.textContent = `${last.statement.name}: ${age(Date.now() / 1000 - last.finished_at)} ago, against ${last.compared_with.source}`;
+    summary.title = finished.toISOString();
+    const counts = [
+      ...Object.entries(last.matches || {}).map(([kind, count]) => el("li", { "data-matches": kind }, `${kind}: ${count} match`)),
+      ...Object.entries(last.breaks_by_kind || {})
+        .filter(([, count]) => count > 0)
+        .map(([kind, count]) => el("li", { "data-breaks": kind }, el("span", { className: "badge bad" }, `${kind}: ${count}`))),
+    ];
+    $("reconcile-counts").replaceChildren(...counts);
+    const rows = last.breaks.map((item) =>
+      el(
+        "tr",
+        { "data-kind": item.kind, "data-entity": item.entity },
+        el("td", { title: item.entity }, item.kind),
+        item.account ? accountLinks(item.account) : textCell(null),
+        breakKeyCell(item),
+        numCell(item.statement, 4),
+        numCell(item.rewind, 4),
+        numCell(item.difference, 4),
+      ),
+    );
+    if (last.breaks_total > last.breaks.length) {
+      rows.push(el("tr", {}, el("td", { colspan: 6, className: "muted" }, `… ${last.breaks_total - last.breaks.length} more (rewind reconcile lists them all)`)));
+    }
+    fill(table.tBodies[0], rows);
+    table.dataset.finished = String(last.finished_at);
+  }
+
+  function fillStatementSelect(select, statements, kind, optional) {
+    const chosen = select.value;
+    const ordered = [...statements.filter((s) => s.kind === kind), ...statements.filter((s) => s.kind !== kind)];
+    const options = optional ? [el("option", { value: "" }, "none")] : [];
+    if (!optional && !ordered.length) options.push(el("option", { value: "" }, "(no statement in the drop folder)"));
+    options.push(...ordered.map((s) => el("option", { value: s.name }, s.name)));
+    select.replaceChildren(...options);
+    if (ordered.some((s) => s.name === chosen)) select.value = chosen;
+    else select.value = optional ? "" : ordered.length ? ordered[0].name : "";
+  }
+
+  function renderStatements(body) {
+    page.dropDir = body.drop_dir;
+    $("reconcile-folder").textContent = `statements from ${body.drop_dir}`;
+    const key = JSON.stringify(body.statements.map((s) => s.name));
+    if (key === page.statementsKey) return;
+    page.statementsKey = key;
+    fillStatementSelect($("reconcile-positions"), body.statements, "positions", false);
+    fillStatementSelect($("reconcile-balances"), body.statements, "balances", true);
+    fillStatementSelect($("reconcile-orders"), body.statements, "orders", true);
+  }
+
+  async function reconcileNow() {
+    const positions = $("reconcile-positions").value;
+    if (!positions) throw new Error(`reconcile: put a statement file in the drop folder ${page.dropDir || ""} first`);
+    const params = new URLSearchParams({ positions });
+    for (const kind of ["balances", "orders"]) {
+      const name = $(`reconcile-${kind}`).value;
+      if (name) params.set(kind, name);
+    }
+    const asOf = $("reconcile-as-of").value.trim();
+    if (asOf) params.set("as_of", asOf);
+    const files = [...params].filter(([kind]) => kind !== "as_of").map(([kind, name]) => `${kind} ${name}`).join(", ");
+    const question = `Reconcile the state with ${files}${asOf ? ` as of ${asOf}` : ""}? It compares and changes nothing.`;
+    if (!(await confirmAction(question))) return;
+    const reply = await api(`/reconcile?${params}`, "POST");
+    if (!reply.ok) throw new Error(failure(reply, "reconcile"));
+    const report = reply.body;
+    $("action-result").textContent = `reconcile: ${report.clean ? "clean" : report.breaks.length + " breaks"}`;
+    const last = await api("/reconcile");
+    if (last.ok) renderReconciliation(last.body);
   }
 
   function renderAnomalies(body) {
@@ -387,12 +480,14 @@
       page.overviewTicks += 1;
       return;
     }
-    const [health, lag, snapshots, history, anomalies] = await Promise.all([
+    const [health, lag, snapshots, history, anomalies, reconciliation, statements] = await Promise.all([
       api("/health"),
       api("/lag"),
       api("/snapshots"),
       api("/recovery/history"),
       api("/state/anomalies"),
+      api("/reconcile"),
+      api("/reconcile/statements"),
     ]);
     renderHealth(health);
     if (lag.ok) renderLag(lag.body);
@@ -400,13 +495,15 @@
     if (snapshots.ok) renderSnapshots(snapshots.body);
     if (history.ok) renderRecoveryHistory(history.body);
     if (anomalies.ok) renderAnomalies(anomalies.body);
+    if (reconciliation.ok) renderReconciliation(reconciliation.body);
+    if (statements.ok) renderStatements(statements.body);
     markOnce("rewind:overview");
     if (page.overviewTicks % DEAD_LETTER_EVERY === 0) {
       const dead = await api("/dead-letters");
       if (dead.ok) renderDeadLetters(dead.body);
     }
     page.overviewTicks += 1;
-    for (const [name, reply] of Object.entries({ snapshots, history, anomalies })) {
+    for (const [name, reply] of Object.entries({ snapshots, history, anomalies, reconciliation, statements })) {
       if (!reply.ok) throw new Error(failure(reply, name));
     }
   }
@@ -858,6 +955,10 @@
     $("snapshot-now").addEventListener("click", () =>
       guard(mutate("/snapshots", "Snapshot every store now?", "snapshot")),
     );
+    $("reconcile-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      guard(reconcileNow());
+    });
     $("rebuild").addEventListener("click", () =>
       guard(mutate("/rebuild", "Rebuild the live state from the newest valid snapshot and the log? Reads answer from the old state until it is swapped in.", "rebuild")),
     );
