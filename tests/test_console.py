@@ -23,6 +23,7 @@ from tests.console_service import TOKEN, PageLog, Service, chromium_missing, lau
 from tests.http_helpers import get
 from tests.pipeline import Pipeline
 from tests.reconcile_helpers import reference_models, statement_rows, write_csv
+from tests.s3_server import remote_env
 
 MISSING = chromium_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
@@ -352,6 +353,51 @@ def test_a_reconciliation_from_the_page_needs_the_token_and_a_confirmation_and_l
     row.locator(f"a[href='{history}']").click()
     page.wait_for_selector("#timeline[data-ready=true]")
     assert page.input_value("#history-id") == account and page.input_value("#history-symbol") == symbol
+    assert log.errors() == []
+
+
+def test_the_snapshots_table_shows_local_and_remote_snapshots_with_their_age_and_size(
+    bootstrap: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path, page: Any
+) -> None:
+    log = PageLog(page)
+    pipeline = Pipeline(bootstrap, f"t-console-s3-{uuid.uuid4().hex[:8]}", tmp_path / "home")
+    pipeline.create_topics()
+    pipeline.simulate(events=600, seed=23)
+    settings = remote_env(s3_endpoint, s3_bucket) | {
+        "REWIND_SNAPSHOTS_EVERY_EVENTS": "0",
+        "REWIND_SNAPSHOTS_EVERY_SECONDS": "0",
+    }
+    with serve(pipeline, **settings) as running:
+        running.wait_caught_up()
+        taken = {(row["store"], row["offset"]) for row in _post(f"{running.url}/snapshots")[1]["snapshots"]}
+        rows = running.wait_until(
+            "the snapshots in the bucket",
+            lambda: (
+                (found := get(f"{running.url}/snapshots")[1]["snapshots"])
+                and taken <= {(r["store"], r["offset"]) for r in found if r["location"] == "remote"}
+                and found
+            ),
+        )
+        remote = [row for row in rows if row["location"] == "remote"]
+        local = [row for row in rows if row["location"] == "local"]
+        assert local and all("error" not in row for row in rows), rows
+        assert all(row["path"].startswith(f"s3://{s3_bucket}/") for row in remote)
+
+        page.goto(running.url + "/")
+        _count(page, "#snapshots tbody tr[data-location=remote]", len(remote))
+        _count(page, "#snapshots tbody tr[data-location=local]", len(local))
+        cells = page.eval_on_selector_all(
+            "#snapshots tbody tr[data-location=remote]",
+            "rows => rows.map(r => [...r.cells].map(c => [c.textContent, c.title]))",
+        )
+        for row, (store, offset, age, size, location) in zip(remote, cells, strict=True):
+            assert (store[0], offset[0], location) == (
+                row["store"],
+                f"{row['offset']:,}",
+                ["remote", row["path"]],
+            )
+            assert age[0].endswith((" s", " min")) and age[1]
+            assert size[1] == f"{row['file_size']} bytes" and size[0].endswith("B")
     assert log.errors() == []
 
 
