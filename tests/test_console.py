@@ -228,6 +228,7 @@ def test_time_travel_shows_the_state_rewind_replay_builds(
     page.fill("#tt-to", point)
     page.click("#tt-start")
     page.wait_for_selector("#tt-result[data-ready=true]")
+    page.wait_for_selector("#tt-positions[data-complete=true]", state="attached")
 
     out = tmp_path / "replay"
     run_rewind("replay", "--to", point, "--out", str(out), "--json", env=service.env, check=True, timeout=300)
@@ -258,6 +259,7 @@ def test_time_travel_to_a_time_shows_the_state_rewind_replay_builds(
     page.fill("#tt-at", moment)
     page.press("#tt-at", "Enter")
     page.wait_for_selector("#tt-result[data-ready=true]")
+    page.wait_for_selector("#tt-positions[data-complete=true]", state="attached")
 
     out = tmp_path / "replay"
     run_rewind(

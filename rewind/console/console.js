@@ -8,6 +8,8 @@
   const PANELS = ["overview", "state", "timetravel", "history"];
   const LAG_KEEP_MS = 5 * 60 * 1000;
   const SHOWN_ROWS = 1000;
+  const FIRST_ROWS = 100;
+  const ROWS_PER_FRAME = 300;
   const SHOWN_EVENTS = 2000;
   const POLL_MS = 2000;
   const POLL_RECOVERING_MS = 250;
@@ -15,6 +17,7 @@
   const DEAD_LETTER_EVERY = 5;
   const POSITIONS_EVERY = 5;
 
+  const drawing = new WeakMap();
   const page = {
     token: sessionStorage.getItem("rewind.token") || "",
     panel: "overview",
@@ -22,6 +25,8 @@
     seen: [],
     positions: [],
     positionsText: "",
+    statementsKey: "",
+    dropDir: "",
     overviewTicks: 0,
     stateTicks: 0,
     recovering: false,
@@ -524,18 +529,39 @@
     );
   }
 
+  // The first FIRST_ROWS rows are drawn at once, the rest ROWS_PER_FRAME per animation frame, so
+  // the page paints before thousands of rows are built; a newer call stops an older one's drawing.
+  // data-complete is "true" once every shown row is in the table.
   function renderPositionTable(table, countNode, rows, filter) {
     const wanted = (filter || "").trim().toLowerCase();
     const matching = wanted
       ? rows.filter((r) => r.account_id.toLowerCase().includes(wanted) || r.symbol.toLowerCase().includes(wanted))
       : rows;
-    fill(table.tBodies[0], matching.slice(0, SHOWN_ROWS).map(positionRow));
+    const shown = matching.slice(0, SHOWN_ROWS);
+    const generation = (drawing.get(table) || 0) + 1;
+    drawing.set(table, generation);
+    table.dataset.complete = "false";
+    fill(table.tBodies[0], shown.slice(0, FIRST_ROWS).map(positionRow));
     countNode.textContent =
       matching.length > SHOWN_ROWS
         ? `showing ${SHOWN_ROWS} of ${matching.length} (search to narrow)`
         : `${matching.length}${wanted ? " matching" : ""} of ${rows.length}`;
-    table.dataset.rows = String(Math.min(matching.length, SHOWN_ROWS));
+    table.dataset.rows = String(shown.length);
     markOnce(`rewind:${table.id}`);
+    let next = FIRST_ROWS;
+    const more = () => {
+      if (drawing.get(table) !== generation) return;
+      if (next < shown.length) {
+        table.tBodies[0].append(...shown.slice(next, next + ROWS_PER_FRAME).map(positionRow));
+        next += ROWS_PER_FRAME;
+        requestAnimationFrame(more);
+        return;
+      }
+      table.dataset.complete = "true";
+      markOnce(`rewind:${table.id}-all`);
+    };
+    if (next < shown.length) requestAnimationFrame(more);
+    else more();
   }
 
   // Performance marks for bench/bench_console.py: when each view first showed its data.
