@@ -4,9 +4,11 @@
 Guarantees:
 
 * Local rows are read from the manifests on disk at every call (:func:`rewind.service_view.snapshot_rows`).
-* The remote store is listed at most once per :data:`REMOTE_LIST_SECONDS` (a listing is one LIST and
-  one GET per snapshot, and the console asks every few seconds); callers meanwhile get that listing.
-  A failed listing is not kept: the next call tries again.
+* The remote store is listed on a thread of its own, never on the caller's: a call gets the last
+  listing at once and, when that is over :data:`REMOTE_LIST_SECONDS` old, starts the next one (at
+  most one runs). A store that is down therefore never holds up an API worker (``/ready`` shares
+  them), and is asked at most once per :data:`REMOTE_LIST_SECONDS` plus its timeouts. Until the
+  first listing has finished, no remote rows are given.
 * A remote store that cannot be listed (down, refusing the credentials, no bucket) is one row with
   ``location`` ``remote``, the store's address and the ``error``: never hidden, and never a failure
   of the whole list.
@@ -15,6 +17,7 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from typing import Any, Final
@@ -27,6 +30,8 @@ from snapshotter.snapshot_store import REMOTE, StoredSnapshot, remote_store
 __all__ = ["REMOTE_LIST_SECONDS", "SnapshotListing", "stored_snapshot_row"]
 
 REMOTE_LIST_SECONDS: Final = 15.0
+
+log = logging.getLogger(__name__)
 
 
 def stored_snapshot_row(snapshot: StoredSnapshot) -> dict[str, Any]:
@@ -47,28 +52,36 @@ class SnapshotListing:
         self._settings = settings
         self._lock = threading.Lock()
         self._remote: tuple[float, list[dict[str, Any]]] | None = None
+        self._listing: threading.Thread | None = None
 
     def rows(self) -> list[dict[str, Any]]:
-        """Local rows (store by store, newest first), then remote ones the same way."""
+        """Local rows (store by store, newest first), then the last remote listing's."""
         return snapshot_rows(self._settings.snapshot_dir) + self.remote_rows()
 
     def remote_rows(self) -> list[dict[str, Any]]:
-        store = remote_store(self._settings)
-        if store is None:
+        """The last remote listing (none before the first finished); starts the next when it is old."""
+        if not str(self._settings["snapshots.remote.bucket"]):
             return []
         with self._lock:
             kept = self._remote
-            if kept is not None and time.monotonic() - kept[0] < REMOTE_LIST_SECONDS:
-                return kept[1]
-            try:
-                rows = [stored_snapshot_row(s) for name in store.stores() for s in store.list(name)]
-            except RewindError as exc:
-                bucket = str(self._settings["snapshots.remote.bucket"])
-                return [{"location": REMOTE, "path": f"s3://{bucket}", "error": exc.what}]
-            self._remote = (time.monotonic(), rows)
-            return rows
+            stale = kept is None or time.monotonic() - kept[0] >= REMOTE_LIST_SECONDS
+            if stale and self._listing is None:
+                self._listing = threading.Thread(target=self._list, name="remote-snapshots", daemon=True)
+                self._listing.start()
+        return [] if kept is None else kept[1]
 
-    def forget(self) -> None:
-        """Drop the kept remote listing (a round was shipped or pruned)."""
+    def _list(self) -> None:
+        try:
+            store = remote_store(self._settings)
+            found = [] if store is None else [s for name in store.stores() for s in store.list(name)]
+            rows = [stored_snapshot_row(s) for s in found]
+        except RewindError as exc:
+            bucket = str(self._settings["snapshots.remote.bucket"])
+            rows = [{"location": REMOTE, "path": f"s3://{bucket}", "error": exc.what}]
+        except Exception as exc:  # a listing must end, whatever the client raised
+            log.exception("listing the remote snapshot store failed")
+            bucket = str(self._settings["snapshots.remote.bucket"])
+            rows = [{"location": REMOTE, "path": f"s3://{bucket}", "error": f"listing failed: {exc}"}]
         with self._lock:
-            self._remote = None
+            self._remote = (time.monotonic(), rows)
+            self._listing = None

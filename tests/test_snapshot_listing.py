@@ -1,6 +1,6 @@
-"""GET /snapshots's rows without a broker: a remote store that cannot be listed is one row saying so,
-beside the local rows, and never hides them. (A remote listing of real snapshots on the real S3
-server is shown by tests/test_console.py's snapshots test.)"""
+"""GET /snapshots's rows without a broker: the remote store is listed off the caller's thread, and one
+that cannot be listed is one row saying so, beside the local rows, never hiding them. (A listing of
+real snapshots on the real S3 server is shown by tests/test_console.py's snapshots test.)"""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from snapshotter.snapshot import take_snapshot
 from tests.http_helpers import free_port
 from tests.s3_server import ACCESS_KEY, SECRET_KEY
 from tests.test_http_api import _build_state
+from tests.test_service import _wait_for
 
 
 def test_a_remote_store_that_does_not_answer_is_one_row_with_its_error_beside_the_local_rows(
@@ -34,7 +35,10 @@ def test_a_remote_store_that_does_not_answer_is_one_row_with_its_error_beside_th
         taken = take_snapshot(directory.store("config"), settings.snapshot_dir, "config")
     assert taken is not None
 
-    rows = SnapshotListing(settings).rows()
+    listing = SnapshotListing(settings)
+    first = listing.rows()
+    assert [(row["location"], row["store"]) for row in first] == [("local", "config")]
+    rows = _wait_for(lambda: len(found := listing.rows()) == 2 and found, 120)
     assert [(row["location"], row.get("store")) for row in rows] == [("local", "config"), ("remote", None)]
     assert rows[0]["offset"] == taken.manifest.offset and "error" not in rows[0]
     assert rows[1]["path"] == "s3://nobody-listens" and "nobody-listens" in rows[1]["error"]
