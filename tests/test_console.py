@@ -355,7 +355,21 @@ def test_a_reconciliation_from_the_page_needs_the_token_and_a_confirmation_and_l
     row.locator(f"a[href='{history}']").click()
     page.wait_for_selector("#timeline[data-ready=true]")
     assert page.input_value("#history-id") == account and page.input_value("#history-symbol") == symbol
-    assert log.errors() == []
+
+    # A statement gone from the drop folder between choosing and confirming: the error and its fix.
+    (drop / "positions-gone.csv").write_text("account,symbol,quantity\n")
+    page.keyboard.press("1")
+    page.wait_for_selector("#reconcile-positions option[value='positions-gone.csv']", state="attached")
+    page.select_option("#reconcile-positions", "positions-gone.csv")
+    (drop / "positions-gone.csv").unlink()
+    page.click("#reconcile")
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#error:not([hidden])")
+    shown = page.inner_text("#error")
+    assert "no statement 'positions-gone.csv'" in shown and str(drop) in shown, shown
+    assert get(f"{service.url}/reconcile")[1]["last"]["finished_at"] == last["finished_at"]
+    assert log.errors(expected_statuses=(400,)) == []
 
 
 def test_the_snapshots_table_shows_local_and_remote_snapshots_with_their_age_and_size(

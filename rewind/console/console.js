@@ -373,6 +373,7 @@
     const summary = $("reconcile-summary");
     summary.textContent = `${last.statement.name}: ${age(Date.now() / 1000 - last.finished_at)} ago, against ${last.compared_with.source}`;
     summary.title = finished.toISOString();
+    if (table.dataset.finished === String(last.finished_at)) return; // drawn already: keep focus and scroll
     const counts = [
       ...Object.entries(last.matches || {}).map(([kind, count]) => el("li", { "data-matches": kind }, `${kind}: ${count} match`)),
       ...Object.entries(last.breaks_by_kind || {})
@@ -434,8 +435,18 @@
     const files = [...params].filter(([kind]) => kind !== "as_of").map(([kind, name]) => `${kind} ${name}`).join(", ");
     const question = `Reconcile the state with ${files}${asOf ? ` as of ${asOf}` : ""}? It compares and changes nothing.`;
     if (!(await confirmAction(question))) return;
-    const reply = await api(`/reconcile?${params}`, "POST");
-    if (!reply.ok) throw new Error(failure(reply, "reconcile"));
+    $("reconcile").disabled = true;
+    $("action-result").textContent = "reconcile: running…";
+    let reply;
+    try {
+      reply = await api(`/reconcile?${params}`, "POST");
+    } finally {
+      renderMode();
+    }
+    if (!reply.ok) {
+      $("action-result").textContent = "";
+      throw new Error(failure(reply, "reconcile"));
+    }
     const report = reply.body;
     $("action-result").textContent = `reconcile: ${report.clean ? "clean" : report.breaks.length + " breaks"}`;
     const last = await api("/reconcile");
