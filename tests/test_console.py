@@ -1,7 +1,9 @@
 """The web console in a real browser (Debian's Chromium under Playwright) over a real ``rewind serve``
 on the real broker: every panel shows the service's data, time travel shows what ``rewind replay``
 builds, an order's timeline is ``rewind history``'s, a rebuild's progress moves on the page without a
-reload, and the browser reports no errors. Waits are on conditions, never on durations.
+reload, a statement dropped in the drop folder is reconciled from the page and its break listed, the
+Snapshots table shows the remote snapshots of a real S3 server, and the browser reports no errors.
+Waits are on conditions, never on durations.
 """
 
 from __future__ import annotations
