@@ -2,8 +2,10 @@
 
 ``GET /`` is the console (``rewind/console/index.html``), ``GET /console/{asset}`` its script, style
 sheet and icon, all written by hand and shipped in the package: nothing is fetched from elsewhere.
-The API routes it adds are ``GET /state/anomalies`` and ``GET /dead-letters`` (newest first), and the
-console's jobs (:mod:`rewind.console_jobs`): ``POST /timetravel`` and ``POST /history`` start one,
+The API routes it adds are ``GET /state/anomalies`` and ``GET /dead-letters`` (newest first),
+``GET /reconcile`` (the last reconciliation) and ``GET /reconcile/statements`` (the drop folder's
+statement names, what ``POST /reconcile`` takes), and the console's jobs
+(:mod:`rewind.console_jobs`): ``POST /timetravel`` and ``POST /history`` start one,
 ``GET /timetravel/{id}`` and ``GET /history/{id}`` follow it.
 
 Guarantees:
@@ -11,6 +13,8 @@ Guarantees:
 * The page and its assets need no token (they hold no state: the page asks for the token and sends
   it with every call), and are served with :data:`CSP`: scripts, styles, images and calls only from
   this origin, no inline script or style, no framing, no form posts.
+* ``GET /reconcile`` and ``GET /reconcile/statements`` only read (the report kept in memory, the
+  folder's listing: names, sizes, times, never contents); they need the read token when one is set.
 * The job routes only read: a time travel builds into a temporary directory of its own, a history
   replays in memory; they need the read token when one is set, like every state read. At most
   :data:`rewind.console_jobs.RUNNING_MAX` jobs run at once; another is a 429 with a fix.
@@ -29,7 +33,15 @@ from replayer.timetravel import parse_time
 from rewind.console_jobs import Job, Jobs, JobsBusy
 from rewind.dead_letter_tail import dead_letters
 from rewind.ground.errors import RewindError
-from rewind.http_api import ApiError, BadParameter, _json, _json_bytes, _query, _runtime
+from rewind.http_common import (
+    ApiError,
+    BadParameter,
+    json_bytes_response,
+    json_response,
+    query_params,
+    runtime_of,
+)
+from rewind.service_reconcile import drop_dir, statements
 
 __all__ = ["ASSETS", "CSP", "JOBS", "install"]
 
@@ -70,12 +82,12 @@ def _page(body: bytes, content_type: str) -> web.Response:
 
 
 async def index(request: web.Request) -> web.Response:
-    _query(request)
+    query_params(request)
     return _page(_asset("index.html"), "text/html")
 
 
 async def asset(request: web.Request) -> web.Response:
-    _query(request)
+    query_params(request)
     name = request.match_info["asset"]
     if name not in ASSETS:
         served = ", ".join(sorted(ASSETS))
@@ -84,29 +96,42 @@ async def asset(request: web.Request) -> web.Response:
 
 
 async def anomalies(request: web.Request) -> web.Response:
-    _query(request)
-    body = await _runtime(request).read_state("anomalies", str(SHOWN_MAX))
+    query_params(request)
+    body = await runtime_of(request).read_state("anomalies", str(SHOWN_MAX))
     if body is None:
         raise ApiError(503, "the anomalies could not be read")
-    return _json_bytes(body)
+    return json_bytes_response(body)
 
 
 async def dead_letter_list(request: web.Request) -> web.Response:
-    _query(request)
-    runtime = _runtime(request)
-    return _json(await runtime.call(dead_letters, runtime.service.settings(), SHOWN_MAX))
+    query_params(request)
+    runtime = runtime_of(request)
+    return json_response(await runtime.call(dead_letters, runtime.service.settings(), SHOWN_MAX))
+
+
+async def last_reconciliation(request: web.Request) -> web.Response:
+    query_params(request)
+    runtime = runtime_of(request)
+    return json_response({"last": await runtime.call(runtime.service.last_reconciliation)})
+
+
+async def statement_list(request: web.Request) -> web.Response:
+    query_params(request)
+    runtime = runtime_of(request)
+    folder = drop_dir(runtime.service.settings())
+    return json_response({"drop_dir": str(folder), "statements": await runtime.call(statements, folder)})
 
 
 def _start(request: web.Request, kind: str, given: dict[str, str]) -> web.Response:
     try:
-        job = request.app[JOBS].start(_runtime(request).service.settings(), kind, given)
+        job = request.app[JOBS].start(runtime_of(request).service.settings(), kind, given)
     except JobsBusy as exc:
         raise ApiError(429, exc.what, fix=exc.fix) from exc
-    return _json(job.document(), 202, {"Location": f"/{kind}/{job.id}"})
+    return json_response(job.document(), 202, {"Location": f"/{kind}/{job.id}"})
 
 
 async def start_time_travel(request: web.Request) -> web.Response:
-    given = _query(request, "at", "to")
+    given = query_params(request, "at", "to")
     if ("at" in given) == ("to" in given):
         raise BadParameter("at", "give exactly one of at=TIME (ISO-8601) or to=PARTITION:OFFSET,...")
     if "at" in given:
@@ -120,7 +145,7 @@ async def start_time_travel(request: web.Request) -> web.Response:
 
 
 async def start_history(request: web.Request) -> web.Response:
-    given = _query(request, "order", "account", "symbol", "from", "to")
+    given = query_params(request, "order", "account", "symbol", "from", "to")
     if ("order" in given) == ("account" in given):
         raise BadParameter("order", "give exactly one of order=ID or account=ID")
     if "symbol" in given and "account" not in given:
@@ -135,7 +160,7 @@ async def start_history(request: web.Request) -> web.Response:
 
 
 def _job(request: web.Request, kind: str) -> Job:
-    _query(request)
+    query_params(request)
     job_id = request.match_info["id"]
     job = request.app[JOBS].get(job_id, kind)
     if job is None:
@@ -148,11 +173,11 @@ def _job(request: web.Request, kind: str) -> Job:
 
 
 async def time_travel_job(request: web.Request) -> web.Response:
-    return _json(_job(request, "timetravel").document())
+    return json_response(_job(request, "timetravel").document())
 
 
 async def history_job(request: web.Request) -> web.Response:
-    return _json(_job(request, "history").document())
+    return json_response(_job(request, "history").document())
 
 
 ROUTES: Final = (
@@ -160,6 +185,8 @@ ROUTES: Final = (
     ("GET", "/console/{asset}", asset),
     ("GET", "/state/anomalies", anomalies),
     ("GET", "/dead-letters", dead_letter_list),
+    ("GET", "/reconcile", last_reconciliation),
+    ("GET", "/reconcile/statements", statement_list),
     ("POST", "/timetravel", start_time_travel),
     ("GET", "/timetravel/{id}", time_travel_job),
     ("POST", "/history", start_history),
@@ -168,8 +195,8 @@ ROUTES: Final = (
 
 
 def install(app: web.Application) -> None:
-    """Add the console's routes to ``app`` (from :func:`rewind.http_api.create_app`); its jobs are
-    stopped when the application is cleaned up."""
+    """Add the console's routes to ``app`` (called by :func:`rewind.http_api.create_app`); its jobs
+    are stopped when the application is cleaned up."""
     jobs = Jobs()
     app[JOBS] = jobs
 

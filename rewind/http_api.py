@@ -38,8 +38,8 @@ Guarantees:
   way the body is the same bytes. The other service calls and the metrics exposition run on a small
   pool. Only the accessors ``settings()``, ``health_checks()`` and ``metrics_registry()`` are called
   on the loop itself.
-* ``/metrics`` and ``/lag`` are rendered at most once per :data:`SHARED_SECONDS` and that answer is
-  given to every request meanwhile.
+* ``/metrics`` and ``/lag`` are rendered at most once per
+  :data:`~rewind.http_common.SHARED_SECONDS` and that answer is given to every request meanwhile.
 * ``/live`` answers 200 whenever the event loop turns, and checks nothing else: the liveness probe.
 * ``/health`` answers 200 while every check of ``health_checks()`` passes, 503 naming the failing
   ones otherwise (``broker``, ``projector``, ``disk``, ``snapshots``, ``recovery``). ``/ready``
@@ -53,12 +53,11 @@ import asyncio
 import functools
 import hmac
 import ipaddress
-import json
 import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from importlib import resources
 from typing import Any, Final, TypeVar
 
@@ -74,10 +73,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from projector.encoding import MAX_KEY_PART_BYTES
 from replayer.recovery_history_file import history_path, read_history
+from rewind import console_routes
 from rewind.ground.errors import ConfigError, RewindError
+from rewind.http_common import (
+    MAX_IDENTIFIER_CHARS,
+    RUNTIME,
+    ApiError,
+    BadParameter,
+    Runtime,
+    identifier,
+    json_bytes_response,
+    json_response,
+    query_params,
+    runtime_of,
+)
 from rewind.service_reconcile import StatementNotFound
 from rewind.service_view import ServiceView
-from rewind.state_readers import DOCUMENTS, StateReaders, render
+from rewind.state_readers import render
 
 __all__ = ["HEALTH_ONLY_CHECKS", "OPEN_PATHS", "HttpServer", "create_app", "is_console_page", "serve_http"]
 
@@ -86,8 +98,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SHUTDOWN_SECONDS: Final = 5.0
 OPENAPI_CONTENT_TYPE: Final = "application/yaml"
-MAX_IDENTIFIER_CHARS: Final = MAX_KEY_PART_BYTES
-"""Longest account, symbol or id a request may name, in characters."""
 MAX_REQUEST_LINE_BYTES: Final = 8190
 """Longest request line; the longest valid one (two identifiers of 4-byte characters,
 percent-encoded) is about 6,200 bytes."""
@@ -99,10 +109,6 @@ MAX_BODY_BYTES: Final = 1024
 
 OPEN_PATHS: Final = frozenset({"/live", "/health", "/ready"})
 """Routes that need no read token: they reveal no state, and probes send no secrets."""
-SHARED_SECONDS: Final = 1.0
-"""``/metrics`` and ``/lag`` are the same for every client: each is rendered at most once in this
-many seconds and that answer given to every request meanwhile (``POST /snapshots`` and ``POST
-/rebuild`` drop it). The lag report itself changes every 5 s, Prometheus scrapes every 5 s."""
 READY_ONLY_CHECKS: Final = frozenset({"reconciliation"})
 """Checks that fail ``/ready`` but not ``/health``: the process is healthy, its state not yet
 validated against the outside (``recovery.require_reconciliation``)."""
@@ -113,117 +119,7 @@ served now."""
 _log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """A request the API refuses, turned into a JSON response by the error middleware."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        *,
-        headers: dict[str, str] | None = None,
-        close: bool = False,
-        **fields: object,
-    ) -> None:
-        super().__init__(error)
-        self.status = status
-        self.body: dict[str, object] = {"error": error, **fields}
-        self.headers = headers or {}
-        self.close = close
-        """Close the connection after the response (the request's body is not read)."""
-
-
-class BadParameter(ApiError):
-    """A query or path parameter is missing its contract; the 400 names it."""
-
-    def __init__(self, parameter: str, error: str) -> None:
-        super().__init__(400, error, parameter=parameter)
-
-
-class _Runtime:
-    """The service, the worker threads and the state readers of one application."""
-
-    def __init__(self, service: ServiceView) -> None:
-        self.service = service
-        size = int(service.settings()["http.readers"])
-        self.readers = StateReaders(size) if size else None
-        self.state_pool = ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix="rewind-http-state")
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rewind-http")
-        self._shared: dict[str, tuple[float, asyncio.Future[bytes]]] = {}
-
-    async def call(self, func: Callable[..., T], *args: Any) -> T:
-        """Run a (possibly slow) service call off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(func, *args))
-
-    async def read_state(self, route: str, *args: str | None) -> bytes | None:
-        """The JSON body of the state document ``route`` (:data:`rewind.state_readers.DOCUMENTS`), or
-        None when it found nothing: built by a reader process with ``http.readers`` above 0 (this
-        thread only hands the request over), else here on the one state worker thread."""
-        readers, service = self.readers, self.service
-
-        def read() -> bytes | None:
-            directory = service.state_directory()
-            if readers is not None:
-                return readers.read(directory, route, *args)
-            document = DOCUMENTS[route](directory, *args)
-            return None if document is None else render(document)
-
-        return await asyncio.get_running_loop().run_in_executor(self.state_pool, read)
-
-    async def shared(self, key: str, produce: Callable[[], bytes]) -> bytes:
-        """``produce()``'s bytes, made at most once per :data:`SHARED_SECONDS` for every request
-        that asks meanwhile (a failure is not kept: the next request tries again)."""
-        loop = asyncio.get_running_loop()
-        kept = self._shared.get(key)
-        if (
-            kept is None
-            or loop.time() - kept[0] >= SHARED_SECONDS
-            or (kept[1].done() and (kept[1].cancelled() or kept[1].exception() is not None))
-        ):
-            kept = (loop.time(), loop.run_in_executor(self.pool, produce))
-            self._shared[key] = kept
-        return await asyncio.shield(kept[1])
-
-    def forget_shared(self) -> None:
-        """Drop the kept answers: a mutating call changed what they report."""
-        self._shared.clear()
-
-    def close(self) -> None:
-        self.state_pool.shutdown(wait=False, cancel_futures=True)
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        if self.readers is not None:
-            self.readers.close()
-
-
-RUNTIME: Final = web.AppKey("rewind_runtime", _Runtime)
-
-
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    text = json.dumps(body, allow_nan=False, ensure_ascii=False)
-    return web.Response(text=text, status=status, content_type="application/json", headers=headers)
-
-
-def _json_bytes(body: bytes) -> web.Response:
-    """A 200 with a JSON body already rendered (:func:`rewind.state_readers.render`): the same
-    headers as :func:`_json`."""
-    return web.Response(body=body, content_type="application/json", charset="utf-8")
-
-
-def _runtime(request: web.Request) -> _Runtime:
-    return request.app[RUNTIME]
-
-
 # Parameters
-
-
-def _identifier(name: str, value: str) -> str:
-    if not value:
-        raise BadParameter(name, f"{name} must not be empty")
-    if "\x00" in value:
-        raise BadParameter(name, f"{name} must not contain NUL")
-    if len(value) > MAX_IDENTIFIER_CHARS:
-        raise BadParameter(name, f"{name} must be at most {MAX_IDENTIFIER_CHARS} characters")
-    return value
 
 
 def _storable(*values: str | None) -> bool:
@@ -232,24 +128,8 @@ def _storable(*values: str | None) -> bool:
     return all(value is None or len(value.encode()) <= MAX_KEY_PART_BYTES for value in values)
 
 
-def _query(request: web.Request, *allowed: str) -> dict[str, str]:
-    """The route's identifier query parameters that were given; anything else is a 400."""
-    for name in request.query:
-        if name not in allowed:
-            takes = ", ".join(allowed) if allowed else "no query parameters"
-            raise BadParameter(name, f"unknown query parameter {name!r} (this route takes: {takes})")
-    found: dict[str, str] = {}
-    for name in allowed:
-        values = request.query.getall(name, [])
-        if len(values) > 1:
-            raise BadParameter(name, f"{name} given {len(values)} times; give it at most once")
-        if values:
-            found[name] = _identifier(name, values[0])
-    return found
-
-
 def _path_id(request: web.Request) -> str:
-    return _identifier("id", request.match_info["id"])
+    return identifier("id", request.match_info["id"])
 
 
 # Authorization
@@ -286,7 +166,7 @@ def is_console_page(path: str) -> bool:
 
 def _check_read_access(request: web.Request) -> None:
     """With ``http.read_token`` set, the request must bear it or ``http.token``."""
-    settings = _runtime(request).service.settings()
+    settings = runtime_of(request).service.settings()
     read_token, token = str(settings["http.read_token"]), str(settings["http.token"])
     if not read_token or request.path in OPEN_PATHS or is_console_page(request.path):
         return
@@ -305,7 +185,7 @@ def _check_read_access(request: web.Request) -> None:
 
 
 def _authorize(request: web.Request) -> None:
-    token = str(_runtime(request).service.settings()["http.token"])
+    token = str(runtime_of(request).service.settings()["http.token"])
     if not token:
         raise ApiError(
             403,
@@ -342,26 +222,26 @@ def _check_body(request: web.Request) -> None:
 async def live(request: web.Request) -> web.Response:
     """200 ``{"status": "alive"}``, answered on the event loop itself and checking nothing else: a
     process whose brokers are lost is alive, and restarting it would not bring them back."""
-    _query(request)
-    return _json({"status": "alive"})
+    query_params(request)
+    return json_response({"status": "alive"})
 
 
 async def health(request: web.Request) -> web.Response:
     """200 ``{"status": "ok", "checks": ...}`` while every check passes; 503 with ``"status":
     "failing"`` and the names of the failing checks otherwise. Answered on the event loop itself."""
-    _query(request)
-    checks = _runtime(request).service.health_checks()
+    query_params(request)
+    checks = runtime_of(request).service.health_checks()
     failing = sorted(
         name for name, check in checks.items() if not check.get("ok") and name not in READY_ONLY_CHECKS
     )
     if not failing:
-        return _json({"status": "ok", "checks": checks})
-    return _json({"status": "failing", "failing": failing, "checks": checks}, 503)
+        return json_response({"status": "ok", "checks": checks})
+    return json_response({"status": "failing", "failing": failing, "checks": checks}, 503)
 
 
 async def ready(request: web.Request) -> web.Response:
-    _query(request)
-    runtime = _runtime(request)
+    query_params(request)
+    runtime = runtime_of(request)
     limit = float(runtime.service.settings()["lag.ready_max_seconds"])
     recovered = await runtime.call(runtime.service.recovered)
     lag = await runtime.call(runtime.service.lag_seconds_max)
@@ -383,109 +263,109 @@ async def ready(request: web.Request) -> web.Response:
         "ready_max_seconds": limit,
         "reasons": reasons,
     }
-    return _json(body, 200 if not reasons else 503)
+    return json_response(body, 200 if not reasons else 503)
 
 
 async def recovery_status(request: web.Request) -> web.Response:
-    _query(request)
-    runtime = _runtime(request)
-    return _json(await runtime.call(runtime.service.recovery_status))
+    query_params(request)
+    runtime = runtime_of(request)
+    return json_response(await runtime.call(runtime.service.recovery_status))
 
 
 async def recovery_history(request: web.Request) -> web.Response:
-    _query(request)
-    runtime = _runtime(request)
+    query_params(request)
+    runtime = runtime_of(request)
     path = history_path(runtime.service.settings())
     records, warnings = await runtime.call(read_history, path)
-    return _json({"history": records, "damaged_lines": len(warnings)})
+    return json_response({"history": records, "damaged_lines": len(warnings)})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """The Prometheus exposition, rendered at most once per :data:`SHARED_SECONDS`."""
-    _query(request)
-    runtime = _runtime(request)
+    """The Prometheus exposition, rendered at most once per :data:`~rewind.http_common.SHARED_SECONDS`."""
+    query_params(request)
+    runtime = runtime_of(request)
     registry = runtime.service.metrics_registry()
     body = await runtime.shared("metrics", functools.partial(generate_latest, registry))
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def positions(request: web.Request) -> web.Response:
-    given = _query(request, "account", "symbol")
+    given = query_params(request, "account", "symbol")
     account_id, symbol = given.get("account"), given.get("symbol")
     if not _storable(account_id, symbol):
-        return _json({"positions": []})
-    body = await _runtime(request).read_state("positions", account_id, symbol)
+        return json_response({"positions": []})
+    body = await runtime_of(request).read_state("positions", account_id, symbol)
     assert body is not None
-    return _json_bytes(body)
+    return json_bytes_response(body)
 
 
 async def order(request: web.Request) -> web.Response:
-    _query(request)
+    query_params(request)
     order_id = _path_id(request)
-    found = await _runtime(request).read_state("order", order_id) if _storable(order_id) else None
+    found = await runtime_of(request).read_state("order", order_id) if _storable(order_id) else None
     if found is None:
         raise ApiError(404, f"no order {order_id!r} in the state", order_id=order_id)
-    return _json_bytes(found)
+    return json_bytes_response(found)
 
 
 async def account(request: web.Request) -> web.Response:
-    _query(request)
+    query_params(request)
     account_id = _path_id(request)
-    found = await _runtime(request).read_state("account", account_id) if _storable(account_id) else None
+    found = await runtime_of(request).read_state("account", account_id) if _storable(account_id) else None
     if found is None:
         raise ApiError(404, f"no account {account_id!r} in the state", account_id=account_id)
-    return _json_bytes(found)
+    return json_bytes_response(found)
 
 
 async def config(request: web.Request) -> web.Response:
-    _query(request)
-    body = await _runtime(request).read_state("config")
+    query_params(request)
+    body = await runtime_of(request).read_state("config")
     assert body is not None
-    return _json_bytes(body)
+    return json_bytes_response(body)
 
 
 async def lag(request: web.Request) -> web.Response:
-    """The latest lag report, rendered at most once per :data:`SHARED_SECONDS`."""
-    _query(request)
-    runtime = _runtime(request)
+    """The latest lag report, rendered at most once per :data:`~rewind.http_common.SHARED_SECONDS`."""
+    query_params(request)
+    runtime = runtime_of(request)
     service = runtime.service
-    return _json_bytes(await runtime.shared("lag", lambda: render(service.projector_lag())))
+    return json_bytes_response(await runtime.shared("lag", lambda: render(service.projector_lag())))
 
 
 async def list_snapshots(request: web.Request) -> web.Response:
-    _query(request)
-    runtime = _runtime(request)
-    return _json({"snapshots": await runtime.call(runtime.service.snapshots)})
+    query_params(request)
+    runtime = runtime_of(request)
+    return json_response({"snapshots": await runtime.call(runtime.service.snapshots)})
 
 
 async def take_snapshot(request: web.Request) -> web.Response:
     _authorize(request)
-    _query(request)
-    runtime = _runtime(request)
+    query_params(request)
+    runtime = runtime_of(request)
     taken = await runtime.call(runtime.service.take_snapshot)
     runtime.forget_shared()
-    return _json({"snapshots": taken})
+    return json_response({"snapshots": taken})
 
 
 async def rebuild(request: web.Request) -> web.Response:
     _authorize(request)
-    _query(request)
-    runtime = _runtime(request)
+    query_params(request)
+    runtime = runtime_of(request)
     scheduled = await runtime.call(runtime.service.request_rebuild)
     runtime.forget_shared()
-    return _json(scheduled, 202)
+    return json_response(scheduled, 202)
 
 
 async def reconcile(request: web.Request) -> web.Response:
     """Reconcile statement files of the drop folder, named (never paths) in the query."""
     _authorize(request)
-    given = _query(request, "positions", "balances", "orders", "as_of")
-    runtime = _runtime(request)
+    given = query_params(request, "positions", "balances", "orders", "as_of")
+    runtime = runtime_of(request)
     try:
         report = await runtime.call(runtime.service.reconcile, given)
     except StatementNotFound as exc:
         raise BadParameter(exc.parameter, exc.what) from exc
-    return _json(report)
+    return json_response(report)
 
 
 @functools.cache
@@ -495,7 +375,7 @@ def openapi_text() -> str:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    _query(request)
+    query_params(request)
     return web.Response(text=openapi_text(), content_type=OPENAPI_CONTENT_TYPE)
 
 
@@ -525,26 +405,26 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        response = _json(exc.body, exc.status, exc.headers)
+        response = json_response(exc.body, exc.status, exc.headers)
         if exc.close:
             response.force_close()
         return response
     except web.HTTPMethodNotAllowed as exc:
         allowed = sorted(exc.allowed_methods)
         error = f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}"
-        return _json({"error": error, "allowed": allowed}, 405, {"Allow": ", ".join(allowed)})
+        return json_response({"error": error, "allowed": allowed}, 405, {"Allow": ", ".join(allowed)})
     except web.HTTPNotFound:
-        return _json({"error": f"no route {request.path} (see /openapi.yaml)"}, 404)
+        return json_response({"error": f"no route {request.path} (see /openapi.yaml)"}, 404)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _json({"error": exc.reason}, exc.status)
+        return json_response({"error": exc.reason}, exc.status)
     except RewindError as exc:
         status = 409 if request.method == "POST" else 503
-        return _json({"error": exc.what, "fix": exc.fix}, status)
+        return json_response({"error": exc.what, "fix": exc.fix}, status)
     except Exception:
         _log.exception("HTTP %s %s failed", request.method, request.path)
-        return _json({"error": "internal error; the service log has the details"}, 500)
+        return json_response({"error": "internal error; the service log has the details"}, 500)
 
 
 @web.middleware
@@ -560,7 +440,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_app(service: ServiceView) -> web.Application:
     """The API over ``service``; its worker threads stop when the application is cleaned up."""
     app = web.Application(middlewares=[_errors, _guard])
-    runtime = _Runtime(service)
+    runtime = Runtime(service)
     app[RUNTIME] = runtime
 
     async def close(_app: web.Application) -> None:
@@ -571,8 +451,6 @@ def create_app(service: ServiceView) -> web.Application:
         app.router.add_route(method, path, handler)
         if method == "GET":
             app.router.add_route("HEAD", path, handler)
-    from rewind import console_routes  # it builds on this module's helpers
-
     console_routes.install(app)
     return app
 
@@ -715,7 +593,7 @@ class _Connection(web.RequestHandler):
         else:
             _log.error("HTTP request from %s failed (%d)", self._peer(), status, exc_info=exc)
             body = {"error": "internal error; the service log has the details"}
-        response = _json(body, status)
+        response = json_response(body, status)
         response.force_close()
         return response
 

@@ -72,6 +72,7 @@ from rewind.service_health import ProgressWatch, disk_check, recovery_check, sna
 from rewind.service_metrics import ServiceMetrics
 from rewind.service_reconcile import Reconciler
 from rewind.service_view import snapshot_row, snapshot_rows
+from rewind.snapshot_listing import SnapshotListing
 from rewind.snapshot_shipping import SnapshotShipper
 from snapshotter.retention import RetentionPolicy, prune
 from snapshotter.snapshot import load_snapshot
@@ -206,6 +207,7 @@ class Service:
         """Epoch time of the newest snapshot on disk, or of the last snapshot run that copied nothing."""
         self._rebuild_lock = threading.Lock()
         self.reconciler = Reconciler(settings, self.registry, self._live_rows)
+        self._snapshot_listing = SnapshotListing(settings)
         self.shipper = SnapshotShipper.from_settings(settings, self.service_metrics)
         """Uploads each snapshot round to the remote store in the background (None: no remote store)."""
 
@@ -270,7 +272,7 @@ class Service:
         return None if report is None else report.max_lag_seconds
 
     def snapshots(self) -> list[dict[str, Any]]:
-        return snapshot_rows(self._settings.snapshot_dir)
+        return self._snapshot_listing.rows()
 
     def metrics_registry(self) -> CollectorRegistry:
         return self.registry
@@ -335,6 +337,9 @@ class Service:
         ``orders``) as of ``as_of`` (default: the statement's time, else the live state)."""
         names = {kind: query[kind] for kind in KINDS if kind in query}
         return self.reconciler.run_named(names, query.get("as_of")).as_dict()
+
+    def last_reconciliation(self) -> dict[str, Any] | None:
+        return self.reconciler.last_report()
 
     def _live_rows(self) -> tuple[RewindRows, dict[str, int]]:
         with self._directory_lock:

@@ -11,6 +11,10 @@ service read anything else, and the request carries no body. Guarantees:
   ``rewind_reconciliation_failures_total``.
 - With ``recovery.require_reconciliation``, the ``reconciliation`` check fails from each recovery
   until a reconciliation that started after it finds no breaks.
+- :meth:`Reconciler.last_report` is the last reconciliation that finished (asked through the API or
+  by the drop folder's tick): its report without each break's events, at most
+  :data:`LAST_BREAKS_KEPT` breaks (``breaks_by_kind`` stays exact), and when it started and finished.
+- :func:`statements` lists the drop folder's statement files by name: what ``POST /reconcile`` takes.
 - The drop folder's newest positions statement (``positions*.csv`` or ``.json``, with
   ``balances*`` and ``orders*`` files of the same suffix beside it) is reconciled every
   ``reconcile.every_seconds``, once per distinct content.
@@ -35,6 +39,8 @@ from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
 
 SUFFIXES: Final = (".csv", ".json")
+LAST_BREAKS_KEPT: Final = 500
+"""Breaks the last report keeps for ``GET /reconcile``; the counts by kind are always exact."""
 
 
 class StatementNotFound(RewindError):
@@ -68,6 +74,35 @@ def statement_file(folder: Path, kind: str, name: str) -> Path:
             f"put the .csv or .json file in {folder} (reconcile.drop_dir) and give its name",
         )
     return path
+
+
+def statements(folder: Path) -> list[dict[str, Any]]:
+    """The statement files of the drop folder (``.csv`` or ``.json``, not hidden), newest first:
+    ``name``, ``kind`` (``positions``, ``balances`` or ``orders`` when the name starts with it, else
+    None), ``bytes`` and ``modified_at`` (epoch seconds). An absent folder has none."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if path.name.startswith(".") or path.suffix.lower() not in SUFFIXES or not path.is_file():
+            continue
+        stat = path.stat()
+        kind = next((k for k in (POSITIONS, BALANCES, ORDERS) if path.name.startswith(k)), None)
+        found.append({"name": path.name, "kind": kind, "bytes": stat.st_size, "modified_at": stat.st_mtime})
+    return sorted(found, key=lambda row: (-row["modified_at"], row["name"]))
+
+
+def report_summary(report: dict[str, Any], started_at: float, finished_at: float) -> dict[str, Any]:
+    """``report`` (:meth:`ReconcileReport.as_dict`) as ``GET /reconcile`` shows it: the breaks
+    without their events, at most :data:`LAST_BREAKS_KEPT`, with ``breaks_total`` exact."""
+    breaks = report["breaks"]
+    kept = [{k: v for k, v in item.items() if k != "last_events"} for item in breaks[:LAST_BREAKS_KEPT]]
+    return report | {
+        "breaks": kept,
+        "breaks_total": len(breaks),
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
 
 
 def newest_statement(folder: Path) -> dict[str, Path] | None:
@@ -142,6 +177,7 @@ class Reconciler:
         self._recovered_at: float | None = None
         self._clean_at: float | None = None
         self._last: dict[str, Any] | None = None
+        self._last_report: dict[str, Any] | None = None
         self._last_key: str | None = None
         self.metrics = ReconciliationMetrics(registry)
 
@@ -177,6 +213,7 @@ class Reconciler:
             raise ReconciliationBusy("a reconciliation is already running", "retry when it has finished")
         try:
             started = time.monotonic()
+            started_at = time.time()
             try:
                 report = reconcile_files(self._settings, files, as_of, live=self._live)
             except Exception:
@@ -184,20 +221,28 @@ class Reconciler:
                 raise
             counts = report.outcome.counts()
             self.metrics.observe(counts, time.time())
+            finished_at = time.time()
             summary = {
                 "statement": report.statement.name,
                 "checksum": report.statement.checksum,
                 "clean": report.outcome.clean,
                 "breaks_by_kind": counts,
-                "finished_at": time.time(),
+                "finished_at": finished_at,
             }
+            last_report = report_summary(report.as_dict(), started_at, finished_at)
             with self._state_lock:
                 self._last = summary
+                self._last_report = last_report
                 if report.outcome.clean:
                     self._clean_at = started
             return report
         finally:
             self._lock.release()
+
+    def last_report(self) -> dict[str, Any] | None:
+        """The last finished reconciliation (:func:`report_summary`), or None before the first."""
+        with self._state_lock:
+            return self._last_report
 
     def run_named(self, names: Mapping[str, str], as_of: str | None = None) -> ReconcileReport:
         """Reconcile the drop folder's files ``names`` (kind -> file name)."""

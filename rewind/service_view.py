@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from projector.state_directory import StateDirectory
 from rewind.ground.settings import Settings
 from snapshotter.snapshot import Snapshot, SnapshotInvalid, list_snapshots, load_snapshot
+from snapshotter.snapshot_store import LOCAL
 
 
 class ServiceView(Protocol):
@@ -71,7 +72,8 @@ class ServiceView(Protocol):
         ...
 
     def snapshots(self) -> list[dict[str, Any]]:
-        """Every snapshot on disk, newest first per store, as :func:`snapshot_rows` gives them."""
+        """Every snapshot on disk, newest first per store, as :func:`snapshot_rows` gives them, then
+        the remote store's (:class:`rewind.snapshot_listing.SnapshotListing`)."""
         ...
 
     def metrics_registry(self) -> CollectorRegistry:
@@ -98,10 +100,16 @@ class ServiceView(Protocol):
         ``RewindError`` while another reconciliation runs or when it cannot finish."""
         ...
 
+    def last_reconciliation(self) -> dict[str, Any] | None:
+        """The last reconciliation that finished (:func:`rewind.service_reconcile.report_summary`),
+        or None before the first."""
+        ...
+
 
 def snapshot_row(store: str, snapshot: Snapshot) -> dict[str, Any]:
-    """A snapshot as the API shows it: ``store``, ``path`` and every manifest field."""
-    row: dict[str, Any] = {"store": store, "path": str(snapshot.path)}
+    """A snapshot of this host as the API shows it: ``store``, ``location`` (``local``), ``path`` and
+    every manifest field."""
+    row: dict[str, Any] = {"store": store, "location": LOCAL, "path": str(snapshot.path)}
     row.update(dataclasses.asdict(snapshot.manifest))
     row["schema_fingerprints"] = list(snapshot.manifest.schema_fingerprints)
     return row
@@ -120,5 +128,13 @@ def snapshot_rows(root: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(snapshot_row(store, load_snapshot(path)))
             except SnapshotInvalid as exc:
-                rows.append({"store": store, "path": str(path), "offset": int(path.name), "error": str(exc)})
+                rows.append(
+                    {
+                        "store": store,
+                        "location": LOCAL,
+                        "path": str(path),
+                        "offset": int(path.name),
+                        "error": str(exc),
+                    }
+                )
     return rows

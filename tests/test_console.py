@@ -1,7 +1,9 @@
 """The web console in a real browser (Debian's Chromium under Playwright) over a real ``rewind serve``
 on the real broker: every panel shows the service's data, time travel shows what ``rewind replay``
 builds, an order's timeline is ``rewind history``'s, a rebuild's progress moves on the page without a
-reload, and the browser reports no errors. Waits are on conditions, never on durations.
+reload, a statement dropped in the drop folder is reconciled from the page and its break listed, the
+Snapshots table shows the remote snapshots of a real S3 server, and the browser reports no errors.
+Waits are on conditions, never on durations.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,14 @@ from tests.cli_runner import run_rewind
 from tests.console_service import TOKEN, PageLog, Service, chromium_missing, launch, serve
 from tests.http_helpers import get
 from tests.pipeline import Pipeline
+from tests.reconcile_helpers import reference_models, statement_rows, write_csv
+from tests.s3_server import remote_env
 
 MISSING = chromium_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 WAIT_MS = 120_000
+STATEMENT_COLUMNS = ["account", "symbol", "quantity", "avg_price"]
 POISON_KEY = "ACC-0003"
 
 
@@ -124,6 +130,12 @@ def test_every_panel_loads_with_real_data(service: Service, page: Any) -> None:
     assert snapshots
     _count(page, "#snapshots tbody tr", len(snapshots))
     assert page.inner_text("#snapshots tbody tr >> nth=0").split("\t")[0] == snapshots[0]["store"]
+    assert {row["location"] for row in snapshots} == {"local"}
+    _count(page, "#snapshots tbody tr[data-location=local]", len(snapshots))
+
+    assert get(f"{url}/reconcile")[1] == {"last": None}
+    assert page.inner_text("#reconcile-status") == "none yet"
+    assert page.is_disabled("#reconcile")
 
     anomalies = get(f"{url}/state/anomalies")[1]
     assert anomalies["total"] == len(_cli(service, "state", "anomalies")) > 0
@@ -218,6 +230,7 @@ def test_time_travel_shows_the_state_rewind_replay_builds(
     page.fill("#tt-to", point)
     page.click("#tt-start")
     page.wait_for_selector("#tt-result[data-ready=true]")
+    page.wait_for_selector("#tt-positions[data-complete=true]", state="attached")
 
     out = tmp_path / "replay"
     run_rewind("replay", "--to", point, "--out", str(out), "--json", env=service.env, check=True, timeout=300)
@@ -248,6 +261,7 @@ def test_time_travel_to_a_time_shows_the_state_rewind_replay_builds(
     page.fill("#tt-at", moment)
     page.press("#tt-at", "Enter")
     page.wait_for_selector("#tt-result[data-ready=true]")
+    page.wait_for_selector("#tt-positions[data-complete=true]", state="attached")
 
     out = tmp_path / "replay"
     run_rewind(
@@ -290,6 +304,118 @@ def test_an_orders_history_timeline_is_rewind_historys(service: Service, page: A
         "#timeline li.event dd[data-field=filled]", "cells => cells.map(c => c.dataset.exact)"
     )
     assert filled[-1] == last["filled"]
+    assert log.errors() == []
+
+
+def test_a_reconciliation_from_the_page_needs_the_token_and_a_confirmation_and_lists_its_break(
+    service: Service, page: Any
+) -> None:
+    log = PageLog(page)
+    rows = statement_rows(reference_models(service.pipeline))["positions"]
+    account, symbol = key = sorted(rows)[0]
+    broken = dict(rows)
+    broken[key] = dict(rows[key], quantity=str(Decimal(rows[key]["quantity"]) + 3))
+    drop = service.pipeline.home / "reconcile"
+    drop.mkdir(exist_ok=True)
+    write_csv(drop / "positions-console.csv", list(broken.values()), STATEMENT_COLUMNS)
+
+    page.goto(service.url + "/")
+    page.wait_for_selector("#reconcile-positions option[value='positions-console.csv']", state="attached")
+    assert page.is_disabled("#reconcile")
+    page.fill("#token", TOKEN)
+    page.press("#token", "Enter")
+    page.wait_for_selector("#reconcile:not([disabled])")
+    assert page.input_value("#reconcile-positions") == "positions-console.csv"
+
+    page.click("#reconcile")
+    page.wait_for_selector("#confirm[open]")
+    assert "positions positions-console.csv" in page.inner_text("#confirm-text")
+    page.click("#confirm-cancel")
+    page.wait_for_selector("#confirm", state="hidden")
+    assert get(f"{service.url}/reconcile")[1] == {"last": None}
+
+    page.click("#reconcile")
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#reconcile-breaks tbody tr[data-kind=quantity_differs]")
+    last = get(f"{service.url}/reconcile")[1]["last"]
+    assert last["statement"]["name"] and last["clean"] is False
+    found = [b for b in last["breaks"] if (b["kind"], b["account"], b["key"]) == ("quantity_differs", *key)]
+    assert len(found) == 1 and abs(Decimal(found[0]["difference"])) == 3, last["breaks"]
+    _count(page, "#reconcile-breaks tbody tr", len(last["breaks"]))
+    shown = page.eval_on_selector_all(
+        "#reconcile-breaks tbody tr",
+        "rows => rows.map(r => [r.dataset.kind, r.cells[1].dataset.exact, r.cells[2].dataset.exact])",
+    )
+    assert shown == [[b["kind"], b["account"], b["key"]] for b in last["breaks"]]
+    assert page.inner_text("#reconcile-status") == f"{last['breaks_total']} breaks"
+    assert "quantity_differs" in page.inner_text("#reconcile-counts")
+    history = f"#history/account/{account}/{symbol}"
+    row = page.locator(f"#reconcile-breaks tbody tr[data-kind=quantity_differs]:has(a[href='{history}'])")
+    assert row.locator("td >> nth=0").inner_text() == "quantity_differs"
+    assert row.locator(f"a[href='#history/account/{account}']").count() == 1
+    row.locator(f"a[href='{history}']").click()
+    page.wait_for_selector("#timeline[data-ready=true]")
+    assert page.input_value("#history-id") == account and page.input_value("#history-symbol") == symbol
+
+    # A statement gone from the drop folder between choosing and confirming: the error and its fix.
+    (drop / "positions-gone.csv").write_text("account,symbol,quantity\n")
+    page.keyboard.press("1")
+    page.wait_for_selector("#reconcile-positions option[value='positions-gone.csv']", state="attached")
+    page.select_option("#reconcile-positions", "positions-gone.csv")
+    (drop / "positions-gone.csv").unlink()
+    page.click("#reconcile")
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#error:not([hidden])")
+    shown = page.inner_text("#error")
+    assert "no statement 'positions-gone.csv'" in shown and str(drop) in shown, shown
+    assert get(f"{service.url}/reconcile")[1]["last"]["finished_at"] == last["finished_at"]
+    assert log.errors(expected_statuses=(400,)) == []
+
+
+def test_the_snapshots_table_shows_local_and_remote_snapshots_with_their_age_and_size(
+    bootstrap: str, s3_endpoint: str, s3_bucket: str, tmp_path: Path, page: Any
+) -> None:
+    log = PageLog(page)
+    pipeline = Pipeline(bootstrap, f"t-console-s3-{uuid.uuid4().hex[:8]}", tmp_path / "home")
+    pipeline.create_topics()
+    pipeline.simulate(events=600, seed=23)
+    settings = remote_env(s3_endpoint, s3_bucket) | {
+        "REWIND_SNAPSHOTS_EVERY_EVENTS": "0",
+        "REWIND_SNAPSHOTS_EVERY_SECONDS": "0",
+    }
+    with serve(pipeline, **settings) as running:
+        running.wait_caught_up()
+        taken = {(row["store"], row["offset"]) for row in _post(f"{running.url}/snapshots")[1]["snapshots"]}
+        rows = running.wait_until(
+            "the snapshots in the bucket",
+            lambda: (
+                (found := get(f"{running.url}/snapshots")[1]["snapshots"])
+                and taken <= {(r["store"], r["offset"]) for r in found if r["location"] == "remote"}
+                and found
+            ),
+        )
+        remote = [row for row in rows if row["location"] == "remote"]
+        local = [row for row in rows if row["location"] == "local"]
+        assert local and all("error" not in row for row in rows), rows
+        assert all(row["path"].startswith(f"s3://{s3_bucket}/") for row in remote)
+
+        page.goto(running.url + "/")
+        _count(page, "#snapshots tbody tr[data-location=remote]", len(remote))
+        _count(page, "#snapshots tbody tr[data-location=local]", len(local))
+        cells = page.eval_on_selector_all(
+            "#snapshots tbody tr[data-location=remote]",
+            "rows => rows.map(r => [...r.cells].map(c => [c.textContent, c.title]))",
+        )
+        for row, (store, offset, age, size, location) in zip(remote, cells, strict=True):
+            assert (store[0], offset[0], location) == (
+                row["store"],
+                f"{row['offset']:,}",
+                ["remote", row["path"]],
+            )
+            assert age[0].endswith((" s", " min")) and age[1]
+            assert size[1] == f"{row['file_size']} bytes" and size[0].endswith("B")
     assert log.errors() == []
 
 

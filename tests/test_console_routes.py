@@ -3,6 +3,7 @@ unknown jobs, the read token, and at most one job at a time (stopped with the AP
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from rewind.console_jobs import Jobs, JobsBusy
 from rewind.console_routes import ASSETS, CSP
 from rewind.ground.settings import load_settings
+from rewind.service_reconcile import report_summary
 from tests.test_http_api import READ_TOKEN, Api, FakeService, _with_read_token, api, service
 
 __all__ = ["api", "service"]  # the fixtures, shared with tests/test_http_api.py
@@ -89,3 +91,75 @@ def test_one_job_runs_at_a_time_and_stopping_the_api_stops_it(tmp_path: Path) ->
     document = first.document()
     assert document["status"] == "failed" and document["error"] == "the API stopped"
     assert not first.out.parent.exists()
+
+
+def test_the_last_reconciliation_is_null_until_one_finished_then_its_summary(
+    api: Api, service: FakeService
+) -> None:
+    assert api.get("/reconcile").json == {"last": None}
+    broken = {
+        "kind": "quantity_differs",
+        "entity": "position",
+        "account": "ACC1",
+        "key": "AAPL",
+        "statement": "11",
+        "rewind": "10",
+        "difference": "1",
+        "tolerance": "0",
+        "line": 2,
+        "last_events": [{"offset": 4}],
+    }
+    report = {
+        "clean": False,
+        "statement": {"name": "eod.csv"},
+        "compared_with": {"source": "live state", "as_of": None, "points": {}},
+        "tolerances": {},
+        "compared": {"positions": 3},
+        "matches": {"positions": 2},
+        "breaks_by_kind": {"quantity_differs": 501},
+        "breaks": [broken] * 501,
+    }
+    service.reconciled = report_summary(report, 1_700_000_000.0, 1_700_000_001.5)
+    try:
+        last = api.get("/reconcile").json["last"]
+    finally:
+        service.reconciled = None
+    assert (last["breaks_total"], len(last["breaks"]), last["breaks_by_kind"]) == (
+        501,
+        500,
+        {"quantity_differs": 501},
+    )
+    assert "last_events" not in last["breaks"][0]
+    assert last["breaks"][0]["key"] == "AAPL" and last["finished_at"] == 1_700_000_001.5
+    assert api.request("GET", "/reconcile?positions=eod.csv").status == 400
+
+
+def test_the_drop_folders_statements_are_listed_by_name_newest_first(
+    api: Api, service: FakeService, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    service.config = load_settings(flags={"reconcile.drop_dir": str(drop)}, environ={})
+    assert api.get("/reconcile/statements").json == {"drop_dir": str(drop), "statements": []}
+    drop.mkdir()
+    files = [("positions-1.csv", 100), ("balances-1.csv", 100), ("eod.json", 200), (".hidden.csv", 300)]
+    for name, mtime in files:
+        (drop / name).write_text("account,symbol,quantity\n")
+        os.utime(drop / name, (mtime, mtime))
+    (drop / "notes.txt").write_text("not a statement")
+    (drop / "dir.csv").mkdir()
+    listed = api.get("/reconcile/statements").json["statements"]
+    assert [(r["name"], r["kind"]) for r in listed] == [
+        ("eod.json", None),
+        ("balances-1.csv", "balances"),
+        ("positions-1.csv", "positions"),
+    ]
+    assert listed[0]["bytes"] == len("account,symbol,quantity\n") and listed[0]["modified_at"] == 200
+
+
+def test_the_reconciliation_routes_need_the_read_token_when_one_is_set(
+    api: Api, service: FakeService
+) -> None:
+    _with_read_token(service)
+    assert api.get("/reconcile").status == 401
+    assert api.get("/reconcile/statements").status == 401
+    assert api.request("GET", "/reconcile", {"Authorization": f"Bearer {READ_TOKEN}"}).status == 200

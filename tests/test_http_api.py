@@ -145,6 +145,7 @@ class FakeService:
     state_error: Exception | None = None
     rebuilds: int = 0
     gate: tuple[threading.Event, threading.Event] | None = None
+    reconciled: dict[str, Any] | None = None
 
     def settings(self) -> Settings:
         return self.config
@@ -188,6 +189,9 @@ class FakeService:
                 rows.append(snapshot_row(name, taken))
         self.metrics.observe_snapshots_on_disk(self.snapshots())
         return rows
+
+    def last_reconciliation(self) -> dict[str, Any] | None:
+        return self.reconciled
 
     def request_rebuild(self) -> dict[str, Any]:
         if self.rebuilds:
@@ -573,6 +577,7 @@ def test_snapshots_taken_then_listed(api: Api, service: FakeService) -> None:
         assert verify(Path(row["path"])).manifest == load_snapshot(Path(row["path"])).manifest
     listed = api.get("/snapshots").json["snapshots"]
     assert {(r["store"], r["offset"]) for r in listed} >= {(r["store"], r["offset"]) for r in rows}
+    assert {r["location"] for r in rows + listed} == {"local"}
 
     broken = service.snapshot_dir / "events-p0000" / f"{7:020d}"
     broken.mkdir()

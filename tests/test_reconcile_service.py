@@ -83,6 +83,12 @@ def test_the_service_reconciles_the_drop_folder_and_is_ready_only_after_a_clean_
     try:
         counts = _wait_for(lambda: (c := _breaks_metric(url)).get("quantity_differs") == 1 and c, 90)
         assert sum(counts.values()) == 1
+        last = get(f"{url}/reconcile")[1]["last"]
+        assert last["statement"]["name"] == "positions-2026-11-21.csv" and last["breaks_total"] == 1
+        assert [s["name"] for s in get(f"{url}/reconcile/statements")[1]["statements"]] == sorted(
+            ["eod-clean.csv", "positions-2026-11-21.csv"],
+            key=lambda name: -(drop / name).stat().st_mtime,
+        )
         status, ready = get(f"{url}/ready")
         assert status == 503
         assert any("no clean reconciliation" in reason for reason in ready["reasons"]), ready
@@ -106,6 +112,8 @@ def test_the_service_reconciles_the_drop_folder_and_is_ready_only_after_a_clean_
 
         status, report = _post(f"{url}/reconcile?positions=eod-clean.csv")
         assert status == 200 and report["clean"] is True, report["breaks"]
+        last = get(f"{url}/reconcile")[1]["last"]
+        assert (last["clean"], last["breaks"], last["matches"]) == (True, [], report["matches"])
         assert report["matches"]["positions"] == len(rows)
         _wait_for(lambda: get(f"{url}/ready")[0] == 200, 60)
         assert sum(_breaks_metric(url).values()) == 0

@@ -8,6 +8,8 @@
   const PANELS = ["overview", "state", "timetravel", "history"];
   const LAG_KEEP_MS = 5 * 60 * 1000;
   const SHOWN_ROWS = 1000;
+  const FIRST_ROWS = 100;
+  const ROWS_PER_FRAME = 300;
   const SHOWN_EVENTS = 2000;
   const POLL_MS = 2000;
   const POLL_RECOVERING_MS = 250;
@@ -15,6 +17,7 @@
   const DEAD_LETTER_EVERY = 5;
   const POSITIONS_EVERY = 5;
 
+  const drawing = new WeakMap();
   const page = {
     token: sessionStorage.getItem("rewind.token") || "",
     panel: "overview",
@@ -22,6 +25,8 @@
     seen: [],
     positions: [],
     positionsText: "",
+    statementsKey: "",
+    dropDir: "",
     overviewTicks: 0,
     stateTicks: 0,
     recovering: false,
@@ -333,15 +338,119 @@
       (body.snapshots || []).map((row) =>
         el(
           "tr",
-          { "data-store": row.store },
+          { "data-store": row.store, "data-location": row.location || "local" },
           textCell(row.store),
           numCell(row.offset === undefined ? null : String(row.offset), 0),
           el("td", { title: row.created_at ? new Date(row.created_at * 1000).toISOString() : "" }, row.created_at ? age(now - row.created_at) : "–"),
           el("td", { className: "num", title: row.file_size === undefined ? "" : `${row.file_size} bytes` }, bytes(row.file_size)),
-          el("td", { title: row.path || "" }, row.error ? `damaged: ${row.error}` : row.location || "local"),
+          el("td", { title: row.path || "" }, row.error ? `${row.location || "local"}: ${row.store ? "damaged" : "not listed"}: ${row.error}` : row.location || "local"),
         ),
       ),
     );
+  }
+
+  // Reconciliation
+
+  function breakKeyCell(item) {
+    if (item.entity === "order") return el("td", { "data-exact": item.key }, orderLink(item.key));
+    if (item.entity === "position" && item.account) return symbolLinks(item.account, item.key);
+    return el("td", { "data-exact": item.key }, item.key);
+  }
+
+  function renderReconciliation(body) {
+    const last = body.last;
+    const table = $("reconcile-breaks");
+    if (!last) {
+      badge($("reconcile-status"), "none yet", "");
+      $("reconcile-summary").textContent = "No reconciliation since the service started.";
+      $("reconcile-counts").replaceChildren();
+      fill(table.tBodies[0], []);
+      table.dataset.finished = "";
+      return;
+    }
+    const finished = new Date(last.finished_at * 1000);
+    badge($("reconcile-status"), last.clean ? "clean" : `${last.breaks_total} breaks`, last.clean ? "good" : "bad");
+    const summary = $("reconcile-summary");
+    summary.textContent = `${last.statement.name}: ${age(Date.now() / 1000 - last.finished_at)} ago, against ${last.compared_with.source}`;
+    summary.title = finished.toISOString();
+    if (table.dataset.finished === String(last.finished_at)) return; // drawn already: keep focus and scroll
+    const counts = [
+      ...Object.entries(last.matches || {}).map(([kind, count]) => el("li", { "data-matches": kind }, `${kind}: ${count} match`)),
+      ...Object.entries(last.breaks_by_kind || {})
+        .filter(([, count]) => count > 0)
+        .map(([kind, count]) => el("li", { "data-breaks": kind }, el("span", { className: "badge bad" }, `${kind}: ${count}`))),
+    ];
+    $("reconcile-counts").replaceChildren(...counts);
+    const rows = last.breaks.map((item) =>
+      el(
+        "tr",
+        { "data-kind": item.kind, "data-entity": item.entity },
+        el("td", { title: item.entity }, item.kind),
+        item.account ? accountLinks(item.account) : textCell(null),
+        breakKeyCell(item),
+        numCell(item.statement, 4),
+        numCell(item.rewind, 4),
+        numCell(item.difference, 4),
+      ),
+    );
+    if (last.breaks_total > last.breaks.length) {
+      rows.push(el("tr", {}, el("td", { colspan: 6, className: "muted" }, `… ${last.breaks_total - last.breaks.length} more (rewind reconcile lists them all)`)));
+    }
+    fill(table.tBodies[0], rows);
+    table.dataset.finished = String(last.finished_at);
+  }
+
+  function fillStatementSelect(select, statements, kind, optional) {
+    const chosen = select.value;
+    const ordered = [...statements.filter((s) => s.kind === kind), ...statements.filter((s) => s.kind !== kind)];
+    const options = optional ? [el("option", { value: "" }, "none")] : [];
+    if (!optional && !ordered.length) options.push(el("option", { value: "" }, "(no statement in the drop folder)"));
+    options.push(...ordered.map((s) => el("option", { value: s.name }, s.name)));
+    select.replaceChildren(...options);
+    if (ordered.some((s) => s.name === chosen)) select.value = chosen;
+    else select.value = optional ? "" : ordered.length ? ordered[0].name : "";
+  }
+
+  function renderStatements(body) {
+    page.dropDir = body.drop_dir;
+    $("reconcile-folder").textContent = `statements from ${body.drop_dir}`;
+    const key = JSON.stringify(body.statements.map((s) => s.name));
+    if (key === page.statementsKey) return;
+    page.statementsKey = key;
+    fillStatementSelect($("reconcile-positions"), body.statements, "positions", false);
+    fillStatementSelect($("reconcile-balances"), body.statements, "balances", true);
+    fillStatementSelect($("reconcile-orders"), body.statements, "orders", true);
+  }
+
+  async function reconcileNow() {
+    const positions = $("reconcile-positions").value;
+    if (!positions) throw new Error(`reconcile: put a statement file in the drop folder ${page.dropDir || ""} first`);
+    const params = new URLSearchParams({ positions });
+    for (const kind of ["balances", "orders"]) {
+      const name = $(`reconcile-${kind}`).value;
+      if (name) params.set(kind, name);
+    }
+    const asOf = $("reconcile-as-of").value.trim();
+    if (asOf) params.set("as_of", asOf);
+    const files = [...params].filter(([kind]) => kind !== "as_of").map(([kind, name]) => `${kind} ${name}`).join(", ");
+    const question = `Reconcile the state with ${files}${asOf ? ` as of ${asOf}` : ""}? It compares and changes nothing.`;
+    if (!(await confirmAction(question))) return;
+    $("reconcile").disabled = true;
+    $("action-result").textContent = "reconcile: running…";
+    let reply;
+    try {
+      reply = await api(`/reconcile?${params}`, "POST");
+    } finally {
+      renderMode();
+    }
+    if (!reply.ok) {
+      $("action-result").textContent = "";
+      throw new Error(failure(reply, "reconcile"));
+    }
+    const report = reply.body;
+    $("action-result").textContent = `reconcile: ${report.clean ? "clean" : report.breaks.length + " breaks"}`;
+    const last = await api("/reconcile");
+    if (last.ok) renderReconciliation(last.body);
   }
 
   function renderAnomalies(body) {
@@ -387,12 +496,14 @@
       page.overviewTicks += 1;
       return;
     }
-    const [health, lag, snapshots, history, anomalies] = await Promise.all([
+    const [health, lag, snapshots, history, anomalies, reconciliation, statements] = await Promise.all([
       api("/health"),
       api("/lag"),
       api("/snapshots"),
       api("/recovery/history"),
       api("/state/anomalies"),
+      api("/reconcile"),
+      api("/reconcile/statements"),
     ]);
     renderHealth(health);
     if (lag.ok) renderLag(lag.body);
@@ -400,13 +511,15 @@
     if (snapshots.ok) renderSnapshots(snapshots.body);
     if (history.ok) renderRecoveryHistory(history.body);
     if (anomalies.ok) renderAnomalies(anomalies.body);
+    if (reconciliation.ok) renderReconciliation(reconciliation.body);
+    if (statements.ok) renderStatements(statements.body);
     markOnce("rewind:overview");
     if (page.overviewTicks % DEAD_LETTER_EVERY === 0) {
       const dead = await api("/dead-letters");
       if (dead.ok) renderDeadLetters(dead.body);
     }
     page.overviewTicks += 1;
-    for (const [name, reply] of Object.entries({ snapshots, history, anomalies })) {
+    for (const [name, reply] of Object.entries({ snapshots, history, anomalies, reconciliation, statements })) {
       if (!reply.ok) throw new Error(failure(reply, name));
     }
   }
@@ -427,18 +540,39 @@
     );
   }
 
+  // The first FIRST_ROWS rows are drawn at once, the rest ROWS_PER_FRAME per animation frame, so
+  // the page paints before thousands of rows are built; a newer call stops an older one's drawing.
+  // data-complete is "true" once every shown row is in the table.
   function renderPositionTable(table, countNode, rows, filter) {
     const wanted = (filter || "").trim().toLowerCase();
     const matching = wanted
       ? rows.filter((r) => r.account_id.toLowerCase().includes(wanted) || r.symbol.toLowerCase().includes(wanted))
       : rows;
-    fill(table.tBodies[0], matching.slice(0, SHOWN_ROWS).map(positionRow));
+    const shown = matching.slice(0, SHOWN_ROWS);
+    const generation = (drawing.get(table) || 0) + 1;
+    drawing.set(table, generation);
+    table.dataset.complete = "false";
+    fill(table.tBodies[0], shown.slice(0, FIRST_ROWS).map(positionRow));
     countNode.textContent =
       matching.length > SHOWN_ROWS
         ? `showing ${SHOWN_ROWS} of ${matching.length} (search to narrow)`
         : `${matching.length}${wanted ? " matching" : ""} of ${rows.length}`;
-    table.dataset.rows = String(Math.min(matching.length, SHOWN_ROWS));
+    table.dataset.rows = String(shown.length);
     markOnce(`rewind:${table.id}`);
+    let next = FIRST_ROWS;
+    const more = () => {
+      if (drawing.get(table) !== generation) return;
+      if (next < shown.length) {
+        table.tBodies[0].append(...shown.slice(next, next + ROWS_PER_FRAME).map(positionRow));
+        next += ROWS_PER_FRAME;
+        requestAnimationFrame(more);
+        return;
+      }
+      table.dataset.complete = "true";
+      markOnce(`rewind:${table.id}-all`);
+    };
+    if (next < shown.length) requestAnimationFrame(more);
+    else more();
   }
 
   // Performance marks for bench/bench_console.py: when each view first showed its data.
@@ -858,6 +992,10 @@
     $("snapshot-now").addEventListener("click", () =>
       guard(mutate("/snapshots", "Snapshot every store now?", "snapshot")),
     );
+    $("reconcile-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      guard(reconcileNow());
+    });
     $("rebuild").addEventListener("click", () =>
       guard(mutate("/rebuild", "Rebuild the live state from the newest valid snapshot and the log? Reads answer from the old state until it is swapped in.", "rebuild")),
     );
