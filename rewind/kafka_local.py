@@ -14,10 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -25,10 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rewind.ground.errors import RewindError
+from rewind.local_process import (
+    find_java,
+    free_port,
+    last_lines,
+    launch,
+    port_is_free,
+    running_pid,
+    stop_group,
+)
 
 KAFKA_VERSION = os.environ.get("REWIND_KAFKA_VERSION", "4.3.1")
 POM = Path(__file__).parent / "kafka_dist" / "pom.xml"
-MIN_JAVA = 17
 HEAP = "512m"
 _DOCKER_HINT = "or run `docker compose up` and set REWIND_BOOTSTRAP=127.0.0.1:9092"
 
@@ -61,35 +66,6 @@ class BrokerStatus:
             "data_dir": self.data_dir,
             "data_bytes": self.data_bytes,
         }
-
-
-def find_java() -> str:
-    """The java executable (``$JAVA_HOME`` first, then ``PATH``), checked to be 17 or newer."""
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    if not candidate or not os.access(candidate, os.X_OK):
-        raise RewindError(
-            "no Java runtime found (JAVA_HOME is unset or wrong, and `java` is not on PATH); "
-            "the local Kafka broker runs on the JDK",
-            f"install a JDK {MIN_JAVA}+ (Debian: apt-get install openjdk-17-jdk-headless), {_DOCKER_HINT}",
-        )
-    try:
-        out = subprocess.run([candidate, "-version"], capture_output=True, text=True, timeout=30).stderr
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RewindError(
-            f"cannot run {candidate}: {exc}", f"install a JDK {MIN_JAVA}+, {_DOCKER_HINT}"
-        ) from exc
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    major = int(match.group(1)) if match else 0
-    if major == 1 and match and match.group(2):
-        major = int(match.group(2))
-    if major < MIN_JAVA:
-        raise RewindError(
-            f"{candidate} is Java {major or '(unknown version)'}; "
-            f"Kafka {KAFKA_VERSION} needs Java {MIN_JAVA}+",
-            f"install a JDK {MIN_JAVA}+ and put it first on PATH (or set JAVA_HOME), {_DOCKER_HINT}",
-        )
-    return candidate
 
 
 def fetch(version: str = KAFKA_VERSION, quiet: bool = False) -> Path:
@@ -136,42 +112,6 @@ def fetch(version: str = KAFKA_VERSION, quiet: bool = False) -> Path:
     return libs
 
 
-def port_is_free(port: int) -> bool:
-    """Whether the broker could listen on ``port``: nothing listens there.
-
-    The probe binds as the broker does, with SO_REUSEADDR, so a port whose last connections are
-    still in TIME_WAIT (a broker killed a moment ago) counts as free: the broker comes back on its
-    own address instead of a new one.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.is_file():
-        fields = stat.read_text().rsplit(")", 1)[-1].split()
-        return bool(fields) and fields[0] != "Z"
-    return True
-
-
 def _dir_size(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -196,15 +136,7 @@ class LocalKafka:
 
     def pid(self) -> int | None:
         """The broker's pid if it is running, else None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if _pid_alive(pid) and (not cmdline.exists() or b"kafka.Kafka" in cmdline.read_bytes()):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        return running_pid(self.pid_file, b"kafka.Kafka")
 
     def address(self) -> str | None:
         try:
@@ -324,7 +256,7 @@ class LocalKafka:
         if self.pid() is not None:
             return self.status()
         self.check_data_dir()
-        java = find_java()
+        java = find_java(_DOCKER_HINT)
         libs = fetch()
         broker_port, controller_port = self._choose_ports(port)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -345,16 +277,7 @@ class LocalKafka:
             "kafka.Kafka",
             str(self.properties),
         ]
-        with self.log_file.open("ab") as log:
-            log.write(f"\n--- rewind kafka start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{process.pid}\n")
+        process = launch(command, self.log_file, self.pid_file, "rewind kafka start")
         self._wait_until_ready(process, address, timeout)
         self.bootstrap_file.write_text(address + "\n")
         return self.status()
@@ -390,18 +313,7 @@ class LocalKafka:
         pid = self.pid()
         if pid is None:
             return False
-        os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _pid_alive(pid):
-            _reap(pid)
-            time.sleep(0.1)
-        if _pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                _reap(pid)
-                time.sleep(0.05)
-        self.pid_file.unlink(missing_ok=True)
+        stop_group(pid, self.pid_file, timeout)
         return True
 
     def reset(self) -> None:
@@ -412,20 +324,4 @@ class LocalKafka:
         self.bootstrap_file.unlink(missing_ok=True)
 
     def tail(self, lines: int = 50) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _is_group_leader(pid: int) -> bool:
-    try:
-        return os.getpgid(pid) == pid
-    except ProcessLookupError:
-        return False
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+        return last_lines(self.log_file, lines)

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -27,7 +26,15 @@ from pathlib import Path
 
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
-from rewind.kafka_local import find_java, free_port, port_is_free
+from rewind.local_process import (
+    find_java,
+    free_port,
+    last_lines,
+    launch,
+    port_is_free,
+    running_pid,
+    stop_group,
+)
 
 S3PROXY_VERSION = "4.1.0"
 S3PROXY_ARTIFACT = f"org.gaul:s3proxy:{S3PROXY_VERSION}:jar:jar-with-dependencies"
@@ -128,20 +135,6 @@ class S3Status:
         }
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    with contextlib.suppress(OSError):
-        fields = stat.read_text().rsplit(")", 1)[-1].split()
-        return bool(fields) and fields[0] != "Z"
-    return True
-
-
 class LocalS3:
     """The S3 server that belongs to one ``REWIND_HOME``."""
 
@@ -157,15 +150,7 @@ class LocalS3:
 
     def pid(self) -> int | None:
         """The server's pid if it runs, else None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if _alive(pid) and (not cmdline.exists() or b"s3proxy" in cmdline.read_bytes()):
-            return pid
-        self.pid_file.unlink(missing_ok=True)
-        return None
+        return running_pid(self.pid_file, b"s3proxy")
 
     def endpoint(self) -> str | None:
         try:
@@ -198,7 +183,7 @@ class LocalS3:
         runs."""
         if self.pid() is not None:
             return self.status()
-        java = find_java()
+        java = find_java(_DOCKER_HINT)
         jar = fetch()
         chosen = self._choose_port(port if port is not None else int(self.settings["s3.port"]))
         self.data.mkdir(parents=True, exist_ok=True)
@@ -214,16 +199,7 @@ class LocalS3:
         self.properties.chmod(0o600)
         self.port_file.write_text(f"{chosen}\n")
         command = [java, f"-Xmx{HEAP}", "-jar", str(jar), "--properties", str(self.properties)]
-        with self.log_file.open("ab") as log:
-            log.write(f"\n--- rewind s3 start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{process.pid}\n")
+        process = launch(command, self.log_file, self.pid_file, "rewind s3 start")
         self._wait_until_ready(process, endpoint, timeout)
         self.endpoint_file.write_text(endpoint + "\n")
         bucket = str(self.settings["snapshots.remote.bucket"])
@@ -258,22 +234,8 @@ class LocalS3:
         pid = self.pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-            time.sleep(0.05)
-        self.pid_file.unlink(missing_ok=True)
+        stop_group(pid, self.pid_file, timeout)
         return True
 
     def tail(self, lines: int = 50) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return last_lines(self.log_file, lines)

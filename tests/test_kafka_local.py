@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from rewind.kafka_local import port_is_free
+from rewind.local_process import port_is_free
 from tests.cli_runner import run_rewind
 from tests.kafka_helpers import create_topic, read_topic
 
