@@ -147,7 +147,7 @@ def _event_fields(event: Mapping[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _touches(state: MemoryState, target: Target, event: Mapping[str, Any]) -> bool:
+def touches(state: MemoryState, target: Target, event: Mapping[str, Any]) -> bool:
     """Whether an event (already folded into ``state``) is about the target entity."""
     if target.order_id is not None:
         return bool(event.get("order_id") == target.order_id)
@@ -193,42 +193,56 @@ def replay_rows(
     advance the offset, as they do when the projector sends them to the dead-letter topic."""
     step = EventsStep(state, partition, QUARANTINE, state.offset)
     for message in messages:
-        offset = message.offset()
-        if offset is None:
-            raise InvariantViolation(f"partition {partition}: a record read from the log has no offset")
-        try:
-            outcome = step.record(message.value(), offset, message.key())
-        except InvariantError as exc:
-            raise RewindError(
-                f"the fold broke an invariant at partition {partition} offset {offset}: {exc}",
-                "the projector stops at this record too; report it with the partition and offset",
-            ) from exc
-        state.offset = offset
+        outcome = apply_record(step, state, partition, message)
         if outcome in (UNDECODABLE, REFUSED):
             history.undecodable += 1
             continue
-        event, anomaly = step.event, step.anomaly
+        offset = state.offset
         history.replayed += 1
         if on_event is not None:
             on_event(offset)
-        if offset < first_offset or not _touches(state, target, event):
+        if offset < first_offset or not touches(state, target, step.event):
             continue
-        _kind, timestamp = message.timestamp()
-        history.rows.append(
-            HistoryRow(
-                partition=partition,
-                offset=offset,
-                timestamp_ms=int(timestamp),
-                occurred_at_us=int(event["occurred_at"]),
-                event_type=str(event["event_type"]),
-                event_id=str(event["event_id"]),
-                account_id=str(event["account_id"]),
-                source=str(event["source"]),
-                fields=_event_fields(event),
-                anomaly=None if anomaly is None else views.to_dict(anomaly),
-                state=entity_state(state, target),
-            )
-        )
+        history.rows.append(history_row(partition, message, step, state, target))
+
+
+def apply_record(step: EventsStep, state: MemoryState, partition: int, message: Message) -> int:
+    """Fold one record read from ``partition``'s log with the projector's own step and move
+    ``state.offset`` to it; the step's outcome. The fold breaking an invariant is a
+    :class:`RewindError` naming the record, as it stops the projector at the same record."""
+    offset = message.offset()
+    if offset is None:
+        raise InvariantViolation(f"partition {partition}: a record read from the log has no offset")
+    try:
+        outcome = step.record(message.value(), offset, message.key())
+    except InvariantError as exc:
+        raise RewindError(
+            f"the fold broke an invariant at partition {partition} offset {offset}: {exc}",
+            "the projector stops at this record too; report it with the partition and offset",
+        ) from exc
+    state.offset = offset
+    return outcome
+
+
+def history_row(
+    partition: int, message: Message, step: EventsStep, state: MemoryState, target: Target
+) -> HistoryRow:
+    """The row of the event ``step`` just applied from ``message``, with ``target``'s state after it."""
+    event, anomaly = step.event, step.anomaly
+    _kind, timestamp = message.timestamp()
+    return HistoryRow(
+        partition=partition,
+        offset=state.offset,
+        timestamp_ms=int(timestamp),
+        occurred_at_us=int(event["occurred_at"]),
+        event_type=str(event["event_type"]),
+        event_id=str(event["event_id"]),
+        account_id=str(event["account_id"]),
+        source=str(event["source"]),
+        fields=_event_fields(event),
+        anomaly=None if anomaly is None else views.to_dict(anomaly),
+        state=entity_state(state, target),
+    )
 
 
 def history(

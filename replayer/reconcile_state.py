@@ -25,14 +25,13 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from projector import queries
-from projector.fold import InvariantError
 from projector.model import Balance, Order, Position
 from projector.policy import QUARANTINE, REFUSED, UNDECODABLE, EventsStep
 from projector.state import MemoryState
 from projector.state_directory import StateDirectory
 from projector.store import partition_dir_name
 from replayer.entity_location import HISTORY_DATA_LOSS_FIX, Target
-from replayer.history import HistoryRow, _event_fields, _touches, entity_state
+from replayer.history import HistoryRow, apply_record, history_row, touches
 from replayer.reconciliation import BALANCE, ORDER, Break, RewindRows
 from replayer.start_snapshot import starting_state
 from replayer.timetravel import build_state_at, points_at
@@ -124,7 +123,7 @@ def _matches(state: MemoryState, key: EntityKey, event: Mapping[str, Any]) -> bo
         )
     if event["event_type"] not in _MOVES_POSITION:
         return False
-    return _touches(state, Target(account_id=account, symbol=name), event)
+    return touches(state, Target(account_id=account, symbol=name), event)
 
 
 def _target(key: EntityKey) -> Target:
@@ -168,45 +167,12 @@ def last_events(
             for message in read_range(
                 consumer, topic, partition, state.offset + 1, end, HISTORY_DATA_LOSS_FIX
             ):
-                offset = message.offset()
-                if offset is None:
-                    raise RewindError(f"partition {partition}: a record has no offset", "report this")
-                try:
-                    outcome = step.record(message.value(), offset, message.key())
-                except InvariantError as exc:
-                    raise RewindError(
-                        f"the fold broke an invariant at partition {partition} offset {offset}: {exc}",
-                        "the projector stops at this record too; report it with the partition and offset",
-                    ) from exc
-                state.offset = offset
-                if outcome in (UNDECODABLE, REFUSED):
+                if apply_record(step, state, partition, message) in (UNDECODABLE, REFUSED):
                     continue
                 event = step.event
-                wanted = accounts.get(str(event["account_id"]))
-                if not wanted:
-                    continue
-                for key in wanted:
-                    if not _matches(state, key, event):
-                        continue
-                    _kind, timestamp = message.timestamp()
-                    anomaly = step.anomaly
-                    found[key].append(
-                        HistoryRow(
-                            partition=partition,
-                            offset=offset,
-                            timestamp_ms=int(timestamp),
-                            occurred_at_us=int(event["occurred_at"]),
-                            event_type=str(event["event_type"]),
-                            event_id=str(event["event_id"]),
-                            account_id=str(event["account_id"]),
-                            source=str(event["source"]),
-                            fields=_event_fields(event),
-                            anomaly=None
-                            if anomaly is None
-                            else {"kind": anomaly.kind, "detail": anomaly.detail},
-                            state=entity_state(state, _target(key)),
-                        )
-                    )
+                for key in accounts.get(str(event["account_id"]), ()):
+                    if _matches(state, key, event):
+                        found[key].append(history_row(partition, message, step, state, _target(key)))
     finally:
         consumer.close()
     return {key: list(rows) for key, rows in found.items()}
