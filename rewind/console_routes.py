@@ -36,6 +36,7 @@ from rewind.ground.errors import RewindError
 from rewind.http_common import (
     ApiError,
     BadParameter,
+    add_routes,
     json_bytes_response,
     json_response,
     query_params,
@@ -204,7 +205,4 @@ def install(app: web.Application) -> None:
         jobs.close()
 
     app.on_cleanup.append(close)
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
-        if method == "GET":
-            app.router.add_route("HEAD", path, handler)
+    add_routes(app, ROUTES)

@@ -81,6 +81,7 @@ from rewind.http_common import (
     ApiError,
     BadParameter,
     Runtime,
+    add_routes,
     identifier,
     json_bytes_response,
     json_response,
@@ -447,10 +448,7 @@ def create_app(service: ServiceView) -> web.Application:
         runtime.close()
 
     app.on_cleanup.append(close)
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
-        if method == "GET":
-            app.router.add_route("HEAD", path, handler)
+    add_routes(app, ROUTES)
     console_routes.install(app)
     return app
 

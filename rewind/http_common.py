@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
@@ -176,3 +176,12 @@ def query_params(request: web.Request, *allowed: str) -> dict[str, str]:
         if values:
             found[name] = identifier(name, values[0])
     return found
+
+
+def add_routes(app: web.Application, routes: Iterable[tuple[str, str, Any]]) -> None:
+    """Add each ``(method, path, handler)`` to ``app``, and HEAD beside every GET (RFC 9110: a server
+    that answers GET answers HEAD with the same status and headers)."""
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+        if method == "GET":
+            app.router.add_route("HEAD", path, handler)
