@@ -30,7 +30,7 @@ After every run the system's final orders, positions and balances must equal rew
 (bench/peers/crosscheck.py), or the benchmark stops. Results: bench/results/peers-<time>.json and a
 markdown table beside it. Commands: bench/peers/README.md.
 
-    .venv/bin/python -m bench.peers.run_peers --bootstrap 127.0.0.1:9092 --events 3800000
+    .venv/bin/python -m bench.peers.run_peers --bootstrap 127.0.0.1:9092
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ FAUST_PYTHON = FAUST_DIR / ".venv" / "bin" / "python"
 FAUST_TABLES = ("orders", "fills", "positions", "balances")
 JSON_LINE = re.compile(r"(\{\".*\})\s*$")
 SYSTEMS = ("rewind", "kafka_streams", "faust")
-DEFAULT_PEER_SECONDS = "faust=60"
+DEFAULT_PEER_SECONDS = "faust=120"
 
 
 @dataclasses.dataclass
@@ -626,7 +626,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--bootstrap", help="existing broker (default: start a local one in a temp dir)")
-    parser.add_argument("--events", type=int, default=3_800_000, help="~1M orders at the default")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=1_000_000,
+        help="~290k orders at the default, which fits a 15-minute run (3,800,000: ~1M orders)",
+    )
     parser.add_argument("--tail", type=int, default=100_000, help="(b): events left when the kill lands")
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--accounts", type=int, default=2000)
