@@ -571,12 +571,16 @@ def table(result: dict[str, Any]) -> str:
     for name, row in b.items():
         if row.get("bounded"):
             who = names[name.removesuffix("_static")] + (" (static membership)" if "static" in name else "")
+            first = (
+                "" if row["first_progress_s"] is None else f", first progress at {row['first_progress_s']} s"
+            )
+            if row.get("correct_again_s") is not None:
+                first += f": serving state correct at its offsets from {row['correct_again_s']} s"
             rows.append(
                 f"(b) {who} †: "
                 f"killed at {row['killed_at_events']:,} events ({row['killed_by']}); the restart did not "
                 f"catch up within its {row.get('peer_seconds')} s budget ({row['applied_after_restart']:,} "
-                f"events applied after it, first progress at {row['first_progress_s']} s); state when "
-                f"stopped: {row['state_after_restart']}."
+                f"events applied after it{first}); state when stopped: {row['state_after_restart']}."
             )
     faust = b.get("faust")
     if faust and not faust.get("bounded"):
@@ -887,6 +891,11 @@ def measure_recovery(
             "tail_events": again.events,
             "first_progress_s": next((line["t"] for line in again.lines if "progress" in line), None),
         }
+        # A bounded restart that was cross-checked equal at its offsets served correct state from
+        # its first progress line on (it processes nothing before its state is restored).
+        row["correct_again_s"] = (
+            None if wrong else row["restart_s"] if not again.bounded else row["first_progress_s"]
+        )
         if name.startswith("kafka_streams"):
             row["first_restore_s"] = next(
                 (line["t"] for line in again.lines if "restore_start" in line), None
