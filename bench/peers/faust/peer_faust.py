@@ -7,23 +7,34 @@ for orders, fills, positions and balances), applied to four Faust tables with ch
 Configured by environment variables (bench/peers/run_peers.py sets them):
 PEER_BOOTSTRAP, PEER_TOPIC, PEER_PARTITIONS, PEER_APP_ID, PEER_DATA_DIR, PEER_SCHEMAS (rewind's
 schemas/ directory), PEER_EXPORT (JSON written once caught up), PEER_STORE (``memory://`` or
-``rocksdb://``), PEER_GUARANTEE (``at_least_once`` or ``exactly_once``), PEER_PROGRESS_EVERY.
+``rocksdb://``), PEER_GUARANTEE (``at_least_once`` or ``exactly_once``), PEER_PROGRESS_EVERY,
+PEER_DEADLINE_S (optional: the pass's time budget in seconds from interpreter start).
 
     PEER_...=... .venv/bin/python peer_faust.py worker --loglevel=warn
 
 It prints JSON lines (on stdout, or inside its log lines where Faust redirects stdout): progress,
 then one "done" line (wall, CPU, RSS) once every partition has reached the log end seen at start
 (processed, or committed by an earlier run), then the export.
+
+A pass not caught up by PEER_DEADLINE_S is stopped there instead: a timer thread hands the stop to
+the event loop, which runs it between two events, so the tables and the offsets applied are read at
+one point (a Faust timer would not run before the worker has its partitions). One "bounded" line
+gives the events applied, wall, CPU, RSS, whether the tables were being served (false while they
+recover) and the offsets applied per partition (this run's, or the committed ones of a partition it
+has not reached yet); the export then carries those offsets too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import json
 import os
 import re
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,7 @@ PARTITIONS = int(os.environ["PEER_PARTITIONS"])
 APP_ID = os.environ["PEER_APP_ID"]
 EXPORT = os.environ.get("PEER_EXPORT")
 PROGRESS_EVERY = int(os.environ.get("PEER_PROGRESS_EVERY", "10000"))
+DEADLINE_S = float(os.environ.get("PEER_DEADLINE_S", "0"))
 
 
 def emit(**fields: Any) -> None:
@@ -113,6 +125,7 @@ processed: dict[int, int] = {}
 counter = {"events": 0}
 ends: dict[int, int] = {}
 already: set[int] = set()
+committed: dict[int, int] = {}
 
 
 fold_tables = PeerFold(orders, fills, positions, balances)
@@ -139,22 +152,23 @@ async def fetch_ends() -> None:
         found_ends = {tp.partition: offset for tp, offset in found.items()}
     finally:
         await consumer.stop()
-    already.update(await committed_ends(found_ends))
+    committed.update(await committed_offsets(found_ends))
+    already.update(p for p, end in found_ends.items() if committed.get(p, -1) >= end)
     ends.update(found_ends)
     emit(starting=APP_ID, partitions=len(ends), already_at_end=len(already))
 
 
-async def committed_ends(ends: dict[int, int]) -> set[int]:
-    """Partitions whose committed offset (an earlier run's) has reached the end."""
+async def committed_offsets(ends: dict[int, int]) -> dict[int, int]:
+    """The offsets an earlier run committed, per partition (absent: none committed)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=APP_ID, enable_auto_commit=False)
     await consumer.start()
     try:
-        done = set()
-        for partition, end in ends.items():
+        found = {}
+        for partition in ends:
             offset = await consumer.committed(TopicPartition(TOPIC, partition))
-            if offset is not None and offset >= end:
-                done.add(partition)
-        return done
+            if offset is not None:
+                found[partition] = offset
+        return found
     finally:
         await consumer.stop()
 
@@ -179,6 +193,27 @@ async def watch() -> None:
     os._exit(0)
 
 
+def stop_at_budget() -> None:
+    """The pass at its time budget: what was applied, the tables with those offsets, then exit."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    recovery = app.tables.recovery
+    serving = bool(ends) and recovery.completed.is_set() and not recovery.in_recovery
+    offsets = {str(p): processed.get(p, committed.get(p, 0)) for p in range(PARTITIONS)}
+    emit(
+        bounded=True,
+        processed=counter["events"],
+        wall_s=round(time.monotonic() - STARTED, 3),
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+        rss_kb=rss_kb(),
+        serving=serving,
+        offsets=offsets,
+    )
+    if EXPORT and serving:
+        export(Path(EXPORT), offsets)
+        emit(exported=EXPORT)
+    os._exit(0)
+
+
 def rss_kb() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -186,9 +221,19 @@ def rss_kb() -> int:
     return -1
 
 
-def export(path: Path) -> None:
-    path.write_text(json.dumps(fold_tables.export()), encoding="utf-8")
+def export(path: Path, offsets: dict[str, int] | None = None) -> None:
+    tables = fold_tables.export()
+    path.write_text(
+        json.dumps(tables if offsets is None else {**tables, "offsets": offsets}), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":
+    if DEADLINE_S:
+        budget = threading.Timer(
+            max(0.0, DEADLINE_S - (time.monotonic() - STARTED)),
+            functools.partial(asyncio.get_event_loop().call_soon_threadsafe, stop_at_budget),
+        )
+        budget.daemon = True
+        budget.start()
     app.main()

@@ -37,14 +37,17 @@ final class FoldProcessor implements Processor<String, byte[], Void, Void> {
     private final Map<Integer, Long> processed;
     private final AtomicLong count;
     private final long progressEvery;
+    private final Bound bound;
     private ProcessorContext<Void, Void> context;
     private KeyValueStore<String, byte[]> orders;
     private KeyValueStore<String, String> fills;
     private KeyValueStore<String, byte[]> positions;
     private KeyValueStore<String, Long> balances;
 
-    FoldProcessor(EventDecoder decoder, Map<Integer, Long> processed, AtomicLong count, long progressEvery) {
+    FoldProcessor(EventDecoder decoder, Map<Integer, Long> processed, AtomicLong count, long progressEvery,
+            Bound bound) {
         this.decoder = decoder;
+        this.bound = bound;
         this.processed = processed;
         this.count = count;
         this.progressEvery = progressEvery;
@@ -61,6 +64,7 @@ final class FoldProcessor implements Processor<String, byte[], Void, Void> {
 
     @Override
     public void process(Record<String, byte[]> record) {
+        bound.parkIfRequested();
         RecordMetadata meta = context.recordMetadata().orElseThrow();
         GenericRecord event;
         try {

@@ -44,9 +44,15 @@ import org.apache.kafka.streams.state.Stores;
  * prints one "done" JSON line (wall, CPU, RSS), exports the stores as JSON (interactive queries)
  * and closes cleanly. Every line on stdout is JSON; restores are reported as they happen.
  *
+ * <p>With {@code --deadline-s N} a pass not caught up N seconds after the JVM started is stopped
+ * there: the stream thread parks before its next record, one "bounded" line gives the events
+ * applied, wall, CPU, RSS, whether the state was being served (false while restoring) and the
+ * offsets applied per partition (this run's, or the committed ones of a partition it has not
+ * reached yet); the export then carries those offsets too, and the JVM halts without committing.
+ *
  * <pre>java -cp 'target/classes:target/lib/*' rewind.peers.PeerMain --bootstrap H:P --topic T
  *     --app-id ID --state-dir DIR --schemas ../../../schemas --export out.json
- *     [--instance-id ID] [--threads N] [--progress-every N]</pre>
+ *     [--instance-id ID] [--threads N] [--progress-every N] [--deadline-s N]</pre>
  */
 public final class PeerMain {
     private PeerMain() {}
@@ -61,15 +67,24 @@ public final class PeerMain {
         String appId = need(args, "app-id");
         long progressEvery = Long.parseLong(args.getOrDefault("progress-every", "10000"));
 
+        double deadline = Double.parseDouble(args.getOrDefault("deadline-s", "0"));
+
         Map<Integer, Long> ends = endOffsets(bootstrap, topic);
-        Set<Integer> already = committedAtEnd(bootstrap, appId, topic, ends);
+        Map<Integer, Long> committed = committedOffsets(bootstrap, appId, topic, ends);
+        Set<Integer> already = new HashSet<>();
+        for (Map.Entry<Integer, Long> e : ends.entrySet()) {
+            if (committed.getOrDefault(e.getKey(), -1L) >= e.getValue()) {
+                already.add(e.getKey());
+            }
+        }
+        Bound bound = new Bound();
         Map<Integer, Long> processed = new ConcurrentHashMap<>();
         AtomicLong count = new AtomicLong();
         EventDecoder decoder = new EventDecoder(new File(need(args, "schemas")));
 
         Topology topology = new Topology();
         topology.addSource("events", Serdes.String().deserializer(), Serdes.ByteArray().deserializer(), topic);
-        topology.addProcessor("fold", () -> new FoldProcessor(decoder, processed, count, progressEvery), "events");
+        topology.addProcessor("fold", () -> new FoldProcessor(decoder, processed, count, progressEvery, bound), "events");
         topology.addStateStore(Stores.keyValueStoreBuilder(
                 Stores.persistentKeyValueStore(FoldProcessor.ORDERS), Serdes.String(), Serdes.ByteArray())
                 .withCachingEnabled(), "fold");
@@ -108,12 +123,15 @@ public final class PeerMain {
         emit("{\"starting\": " + quote(appId) + ", \"partitions\": " + ends.size()
                 + ", \"already_at_end\": " + already.size() + "}");
         streams.start();
-        waitCaughtUp(ends, already, processed, streams);
+        if (!waitCaughtUp(ends, already, processed, streams, deadline)) {
+            stopAtBudget(streams, bound, ends, committed, processed, count, args.get("export"));
+            return;
+        }
         emit("{\"done\": true, \"processed\": " + count.get() + ", \"wall_s\": " + uptime()
                 + ", \"cpu_s\": " + cpuSeconds() + ", \"rss_kb\": " + rssKb() + "}");
         String export = args.get("export");
         if (export != null) {
-            export(streams, Path.of(export));
+            export(streams, Path.of(export), null);
             emit("{\"exported\": " + quote(export) + "}");
         }
         // Leaves the group, so that the benchmark can delete it at once.
@@ -186,29 +204,64 @@ public final class PeerMain {
         }
     }
 
-    /** Partitions whose committed offset (an earlier run's) has already reached the end. */
-    private static Set<Integer> committedAtEnd(String bootstrap, String appId, String topic, Map<Integer, Long> ends)
-            throws Exception {
+    /** The offsets an earlier run committed, per partition (absent: none committed). */
+    private static Map<Integer, Long> committedOffsets(String bootstrap, String appId, String topic,
+            Map<Integer, Long> ends) throws Exception {
         Properties props = new Properties();
         props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         try (Admin admin = Admin.create(props)) {
             Map<TopicPartition, OffsetAndMetadata> committed =
                     admin.listConsumerGroupOffsets(appId).partitionsToOffsetAndMetadata().get();
-            Set<Integer> done = new HashSet<>();
-            for (Map.Entry<Integer, Long> e : ends.entrySet()) {
-                OffsetAndMetadata c = committed.get(new TopicPartition(topic, e.getKey()));
-                if (c != null && c.offset() >= e.getValue()) {
-                    done.add(e.getKey());
+            Map<Integer, Long> found = new TreeMap<>();
+            for (Integer partition : ends.keySet()) {
+                OffsetAndMetadata c = committed.get(new TopicPartition(topic, partition));
+                if (c != null) {
+                    found.put(partition, c.offset());
                 }
             }
-            return done;
+            return found;
         }
     }
 
-    /** Until every partition not already at its end has processed up to the end seen at start. */
-    private static void waitCaughtUp(Map<Integer, Long> ends, Set<Integer> already, Map<Integer, Long> processed,
-            KafkaStreams streams) throws InterruptedException {
+    /**
+     * The pass at its time budget: parks the stream thread, reports what was applied, exports the
+     * stores with those offsets when they are being served, and halts (no commit, no clean close).
+     */
+    private static void stopAtBudget(KafkaStreams streams, Bound bound, Map<Integer, Long> ends,
+            Map<Integer, Long> committed, Map<Integer, Long> processed, AtomicLong count, String export)
+            throws Exception {
+        bound.request();
+        // Not RUNNING: rebalancing or restoring, so no record is coming to park the thread on.
+        boolean serving = streams.state() == KafkaStreams.State.RUNNING && bound.awaitParked(10_000)
+                && streams.state() == KafkaStreams.State.RUNNING;
+        StringBuilder offsets = new StringBuilder("{");
+        String sep = "";
+        for (Integer partition : ends.keySet()) {
+            long applied = processed.getOrDefault(partition, committed.getOrDefault(partition, 0L));
+            offsets.append(sep).append('"').append(partition).append("\": ").append(applied);
+            sep = ", ";
+        }
+        offsets.append('}');
+        emit("{\"bounded\": true, \"processed\": " + count.get() + ", \"wall_s\": " + uptime()
+                + ", \"cpu_s\": " + cpuSeconds() + ", \"rss_kb\": " + rssKb() + ", \"serving\": " + serving
+                + ", \"offsets\": " + offsets + "}");
+        if (export != null && serving) {
+            export(streams, Path.of(export), offsets.toString());
+            emit("{\"exported\": " + quote(export) + "}");
+        }
+        Runtime.getRuntime().halt(0);
+    }
+
+    /**
+     * Until every partition not already at its end has processed up to the end seen at start (true),
+     * or the JVM has run {@code deadline} seconds (false; 0: no deadline).
+     */
+    private static boolean waitCaughtUp(Map<Integer, Long> ends, Set<Integer> already, Map<Integer, Long> processed,
+            KafkaStreams streams, double deadline) throws InterruptedException {
         while (true) {
+            if (deadline > 0 && uptime() >= deadline) {
+                return false;
+            }
             boolean behind = false;
             for (Map.Entry<Integer, Long> e : ends.entrySet()) {
                 if (!already.contains(e.getKey()) && processed.getOrDefault(e.getKey(), 0L) < e.getValue()) {
@@ -218,7 +271,7 @@ public final class PeerMain {
             }
             KafkaStreams.State state = streams.state();
             if (!behind && state == KafkaStreams.State.RUNNING) {
-                return;
+                return true;
             }
             if (state == KafkaStreams.State.ERROR || state == KafkaStreams.State.NOT_RUNNING) {
                 throw new IllegalStateException("Kafka Streams stopped: " + state);
@@ -227,7 +280,7 @@ public final class PeerMain {
         }
     }
 
-    private static void export(KafkaStreams streams, Path path) throws IOException {
+    private static void export(KafkaStreams streams, Path path, String offsets) throws IOException {
         try (PrintWriter out = new PrintWriter(Files.newBufferedWriter(path, StandardCharsets.UTF_8))) {
             out.print("{\"orders\": {");
             ReadOnlyKeyValueStore<String, byte[]> orders = store(streams, FoldProcessor.ORDERS);
@@ -264,7 +317,11 @@ public final class PeerMain {
                     sep = ", ";
                 }
             }
-            out.println("}}");
+            out.print("}");
+            if (offsets != null) {
+                out.print(", \"offsets\": " + offsets);
+            }
+            out.println("}");
         }
     }
 
