@@ -98,6 +98,12 @@ class StateDirectory:
             )
         return self._stores[name]
 
+    def release(self, name: str) -> None:
+        """Close store ``name`` if it is open; it is opened again on its next use."""
+        store = self._stores.pop(name, None)
+        if store is not None:
+            store.close()
+
     def partition(self, partition: int) -> PartitionStore:
         return self.store(partition_dir_name(partition))
 

@@ -1,0 +1,220 @@
+"""rewind as a cluster on the real broker: members of one consumer group share the partitions, lose
+and duplicate nothing when killed, and any member answers any query.
+
+The shared test broker keeps Kafka's default ``group.min.session.timeout.ms`` (6000), so the members
+here use a 6 s session timeout; the local broker of ``rewind kafka start`` allows 1 s.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from projector.state_directory import StateDirectory, tables_for
+from projector.store import PartitionStore, partition_dir_name
+from rewind.ground.partitioner import partition_for_key
+from tests.cli_runner import REWIND, run_rewind
+from tests.http_helpers import free_port, get
+from tests.pipeline import Pipeline
+
+pytestmark = pytest.mark.kafka
+
+SESSION_MS = 6000
+PARTITIONS = 12
+
+
+def _env(pipeline: Pipeline, home: Path, group: str) -> dict[str, str]:
+    return (
+        os.environ
+        | pipeline.env
+        | {
+            "REWIND_HOME": str(home),
+            "REWIND_CLUSTER_ENABLED": "1",
+            "REWIND_CLUSTER_GROUP": group,
+            "REWIND_CLUSTER_SESSION_TIMEOUT_MS": str(SESSION_MS),
+            "REWIND_CLUSTER_HEARTBEAT_MS": "500",
+            "REWIND_PROJECTOR_DURABLE": "0",
+            "REWIND_SNAPSHOTS_EVERY_EVENTS": "0",
+            "REWIND_SNAPSHOTS_EVERY_SECONDS": "0",
+            "REWIND_HTTP_READERS": "0",
+        }
+    )
+
+
+class Instance:
+    """One ``rewind serve`` member with its own REWIND_HOME and port, restartable."""
+
+    def __init__(self, pipeline: Pipeline, root: Path, index: int, group: str) -> None:
+        self.home = root / f"member-{index}"
+        self.port = free_port()
+        self.env = _env(pipeline, self.home, group)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = root / f"member-{index}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [REWIND, "serve", "--port", str(self.port)], env=self.env, stdout=log, stderr=log
+            )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(30)
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            code, body = get(f"{self.url}/cluster")
+        except OSError:
+            return None
+        return body if code == 200 else None
+
+
+def _wait(what: str, predicate: Any, limit: float) -> Any:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {limit:.0f} s")
+
+
+def _all_assigned(instances: list[Instance], alive: int) -> bool:
+    """Every partition owned by exactly one member, by ``alive`` members, each agreeing with itself."""
+    owned: list[int] = []
+    for instance in instances:
+        if instance.process is None or instance.process.poll() is not None:
+            continue
+        status = instance.status()
+        if status is None:
+            return False
+        owned += status["owned_partitions"]
+        group = status["group"]
+        if group is None or len(group["members"]) != alive or group["unassigned_partitions"]:
+            return False
+    return sorted(owned) == list(range(PARTITIONS))
+
+
+def _log_ends(pipeline: Pipeline) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": pipeline.bootstrap, "group.id": "rewind-tests"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(pipeline.events, p), timeout=30)[1]
+            for p in range(PARTITIONS)
+        }
+    finally:
+        consumer.close()
+
+
+def _caught_up(instances: list[Instance], ends: dict[int, int]) -> bool:
+    offsets: dict[int, int] = {}
+    for instance in instances:
+        status = instance.status()
+        if status is None:
+            return False
+        for partition, offset in status["offsets"].items():
+            offsets[int(partition)] = offset
+    return all(offsets.get(p, -2) == ends[p] - 1 for p in range(PARTITIONS))
+
+
+def _owner_stores(instances: list[Instance]) -> dict[str, tuple[str, int, int]]:
+    """Each partition's (digest, offset, events applied) from its owner's own store, the members stopped."""
+    owners = {}
+    for instance in instances:
+        status = instance.status()
+        assert status is not None
+        for partition in status["owned_partitions"]:
+            owners[partition] = instance
+    for instance in instances:
+        instance.kill(signal.SIGTERM)
+    found: dict[str, tuple[str, int, int]] = {}
+    for partition, instance in owners.items():
+        name = partition_dir_name(partition)
+        with PartitionStore(instance.home / "state" / name, tables_for(name), readonly=True) as store:
+            found[name] = (store.digest(), store.offset(), store.events_applied())
+    return found
+
+
+def test_three_members_share_the_partitions_and_lose_nothing_under_kills(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=3_000, seed=19, accounts=48)
+    group = f"{unique_name}.cluster"
+    instances = [Instance(pipeline, tmp_path, i, group) for i in range(3)]
+    flow = subprocess.Popen(
+        [REWIND, "simulate", "--events", "24000", "--rate", "800", "--seed", "23", "--accounts", "48"],
+        env=os.environ | pipeline.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for instance in instances:
+            instance.start()
+        _wait("three members sharing 12 partitions", lambda: _all_assigned(instances, 3), 90)
+        chance = random.Random(1919)
+        for round_ in range(3):
+            victim = instances[chance.randrange(3)]
+            time.sleep(chance.uniform(0.5, 3.0))
+            victim.kill()
+            _wait(f"round {round_}: two members own everything", lambda: _all_assigned(instances, 2), 60)
+            victim.start()
+            _wait(f"round {round_}: the member rejoined", lambda: _all_assigned(instances, 3), 90)
+        assert flow.wait(120) == 0
+        ends = _log_ends(pipeline)
+        _wait("every partition projected to the log end", lambda: _caught_up(instances, ends), 90)
+        _check_queries(instances, pipeline)
+        stores = _owner_stores(instances)
+    finally:
+        flow.kill()
+        for instance in instances:
+            instance.kill()
+    expected = pipeline.reference_digests()
+    for name, (digest, offset, applied) in sorted(stores.items()):
+        partition = int(name.removeprefix("events-p"))
+        assert digest == expected[name], f"{name}: the owner's state differs from a full replay"
+        assert offset == ends[partition] - 1
+        assert applied == offset + 1, f"{name}: {applied} events applied for offsets 0-{offset}"
+    replay = tmp_path / "replay"
+    run_rewind(
+        "project",
+        "--until-caught-up",
+        "--no-progress",
+        "--state",
+        str(replay),
+        env=pipeline.env | {"REWIND_HOME": str(tmp_path / "single")},
+        check=True,
+    )
+    with StateDirectory.open_readonly(replay) as single:
+        replayed = single.digests()
+    assert {name: stores[name][0] for name in stores} == {
+        name: digest for name, digest in replayed.items() if name != "config"
+    }
+
+
+def _check_queries(instances: list[Instance], pipeline: Pipeline) -> None:
+    """Every member answers for any account the same as the account's owner (redirects followed)."""
+    accounts = [f"ACC-{n:04d}" for n in range(1, 49)]
+    for account in accounts[:12]:
+        partition = partition_for_key(account, PARTITIONS)
+        answers = []
+        for instance in instances:
+            code, body = get(f"{instance.url}/state/accounts/{account}")
+            assert code == 200, f"{instance.url}: {account}: {code} {body}"
+            answers.append(body)
+        assert len({repr(a) for a in answers}) == 1, f"{account} (partition {partition}): {answers}"
