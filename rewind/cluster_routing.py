@@ -30,6 +30,7 @@ from aiohttp import web
 
 from rewind.cluster_membership import ClusterMember
 from rewind.ground.partitioner import partition_for_key
+from rewind.http_api import ApiError
 
 CLUSTER: Final = web.AppKey("cluster", ClusterMember)
 PART_HEADER: Final = "X-Rewind-Cluster-Part"
@@ -89,7 +90,10 @@ async def _held_while(
 ) -> tuple[web.StreamResponse, set[int]]:
     """The local answer and the partitions this member held before and after it was read."""
     before = member.ownership()
-    response = await handler(request)
+    try:
+        response: web.StreamResponse = await handler(request)
+    except ApiError as exc:  # not found here: an answer like any other, judged below
+        response = web.json_response(exc.body, status=exc.status, headers=exc.headers)
     after = member.ownership()
     held = set(before[1]) & set(after[1]) if before[0] == after[0] else set()
     return response, held

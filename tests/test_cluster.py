@@ -7,6 +7,7 @@ here use a 6 s session timeout; the local broker of ``rewind kafka start`` allow
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -20,8 +21,10 @@ import pytest
 from projector.state_directory import StateDirectory, tables_for
 from projector.store import PartitionStore, partition_dir_name
 from rewind.ground.partitioner import partition_for_key
+from schemas.codec import decode
 from tests.cli_runner import REWIND, run_rewind
 from tests.http_helpers import free_port, get
+from tests.kafka_helpers import read_partition
 from tests.pipeline import Pipeline
 
 pytestmark = pytest.mark.kafka
@@ -218,3 +221,28 @@ def _check_queries(instances: list[Instance], pipeline: Pipeline) -> None:
             assert code == 200, f"{instance.url}: {account}: {code} {body}"
             answers.append(body)
         assert len({repr(a) for a in answers}) == 1, f"{account} (partition {partition}): {answers}"
+    everything = [get(f"{instance.url}/state/positions") for instance in instances]
+    assert all(code == 200 for code, _ in everything), everything
+    assert len({repr(body) for _, body in everything}) == 1
+    accounts_seen = {row["account_id"] for row in everything[0][1]["positions"]}
+    assert len(accounts_seen) > 12
+    order_id = _some_order(pipeline)
+    orders = [get(f"{instance.url}/state/orders/{order_id}") for instance in instances]
+    assert all(code == 200 and body["order_id"] == order_id for code, body in orders), orders
+    assert len({repr(body) for _, body in orders}) == 1
+    code, missing = get(f"{instances[0].url}/state/orders/no-such-order")
+    assert code == 404, missing
+    listed = run_rewind("cluster", "status", "--json", env=instances[0].env, check=True)
+    report = json.loads(listed.stdout)
+    assert len(report["members"]) == 3
+    assert sorted(p for m in report["members"] for p in m["partitions"]) == list(range(PARTITIONS))
+    assert all(m["url"].startswith("http://127.0.0.1:") for m in report["members"])
+    assert set(report["lag"]) == {str(p) for p in range(PARTITIONS)}
+
+
+def _some_order(pipeline: Pipeline) -> str:
+    for message in read_partition(pipeline.bootstrap, pipeline.events, 0):
+        event = decode(message.value())
+        if event["event_type"] == "OrderSubmitted":
+            return str(event["order_id"])
+    raise AssertionError("no order in partition 0")
