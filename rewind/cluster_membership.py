@@ -26,24 +26,29 @@ to ask; :mod:`rewind.cluster_routing` answers queries with it.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+from prometheus_client import CollectorRegistry
 
 from projector.runner import ProjectionProgress, Projector
-from projector.store import DATA_FILE, partition_dir_name
-from rewind.ground.errors import ConfigError, RewindError
+from projector.store import DATA_FILE, fsync_directory, partition_dir_name
+from rewind.cluster_standby import StandbyFollower, standby_partitions
+from rewind.ground.errors import ConfigError, InvariantViolation, RewindError
 from rewind.ground.kafka_reader import READER_DEFAULTS
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
 from rewind.ground.watermarks import watermark_offsets
+from snapshotter.snapshot import copy_in_kernel, sync_store_files
 from snapshotter.snapshot_store import newest_valid_anywhere, restore_chosen
 
 log = logging.getLogger("rewind.cluster")
@@ -199,6 +204,7 @@ class ClusterMember:
     _stop: threading.Event = field(default_factory=threading.Event)
     _changed: threading.Event = field(default_factory=threading.Event)
     changes: int = 0
+    standby: StandbyFollower | None = None
     restored: dict[int, str] = field(default_factory=dict)
     """How each partition's store was last put in place on assignment (``local``, ``snapshot ...``,
     ``log start``)."""
@@ -207,16 +213,22 @@ class ClusterMember:
     def from_settings(cls, settings: Settings) -> ClusterMember | None:
         return cls(settings) if bool(settings["cluster.enabled"]) else None
 
-    def start(self, url: str) -> None:
-        """Check the session timeout against the broker and begin describing the group."""
+    def start(self, url: str, registry: CollectorRegistry) -> None:
+        """Check the session timeout against the broker, begin describing the group and, with
+        ``cluster.standby_replicas``, following this member's standby partitions."""
         self.url = str(self.settings["cluster.advertised_url"]) or url
         admin = AdminClient(self.settings.client_config())
         check_session_timeout(self.settings, admin)
+        if int(self.settings["cluster.standby_replicas"]):
+            self.standby = StandbyFollower(self.settings, registry, self.owned)
+            self.standby.start()
         threading.Thread(target=self._describe_loop, name="cluster-describe", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
         self._changed.set()
+        if self.standby is not None:
+            self.standby.stop()
 
     def ownership(self) -> tuple[int, list[int]]:
         """(how many assignment changes this member has seen, the partitions it projects now)."""
@@ -256,14 +268,54 @@ class ClusterMember:
 
     def prepare(self, partitions: list[int]) -> None:
         """Put the freshest copy this member can get of each arriving partition's store in place: its
-        own store if it has one, else the newest verified snapshot, else nothing (the log start)."""
+        standby copy when that is ahead of its own store, else its own store, else the newest verified
+        snapshot, else nothing (the log start)."""
         for partition in partitions:
             name = partition_dir_name(partition)
             store_dir = self.settings.state_dir / name
-            if (store_dir / DATA_FILE).is_file():
-                self.restored[partition] = "local"
-                continue
-            self.restored[partition] = self._restore_snapshot(partition, name)
+            own = self._own_offset(name) if (store_dir / DATA_FILE).is_file() else None
+            warm = None if self.standby is None else self.standby.hand_over(partition)
+            if warm is not None and (own is None or warm[1] > own):
+                self._take_standby(name, warm[0])
+                self.restored[partition] = f"standby at offset {warm[1]}"
+            elif own is not None:
+                self.restored[partition] = f"local at offset {own}"
+            else:
+                self.restored[partition] = self._restore_snapshot(partition, name)
+            log.info("partition %d: starting from %s", partition, self.restored[partition])
+        if self.standby is not None:
+            self.standby.taken_over(partitions)
+
+    def _own_offset(self, name: str) -> int:
+        projector = self._projector
+        if projector is None:
+            raise InvariantViolation("a partition was assigned to a member that follows no group")
+        return projector.directory.store(name).offset()
+
+    def _take_standby(self, name: str, standby: Path) -> None:
+        """Replace this member's store ``name`` with a copy of its standby store (which nothing writes
+        now: the follower let go of it). The copy is synced and renamed into place whole."""
+        projector = self._projector
+        if projector is None:
+            raise InvariantViolation("a partition was assigned to a member that follows no group")
+        state_dir = self.settings.state_dir
+        staging = state_dir.with_name(f"{state_dir.name}.standby-{uuid.uuid4().hex}")
+        aside = state_dir.with_name(f"{state_dir.name}.replaced-{uuid.uuid4().hex}")
+        (staging / name).mkdir(parents=True)
+        try:
+            copy_in_kernel(standby / DATA_FILE, staging / name / DATA_FILE)
+            sync_store_files(staging / name)
+            projector.directory.release(name)
+            live = state_dir / name
+            if live.exists():
+                aside.mkdir()
+                os.rename(live, aside / name)
+            os.rename(staging / name, live)
+            fsync_directory(state_dir)
+            projector.directory.replaced(name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
 
     def _restore_snapshot(self, partition: int, name: str) -> str:
         scratch = self.settings.home / f".cluster-{uuid.uuid4().hex}"
@@ -295,9 +347,13 @@ class ClusterMember:
                 return
             try:
                 count = self.partition_count or events_partition_count(admin, self.settings.events_topic)
-                self.view = describe_group(
+                view = self.view = describe_group(
                     admin, str(self.settings["cluster.group"]), self.settings.events_topic, count
                 )
+                if self.standby is not None and self.member_id and view.state == "STABLE":
+                    owners = {m.member_id: m.partitions for m in view.members}
+                    replicas = int(self.settings["cluster.standby_replicas"])
+                    self.standby.wanted = standby_partitions(owners, self.member_id, replicas, count)
                 failing = ""
             except RewindError as exc:
                 if str(exc) != failing:
@@ -318,6 +374,7 @@ class ClusterMember:
             "restored_from": {str(p): self.restored.get(p) for p in owned},
             "offsets": {str(p): offsets.get(partition_dir_name(p)) for p in owned},
             "log_ends_at_assignment": {str(p): targets.get(partition_dir_name(p)) for p in owned},
+            "standby": {} if self.standby is None else self.standby.status(),
             "group": None if view is None else view.as_dict(),
         }
 

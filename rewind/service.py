@@ -370,7 +370,7 @@ class Service:
             install_cluster_routes(app, self.cluster)
         self.http = serve_http(app, host, port)
         if self.cluster is not None:
-            self.cluster.start(self.http.url)
+            self.cluster.start(self.http.url, self.registry)
         log.info("serving on %s", self.http.url)
         print(
             f"rewind serving on {self.http.url} (health {self.http.url}/health, "

@@ -246,3 +246,51 @@ def _some_order(pipeline: Pipeline) -> str:
         if event["event_type"] == "OrderSubmitted":
             return str(event["order_id"])
     raise AssertionError("no order in partition 0")
+
+
+def test_standby_copy_is_warm_and_takeover_starts_from_it(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=4_000, seed=29, accounts=48)
+    instances = [Instance(pipeline, tmp_path, i, f"{unique_name}.cluster") for i in range(2)]
+    try:
+        for instance in instances:
+            instance.start()
+        _wait("two members sharing 12 partitions", lambda: _all_assigned(instances, 2), 90)
+        pipeline.simulate(events=4_000, seed=31, accounts=48)  # the members' own old copies fall behind
+        ends = _log_ends(pipeline)
+
+        def warm() -> bool:
+            for instance, other in ((instances[0], instances[1]), (instances[1], instances[0])):
+                mine, theirs = instance.status(), other.status()
+                if mine is None or theirs is None:
+                    return False
+                standby = mine["standby"]
+                if sorted(map(int, standby)) != theirs["owned_partitions"]:
+                    return False
+                if any(standby[str(p)]["offset"] != ends[p] - 1 for p in theirs["owned_partitions"]):
+                    return False
+            return True
+
+        _wait("each member a warm standby of the other's partitions", warm, 60)
+        code, metrics = get(f"{instances[0].url}/metrics")
+        assert code == 200 and "rewind_standby_lag_messages{" in metrics
+        survivor, victim = instances
+        moved = (victim.status() or {})["owned_partitions"]
+        victim.kill()
+        _wait("the survivor owns everything", lambda: _all_assigned([survivor], 1), 60)
+        status = survivor.status()
+        assert status is not None
+        for partition in moved:
+            assert status["restored_from"][str(partition)] == f"standby at offset {ends[partition] - 1}"
+        _wait("every partition at the log end", lambda: _caught_up([survivor], ends), 30)
+        stores = _owner_stores([survivor])
+    finally:
+        for instance in instances:
+            instance.kill()
+    expected = pipeline.reference_digests()
+    for name, (digest, offset, applied) in stores.items():
+        assert digest == expected[name], name
+        assert applied == offset + 1, name

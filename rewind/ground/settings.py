@@ -356,6 +356,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("cluster.heartbeat_ms", _positive_int, 1000, "how often a member tells the group it is alive"),
     Setting(
+        "cluster.standby_replicas",
+        _non_negative_int,
+        1,
+        "other members that keep a warm copy of each partition (used once there are 2 members or more)",
+    ),
+    Setting(
         "cluster.advertised_url",
         _text,
         "",
