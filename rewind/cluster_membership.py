@@ -41,7 +41,13 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from prometheus_client import CollectorRegistry
 
 from projector.runner import ProjectionProgress, Projector
-from projector.store import DATA_FILE, fsync_directory, partition_dir_name
+from projector.store import (
+    CONFIG_DIR_NAME,
+    DATA_FILE,
+    fsync_directory,
+    partition_dir_name,
+    partition_of_dir_name,
+)
 from rewind.cluster_standby import StandbyFollower, standby_partitions
 from rewind.ground.errors import ConfigError, InvariantViolation, RewindError
 from rewind.ground.kafka_reader import READER_DEFAULTS
@@ -286,6 +292,37 @@ class ClusterMember:
         if self.standby is not None:
             self.standby.taken_over(partitions)
 
+    def fence(self, paths: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+        """Which snapshot directories of a round this member may still ship to the shared store, and
+        why the others may not: only the current owner of a partition writes its snapshots (the
+        config store's: the owner of events partition 0).
+
+        Owner means both: this member's consumer holds the partition now, and the group coordinator,
+        asked now, assigns it to this member id. A member the coordinator has already replaced (a
+        zombie of an earlier group generation, whose partitions were given to others while it was
+        gone) ships nothing."""
+        owned = set(self.owned())
+        try:
+            view = describe_group(
+                AdminClient(self.settings.client_config()),
+                str(self.settings["cluster.group"]),
+                self.settings.events_topic,
+                self.partition_count,
+            )
+        except RewindError as exc:
+            return (), [f"{len(paths)} snapshots: the group coordinator could not confirm the owners: {exc}"]
+        confirmed = {p for m in view.members if m.member_id == self.member_id for p in m.partitions}
+        allowed: list[str] = []
+        refused: list[str] = []
+        for path in paths:
+            store = Path(path).parent.name
+            partition = 0 if store == CONFIG_DIR_NAME else partition_of_dir_name(store)
+            if partition is None or partition not in owned or partition not in confirmed:
+                refused.append(f"{store}: not owned by this member (the group coordinator says so now)")
+            else:
+                allowed.append(path)
+        return tuple(allowed), refused
+
     def _own_offset(self, name: str) -> int:
         projector = self._projector
         if projector is None:
@@ -369,7 +406,10 @@ class ClusterMember:
         owned = self.owned()
         return {
             "enabled": True,
-            "self": {"url": self.url, "member_id": self.member_id},
+            "self": {
+                "url": self.url,
+                "member_id": self.member_id,
+            },
             "owned_partitions": owned,
             "restored_from": {str(p): self.restored.get(p) for p in owned},
             "offsets": {str(p): offsets.get(partition_dir_name(p)) for p in owned},

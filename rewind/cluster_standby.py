@@ -57,6 +57,34 @@ def standby_partitions(
     return sorted(mine)
 
 
+class StandbyMetrics:
+    """``rewind_standby_lag_messages`` and ``rewind_standby_lag_seconds``, one series per partition."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lag = Gauge(
+            "rewind_standby_lag_messages",
+            "Events a standby partition has not yet applied (log end as last fetched)",
+            ["partition"],
+            registry=registry,
+        )
+        self._lag_seconds = Gauge(
+            "rewind_standby_lag_seconds",
+            "How long a standby partition has been behind the log end (0: at the end)",
+            ["partition"],
+            registry=registry,
+        )
+
+    def observe(self, partition: int, messages: int, seconds: float) -> None:
+        self._lag.labels(str(partition)).set(messages)
+        self._lag_seconds.labels(str(partition)).set(seconds)
+
+    def forget(self, partition: int) -> None:
+        """A partition no longer followed: its series end."""
+        for gauge in (self._lag, self._lag_seconds):
+            with contextlib.suppress(KeyError):  # never measured
+                gauge.remove(str(partition))
+
+
 class StandbyFollower:
     """Follows the partitions this member is standby for, in its own thread and stores."""
 
@@ -76,18 +104,7 @@ class StandbyFollower:
         self._offsets: dict[int, int] = {}
         self._behind_since: dict[int, float] = {}
         self._stop = threading.Event()
-        self._lag = Gauge(
-            "rewind_standby_lag_messages",
-            "Events a standby partition has not yet applied (log end as last fetched)",
-            ["partition"],
-            registry=registry,
-        )
-        self._lag_seconds = Gauge(
-            "rewind_standby_lag_seconds",
-            "How long a standby partition has been behind the log end (0: at the end)",
-            ["partition"],
-            registry=registry,
-        )
+        self.metrics = StandbyMetrics(registry)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -183,9 +200,7 @@ class StandbyFollower:
             consumer.incremental_unassign([TopicPartition(topic, p) for p in gone])
             projector.release(gone)
             for partition in gone:
-                for gauge in (self._lag, self._lag_seconds):
-                    with contextlib.suppress(KeyError):  # never measured
-                        gauge.remove(str(partition))
+                self.metrics.forget(partition)
         if new:
             consumer.incremental_assign(projector.adopt(consumer, new))
         if gone or new:
@@ -220,5 +235,4 @@ class StandbyFollower:
                 else:
                     self._behind_since.setdefault(partition, now)
                 since = self._behind_since.get(partition)
-            self._lag.labels(str(partition)).set(behind)
-            self._lag_seconds.labels(str(partition)).set(0.0 if since is None else now - since)
+            self.metrics.observe(partition, behind, 0.0 if since is None else now - since)

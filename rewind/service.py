@@ -212,6 +212,8 @@ class Service:
         """Uploads each snapshot round to the remote store in the background (None: no remote store)."""
         self.cluster = ClusterMember.from_settings(settings)
         """This instance as a member of a cluster (:mod:`rewind.cluster_membership`); None: alone."""
+        if self.cluster is not None and self.shipper is not None:
+            self.shipper.fence = self.cluster.fence
 
     # ServiceView
 

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rewind.ground.settings import Settings
@@ -28,6 +29,9 @@ from snapshotter.snapshot_store import remote_store
 from snapshotter.upload_queue import Attempt, Outcome, UploadQueue
 
 log = logging.getLogger("rewind.upload")
+
+Fence = Callable[[tuple[str, ...]], tuple[tuple[str, ...], list[str]]]
+"""A round's paths -> the ones that may be shipped, and why each other one may not."""
 
 REWIND = str(Path(sys.executable).with_name("rewind"))
 UPLOAD_NICENESS = 19
@@ -54,6 +58,8 @@ class SnapshotShipper:
             on_change=self._changed,
         )
         metrics.upload_cadence.set(float(settings["snapshots.every_seconds"]))
+        self.fence: Fence | None = None
+        """In a cluster: which snapshots of a round this member may still ship (cluster_membership)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics) -> SnapshotShipper | None:
@@ -105,6 +111,12 @@ class SnapshotShipper:
             self._metrics.upload_dropped.labels("given_up").inc()
 
     def _ship(self, paths: tuple[str, ...]) -> Attempt:
+        if self.fence is not None:
+            paths, refused = self.fence(paths)
+            for reason in refused:
+                log.warning("snapshot not shipped: %s", reason)
+            if not paths:
+                return Attempt(Outcome.GIVE_UP, "; ".join(refused))
         started = time.monotonic()
         child = subprocess.Popen(
             [REWIND, "snapshots", "upload", "--json", *paths],

@@ -20,14 +20,18 @@ from typing import Any
 
 import pytest
 
+from projector.runner import Projector
 from projector.state_directory import StateDirectory, tables_for
 from projector.store import PartitionStore, partition_dir_name
+from rewind.cluster_membership import ClusterMember
 from rewind.ground.partitioner import partition_for_key
+from rewind.ground.settings import load_settings
 from schemas.codec import decode
 from tests.cli_runner import REWIND, run_rewind
 from tests.http_helpers import free_port, get
 from tests.kafka_helpers import read_partition
 from tests.pipeline import Pipeline
+from tests.s3_server import remote_env
 from tests.test_service import _processes_with_home
 
 pytestmark = pytest.mark.kafka
@@ -278,16 +282,22 @@ def test_standby_copy_is_warm_and_takeover_starts_from_it(
             return True
 
         _wait("each member a warm standby of the other's partitions", warm, 60)
-        code, metrics = get(f"{instances[0].url}/metrics")
-        assert code == 200 and "rewind_standby_lag_messages{" in metrics
+
+        def lag_exported() -> bool:
+            code, metrics = get(f"{instances[0].url}/metrics")
+            return code == 200 and 'rewind_standby_lag_messages{partition="' in metrics
+
+        _wait("the standby lag exported", lag_exported, 30)
         survivor, victim = instances
         moved = (victim.status() or {})["owned_partitions"]
         victim.kill()
         _wait("the survivor owns everything", lambda: _all_assigned([survivor], 1), 60)
         status = survivor.status()
         assert status is not None
-        for partition in moved:
-            assert status["restored_from"][str(partition)] == f"standby at offset {ends[partition] - 1}"
+        starts = {p: status["restored_from"][str(p)] for p in moved}
+        # nothing left to replay: the standby copy, or the survivor's own copy when no event came since
+        assert all(start.endswith(f" at offset {ends[p] - 1}") for p, start in starts.items()), starts
+        assert any(start.startswith("standby at offset") for start in starts.values()), starts
         _wait("every partition at the log end", lambda: _caught_up([survivor], ends), 30)
         stores = _owner_stores([survivor])
     finally:
@@ -351,3 +361,75 @@ def test_make_run_starts_a_cluster_of_three_and_ctrl_c_leaves_no_process(tmp_pat
     assert "cluster of 3 members" in output
     assert "stopped: nothing left running" in output
     assert _processes_with_home(home) == [], "make run left processes behind"
+
+
+def test_owners_ship_their_partitions_snapshots_to_the_shared_store(
+    bootstrap: str, unique_name: str, tmp_path: Path, s3_endpoint: str, s3_bucket: str
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=3_000, seed=37, accounts=48)
+    instances = [Instance(pipeline, tmp_path, i, f"{unique_name}.cluster") for i in range(2)]
+    for instance in instances:
+        instance.env = (
+            instance.env | remote_env(s3_endpoint, s3_bucket) | {"REWIND_SNAPSHOTS_EVERY_SECONDS": "4"}
+        )
+    first, second = instances
+    try:
+        first.start()
+        _wait("the first member owns everything", lambda: _all_assigned([first], 1), 120)
+        second.start()
+        _wait("two members sharing 12 partitions", lambda: _all_assigned(instances, 2), 120)
+        pipeline.simulate(events=2_000, seed=41, accounts=48)
+        ends = _log_ends(pipeline)
+        _wait("every partition at the log end", lambda: _caught_up(instances, ends), 120)
+
+        def shipped_by_owners() -> bool:
+            listed = run_rewind("snapshots", "list", "--json", env=second.env, check=True)
+            newest: dict[str, int] = {}
+            for row in json.loads(listed.stdout):
+                if row.get("location") == "remote":
+                    newest[row["store"]] = max(newest.get(row["store"], -1), int(row["offset"]))
+            return all(newest.get(partition_dir_name(p)) == ends[p] - 1 for p in range(PARTITIONS))
+
+        _wait("each partition's newest remote snapshot at the log end", shipped_by_owners, 90)
+    finally:
+        for instance in instances:
+            instance.kill()
+
+
+def test_the_fence_lets_only_the_coordinators_owner_ship(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=1_000, seed=43, accounts=48)
+    group = f"{unique_name}.cluster"
+    here = Instance(pipeline, tmp_path, 0, group)
+    settings = load_settings(environ=here.env)
+    member = ClusterMember(settings, url="http://127.0.0.1:1")
+    projector = Projector(settings, [], include_config=True)
+    stop = threading.Event()
+    follower = threading.Thread(target=member.follow, args=(projector, stop, None), daemon=True)
+    follower.start()
+    other = Instance(pipeline, tmp_path, 1, group)
+    try:
+        _wait("this member owns everything", lambda: member.owned() == list(range(PARTITIONS)), 60)
+        paths = tuple(str(tmp_path / "snapshots" / partition_dir_name(p) / "x") for p in range(PARTITIONS))
+        allowed, refused = member.fence(paths)
+        assert allowed == paths and refused == []
+        other.start()
+        _wait("the other member took half", lambda: len(member.owned()) == PARTITIONS // 2, 60)
+        _wait("the coordinator agrees", lambda: len(member.fence(paths)[0]) == PARTITIONS // 2, 30)
+        allowed, refused = member.fence(paths)
+        mine = {partition_dir_name(p) for p in member.owned()}
+        assert {Path(p).parent.name for p in allowed} == mine
+        assert len(refused) == PARTITIONS // 2
+        assert all("not owned by this member" in reason for reason in refused)
+        config = str(tmp_path / "snapshots" / "config" / "x")
+        assert bool(member.fence((config,))[0]) == (0 in member.owned())
+    finally:
+        stop.set()
+        follower.join(30)
+        projector.close()
+        other.kill()
