@@ -360,7 +360,8 @@ def test_make_run_starts_a_cluster_of_three_and_ctrl_c_leaves_no_process(tmp_pat
     assert runner.returncode == 0, output
     assert "cluster of 3 members" in output
     assert "stopped: nothing left running" in output
-    assert _processes_with_home(home) == [], "make run left processes behind"
+    # a final snapshot or upload a member started may finish just after it (rewind.service)
+    _wait("no process left behind", lambda: _processes_with_home(home) == [], 20)
 
 
 def test_owners_ship_their_partitions_snapshots_to_the_shared_store(
