@@ -59,7 +59,7 @@ class Member:
             "REWIND_CLUSTER_ENABLED": "1",
             "REWIND_CLUSTER_GROUP": group,
             "REWIND_CLUSTER_SESSION_TIMEOUT_MS": str(session_ms),
-            "REWIND_CLUSTER_HEARTBEAT_MS": str(max(100, session_ms // 6)),
+            "REWIND_CLUSTER_HEARTBEAT_MS": str(max(100, session_ms // 10)),
             "REWIND_SNAPSHOTS_EVERY_SECONDS": "0",
             "REWIND_SNAPSHOTS_EVERY_EVENTS": "0",
             "REWIND_HTTP_PORT": "0",
