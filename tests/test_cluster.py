@@ -448,3 +448,20 @@ def test_the_fence_lets_only_the_coordinators_owner_ship(
         follower.join(30)
         projector.close()
         other.kill()
+
+
+def test_a_session_timeout_the_broker_refuses_is_a_clear_error(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "home", partitions=PARTITIONS)
+    env = pipeline.env | {
+        "REWIND_CLUSTER_ENABLED": "1",
+        "REWIND_CLUSTER_SESSION_TIMEOUT_MS": "10",
+        "REWIND_CLUSTER_HEARTBEAT_MS": "5",
+        "REWIND_HTTP_PORT": "0",
+    }
+    result = run_rewind("serve", env=env, timeout=60)
+    assert result.returncode == 1
+    assert "cluster.session_timeout_ms=10 is outside what the broker allows" in result.stderr
+    assert "group.min.session.timeout.ms=" in result.stderr and "fix:" in result.stderr
+    assert "Traceback" not in result.stderr
