@@ -205,15 +205,114 @@ class Projector:
         self.dead_letters = DeadLetters(settings.client_config(), settings.deadletter_topic)
         self.progress = ProjectionProgress()
         self._consumer: Consumer | None = None
+        self._config_consumer: Consumer | None = None
         self._caches: dict[str, EntityCache] = {}
         self._decode = default_codec().decode
 
     def close(self) -> None:
-        """Close the consumer (waiting at most :data:`CONSUMER_CLOSE_SECONDS`) and the stores."""
+        """Close the consumers (waiting at most :data:`CONSUMER_CLOSE_SECONDS` each) and the stores."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             close_consumer(consumer)
+        follower, self._config_consumer = self._config_consumer, None
+        if follower is not None:
+            close_consumer(follower)
         self.directory.close()
+
+    def owned_partitions(self) -> list[int]:
+        """The events partitions this projector folds now (in a group: what the coordinator gave it)."""
+        return sorted(p for name, (_, p) in list(self._sources.items()) if name != CONFIG_DIR_NAME)
+
+    def adopt(self, consumer: Consumer, partitions: Iterable[int]) -> list[TopicPartition]:
+        """Start folding ``partitions`` into their stores: each at its stored offset + 1, once the log is
+        known to still hold it (a gap raises :class:`DataLossError`). Returns what to assign."""
+        wanted: list[TopicPartition] = []
+        for partition in partitions:
+            name = partition_dir_name(partition)
+            topic = self.settings.events_topic
+            self._sources[name] = (topic, partition)
+            self._stores_by_source.setdefault(topic, {})[partition] = name
+            tp = TopicPartition(topic, partition, self.directory.store(name).offset() + 1)
+            self._check_log_holds(consumer, name, tp)
+            wanted.append(tp)
+        return wanted
+
+    def release(self, partitions: Iterable[int]) -> None:
+        """Stop folding ``partitions`` and close their stores. Called between batches only, so each
+        store is left as of its last committed batch: exact, and resumable by anyone."""
+        for partition in partitions:
+            name = partition_dir_name(partition)
+            self._sources.pop(name, None)
+            self._stores_by_source.get(self.settings.events_topic, {}).pop(partition, None)
+            cache = self._caches.pop(name, None)
+            if cache is not None:
+                cache.clear()
+            self.progress.offsets.pop(name, None)
+            self.progress.targets.pop(name, None)
+            self.progress.commit_times.pop(name, None)
+            self.directory.release(name)
+
+    def run_in_group(
+        self,
+        group_config: Mapping[str, str | int | float | bool],
+        stop: Event,
+        on_batch: Callable[[ProjectionProgress], None] | None = None,
+        before_assign: Callable[[list[int]], None] | None = None,
+        after_change: Callable[[Consumer], None] | None = None,
+    ) -> ProjectionProgress:
+        """Follow the events partitions the group coordinator assigns, and the config partition, until
+        ``stop`` is set.
+
+        ``group_config`` is the group consumer's librdkafka configuration (group, assignment strategy,
+        session timeout). Each assigned partition starts at its stored offset + 1 (``before_assign``
+        first puts the freshest copy of its store in place); a revoked or lost one is released. The
+        callbacks run inside ``consume``, after the previous batch committed, so no batch is cut in
+        two. The group's committed offsets are written for lag tools only and never read.
+        """
+        consumer = self._consumer = self._consumer_for_config(group_config)
+        follower = self._config_consumer = self._consumer_for(str(self.settings["projector.group"]))
+        config_tps = self._assignment(follower, bounded=False)
+        follower.assign(config_tps)
+
+        def on_assign(kafka: Consumer, assigned: list[TopicPartition]) -> None:
+            partitions = sorted(tp.partition for tp in assigned)
+            if not partitions:
+                return
+            if before_assign is not None:
+                before_assign(partitions)
+            kafka.incremental_assign(self.adopt(kafka, partitions))
+            log.info("assigned events partitions %s", partitions)
+            if after_change is not None:
+                after_change(kafka)
+
+        def on_revoke(kafka: Consumer, revoked: list[TopicPartition]) -> None:
+            partitions = sorted(tp.partition for tp in revoked)
+            if not partitions:
+                return
+            kafka.incremental_unassign(revoked)
+            self.release(partitions)
+            log.info("released events partitions %s", partitions)
+            if after_change is not None:
+                after_change(kafka)
+
+        consumer.subscribe(
+            [self.settings.events_topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_revoke
+        )
+        while not stop.is_set():
+            messages = consumer.consume(self.batch_events, self.batch_seconds)
+            if messages:
+                owned = self._stores_by_source.get(self.settings.events_topic, {})
+                mine = [m for m in messages if m.error() is not None or m.partition() in owned]
+                if mine:
+                    self.apply_batch(mine, consumer)
+            configs = follower.consume(self.batch_events, 0)
+            if configs:
+                self.apply_batch(configs, None)
+            if (messages or configs) and on_batch is not None:
+                on_batch(self.progress)
+        self._consumer = None
+        close_consumer(consumer)  # leaves the group now: the others take over without a session timeout
+        return self.progress
 
     def _consumer_for(self, group: str) -> Consumer:
         config: dict[str, Any] = reader_config(
@@ -221,8 +320,12 @@ class Projector:
             group,
             {"fetch.min.bytes": 1, "queued.max.messages.kbytes": 262144},
         )
-        config["logger"] = KAFKA_LOG
-        return Consumer(config)
+        return self._consumer_for_config(config)
+
+    def _consumer_for_config(self, config: Mapping[str, str | int | float | bool]) -> Consumer:
+        with_log: dict[str, Any] = dict(config)
+        with_log["logger"] = KAFKA_LOG
+        return Consumer(with_log)
 
     def _assignment(self, consumer: Consumer, bounded: bool) -> list[TopicPartition]:
         """Each owned store's partition at its stored offset + 1, once the log is known to still hold it.

@@ -52,6 +52,9 @@ class StateDirectory:
         self.max_map_size = max_map_size
         self._stores: dict[str, PartitionStore] = {}
         self._lock_fd: int | None = None
+        self.epoch = 0
+        """Counts the stores whose files were replaced under this directory (:meth:`replaced`): a
+        reader holding them open must open them again."""
 
     @classmethod
     def open(cls, root: Path, settings: Settings, durable: bool = True) -> StateDirectory:
@@ -97,6 +100,17 @@ class StateDirectory:
                 max_map_size=self.max_map_size,
             )
         return self._stores[name]
+
+    def release(self, name: str) -> None:
+        """Close store ``name`` if it is open; it is opened again on its next use."""
+        store = self._stores.pop(name, None)
+        if store is not None:
+            store.close()
+
+    def replaced(self, name: str) -> None:
+        """Store ``name``'s files were replaced (it was released first): readers must reopen."""
+        self.release(name)
+        self.epoch += 1
 
     def partition(self, partition: int) -> PartitionStore:
         return self.store(partition_dir_name(partition))

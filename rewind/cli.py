@@ -37,6 +37,7 @@ _COMMANDS = {
     "lag": "rewind.commands.lag_cmd:lag",
     "reconcile": "rewind.commands.reconcile_cmd:reconcile",
     "s3": "rewind.commands.s3_cmd:s3",
+    "cluster": "rewind.commands.cluster_cmd:cluster",
 }
 
 

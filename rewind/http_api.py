@@ -74,6 +74,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from projector.encoding import MAX_KEY_PART_BYTES
 from replayer.recovery_history_file import history_path, read_history
 from rewind import console_routes
+from rewind.cluster_routing import cluster_status
 from rewind.ground.errors import ConfigError, RewindError
 from rewind.http_common import (
     MAX_IDENTIFIER_CHARS,
@@ -386,6 +387,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/ready", ready),
     ("GET", "/recovery/status", recovery_status),
     ("GET", "/recovery/history", recovery_history),
+    ("GET", "/cluster", cluster_status),
     ("GET", "/metrics", metrics),
     ("GET", "/state/positions", positions),
     ("GET", "/state/orders/{id}", order),

@@ -212,6 +212,9 @@ class LocalKafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # a cluster member may ask for a session timeout down to 1 s (Kafka's default floor is 6 s),
+            # so a killed member's partitions move within seconds (docs/cluster.md)
+            "group.min.session.timeout.ms": "1000",
             "log.retention.hours": "-1",
         }
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))

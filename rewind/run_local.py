@@ -4,6 +4,10 @@ Starts the local Kafka broker (unless one already runs for this REWIND_HOME), cr
 feeds a simulated live trading flow at a modest steady rate, and runs ``rewind serve``. Prints the
 URLs once the service is ready. Ctrl-C (or SIGTERM) stops everything it started — the simulator, the
 service (which takes a final snapshot) and the broker — and leaves no process behind.
+
+``REWIND_RUN_INSTANCES=3`` starts three services instead, the members of one cluster
+(docs/cluster.md): on ``http.port``, ``http.port`` + 1 and + 2, each with its own home under
+REWIND_HOME.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ FLOW_RATE = os.environ.get("REWIND_RUN_RATE", "200")
 LOCAL_BUCKET = "rewind-snapshots"
 """The bucket `make run` ships snapshots to on its local S3 server, unless snapshots.remote.bucket is set."""
 READY_TIMEOUT = 120.0
+INSTANCES_ENV = "REWIND_RUN_INSTANCES"
+"""How many ``rewind serve`` instances `make run` starts: more than 1 makes them a cluster."""
 
 
 def _wait_ready(
@@ -72,6 +78,41 @@ def _stop_child(name: str, process: subprocess.Popen[bytes], timeout: float = 30
             print(f"{name} did not stop within {timeout:.0f}s; killing it", flush=True)
             process.kill()
             process.wait()
+
+
+def _instances() -> int:
+    raw = os.environ.get(INSTANCES_ENV, "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise RewindError(f"{INSTANCES_ENV}={raw!r} is not a number of instances", f"set {INSTANCES_ENV}=3")
+    return int(raw)
+
+
+def _service_url(settings: Settings, index: int) -> str:
+    return f"http://{settings['http.host']}:{int(settings['http.port']) + index}"
+
+
+def _start_services(
+    settings: Settings, env: dict[str, str], s3_endpoint: str
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """One ``rewind serve``, or with ``REWIND_RUN_INSTANCES=N`` the N members of a cluster: each its
+    own home (``$REWIND_HOME/member-<i>``) and port (``http.port`` + i), all shipping snapshots to
+    the one local S3 server."""
+    count = _instances()
+    if count == 1:
+        return [("service", subprocess.Popen([REWIND, "serve"], env=env, start_new_session=True))]
+    members = []
+    for index in range(count):
+        member_env = env | {
+            "REWIND_HOME": str(settings.home / f"member-{index}"),
+            "REWIND_HTTP_PORT": str(int(settings["http.port"]) + index),
+            "REWIND_CLUSTER_ENABLED": "1",
+            "REWIND_CLUSTER_SESSION_TIMEOUT_MS": env.get("REWIND_CLUSTER_SESSION_TIMEOUT_MS", "3000"),
+        }
+        if member_env.get("REWIND_SNAPSHOTS_REMOTE_ENDPOINT") == "local":
+            member_env["REWIND_SNAPSHOTS_REMOTE_ENDPOINT"] = s3_endpoint
+        process = subprocess.Popen([REWIND, "serve"], env=member_env, start_new_session=True)
+        members.append((f"member {index}", process))
+    return members
 
 
 def run(settings: Settings) -> int:
@@ -126,14 +167,18 @@ def run(settings: Settings) -> int:
             start_new_session=True,
         )
         children.append(("simulator", flow))
-        service = subprocess.Popen([REWIND, "serve"], env=env, start_new_session=True)
-        children.append(("service", service))
-        url = f"http://{settings['http.host']}:{settings['http.port']}"
-        if not _wait_ready(url, service, stop, str(settings["http.read_token"])):
-            if stop.is_set():
-                return 0
-            print(f"error: the service did not become ready at {url}/ready", file=sys.stderr, flush=True)
-            return 1
+        services = _start_services(settings, env, str(s3_status.endpoint))
+        children += services
+        urls = [_service_url(settings, index) for index in range(len(services))]
+        url = urls[0]
+        for (name, service), each in zip(services, urls, strict=True):
+            if not _wait_ready(each, service, stop, str(settings["http.read_token"])):
+                if stop.is_set():
+                    return 0
+                print(f"error: {name} did not become ready at {each}/ready", file=sys.stderr, flush=True)
+                return 1
+        if len(services) > 1:
+            print(f"\ncluster of {len(services)} members: {'  '.join(urls)}  (`rewind cluster status`)")
         print(
             "\nrewind is running:\n"
             f"  API          {url}/state/positions   {url}/lag   {url}/snapshots\n"

@@ -59,6 +59,8 @@ from replayer.recovery import recover
 from replayer.recovery_history_file import RecoveryRecorder, note_damage, service_cause, stored_records
 from replayer.recovery_tracker import RecoveryTracker
 from replayer.statement import KINDS
+from rewind.cluster_membership import ClusterMember
+from rewind.cluster_routing import install_cluster_routes
 from rewind.commands import stop_deadline
 from rewind.foreseeable_faults import explain
 from rewind.ground.errors import ConfigError, DamagedState, DataLossError, InvariantViolation, RewindError
@@ -210,6 +212,10 @@ class Service:
         self._snapshot_listing = SnapshotListing(settings)
         self.shipper = SnapshotShipper.from_settings(settings, self.service_metrics)
         """Uploads each snapshot round to the remote store in the background (None: no remote store)."""
+        self.cluster = ClusterMember.from_settings(settings)
+        """This instance as a member of a cluster (:mod:`rewind.cluster_membership`); None: alone."""
+        if self.cluster is not None and self.shipper is not None:
+            self.shipper.fence = self.cluster.fence
 
     # ServiceView
 
@@ -366,7 +372,12 @@ class Service:
         if self.shipper is not None:
             self.shipper.check_access()  # wrong credentials or bucket: the clear error, before serving
         host, port = str(self._settings["http.host"]), int(self._settings["http.port"])
-        self.http = serve_http(create_app(self), host, port)
+        app = create_app(self)
+        if self.cluster is not None:
+            install_cluster_routes(app, self.cluster)
+        self.http = serve_http(app, host, port)
+        if self.cluster is not None:
+            self.cluster.start(self.http.url, self.registry)
         log.info("serving on %s", self.http.url)
         print(
             f"rewind serving on {self.http.url} (health {self.http.url}/health, "
@@ -401,6 +412,8 @@ class Service:
             if self.shipper is not None:
                 self._doing = "stopping the snapshot uploads"
                 self.shipper.stop()
+            if self.cluster is not None:
+                self.cluster.stop()
             self._doing = "stopping the HTTP API"
             self.broker.stop()
             self.http.stop(HTTP_STOP_SECONDS)
@@ -445,7 +458,13 @@ class Service:
             recorder.attempt()
             try:
                 self._require_brokers(reason)
-                report = recover(self._settings, self.tracker, reason=reason, metrics=self.projector_metrics)
+                report = recover(
+                    self._settings,
+                    self.tracker,
+                    partitions=None if self.cluster is None else [],  # members restore on assignment
+                    reason=reason,
+                    metrics=self.projector_metrics,
+                )
             except Exception as exc:
                 self.service_metrics.observe_recovery_failure(exc)
                 if needs_a_person(exc):
@@ -539,8 +558,9 @@ class Service:
         self._doing = "starting the projector"
         count = events_partition_count(AdminClient(settings.client_config()), settings.events_topic)
         self._projector_stop.clear()
-        projector = Projector(settings, range(count), metrics=self.projector_metrics)
-        for partition in range(count):
+        owned = range(count) if self.cluster is None else range(0)  # members: what the group assigns
+        projector = Projector(settings, owned, metrics=self.projector_metrics)
+        for partition in owned:
             projector.directory.partition(partition)
         projector.directory.config()
         self._projector = projector
@@ -550,7 +570,10 @@ class Service:
         self.supervisor.ready("serving the recovered state")
         try:
             self._doing = "following the log"
-            projector.run(stop=self._projector_stop, on_batch=self._after_batch)
+            if self.cluster is not None:
+                self.cluster.follow(projector, self._projector_stop, self._after_batch)
+            else:
+                projector.run(stop=self._projector_stop, on_batch=self._after_batch)
             if self._stop.is_set():
                 self._doing = "taking the final snapshot"
                 self._final_snapshot()

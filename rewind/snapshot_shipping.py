@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 from rewind.ground.settings import Settings
@@ -31,6 +32,9 @@ from snapshotter.snapshot_store import remote_store
 from snapshotter.upload_queue import Attempt, Outcome, UploadQueue
 
 log = logging.getLogger("rewind.upload")
+
+Fence = Callable[[tuple[str, ...]], tuple[tuple[str, ...], list[str]]]
+"""A round's paths -> the ones that may be shipped, and why each other one may not."""
 
 REWIND = str(Path(sys.executable).with_name("rewind"))
 UPLOAD_NICENESS = 19
@@ -63,6 +67,8 @@ class SnapshotShipper:
         self._child: subprocess.Popen[str] | None = None
         self._child_lock = threading.Lock()
         self._stopping = False
+        self.fence: Fence | None = None
+        """In a cluster: which snapshots of a round this member may still ship (cluster_membership)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics) -> SnapshotShipper | None:
@@ -145,6 +151,13 @@ class SnapshotShipper:
     def _ship(self, rounds: list[tuple[str, ...]]) -> Attempt:
         """Upload every waiting round in one child, oldest first."""
         paths = [path for round_ in rounds for path in round_]
+        if self.fence is not None:
+            allowed, refused = self.fence(tuple(paths))
+            for reason in refused:
+                log.warning("snapshot not shipped: %s", reason)
+            if not allowed:
+                return Attempt(Outcome.GIVE_UP, "; ".join(refused))
+            paths = list(allowed)
         if self.queue.last_error and not self._endpoint_answers():
             return Attempt(Outcome.RETRY, self.queue.last_error)  # no child while the store is away
         started = time.monotonic()

@@ -245,6 +245,7 @@ class StateReaders:
         self._running: set[_Reader] = set()
         self._closed = False
         self._directory: StateDirectory | None = None
+        self._epoch = 0
         self._generation = 0
 
     def pids(self) -> list[int]:
@@ -254,8 +255,9 @@ class StateReaders:
 
     def _generation_of(self, directory: StateDirectory) -> int:
         with self._lock:
-            if directory is not self._directory:
+            if directory is not self._directory or directory.epoch != self._epoch:
                 self._directory = directory  # held, so no later directory can take its id
+                self._epoch = directory.epoch  # a store's files replaced: reopen too
                 self._generation += 1
             return self._generation
 

@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from projector.metrics import ProjectorMetrics
 from replayer.recovery_tracker import RecoveryTracker
+from rewind.cluster_standby import StandbyMetrics
 from rewind.commands.stop_deadline import STOP_SECONDS
 from rewind.ground.settings import SETTINGS, Settings, load_settings
 from rewind.http_api import OPEN_PATHS, create_app, serve_http
@@ -79,6 +80,7 @@ def _registry() -> CollectorRegistry:
             evaluation_seconds=0.01,
         )
     )
+    StandbyMetrics(registry).observe(0, 3, 0.5)
     service = ServiceMetrics(registry)
     manifest = Manifest("events-p0000", 5, 6, 1.0, 4096, "0" * 32, "1" * 32, ())
     service.observe_snapshot(manifest, 0.2)

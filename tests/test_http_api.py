@@ -419,6 +419,11 @@ def test_lag(api: Api) -> None:
     assert (reply.status, reply.json) == (200, LAG_REPORT)
 
 
+def test_a_service_alone_says_it_is_not_in_a_cluster(api: Api) -> None:
+    reply = api.get("/cluster")
+    assert (reply.status, reply.json) == (200, {"enabled": False})
+
+
 def test_openapi_is_served_and_describes_exactly_the_routes_of_the_app(
     api: Api, service: FakeService
 ) -> None:

@@ -346,6 +346,27 @@ SETTINGS: tuple[Setting, ...] = (
         0,
         "the service reconciles the newest statement of reconcile.drop_dir this often (0: off)",
     ),
+    Setting("cluster.enabled", _boolean, False, "run as one member of a cluster (a Kafka consumer group)"),
+    Setting("cluster.group", _name, "rewind-cluster", "consumer group the cluster's members join"),
+    Setting(
+        "cluster.session_timeout_ms",
+        _positive_int,
+        6000,
+        "a member silent this long leaves the cluster (floor: the broker's group.min.session.timeout.ms)",
+    ),
+    Setting("cluster.heartbeat_ms", _positive_int, 1000, "how often a member tells the group it is alive"),
+    Setting(
+        "cluster.standby_replicas",
+        _non_negative_int,
+        1,
+        "other members that keep a warm copy of each partition (used once there are 2 members or more)",
+    ),
+    Setting(
+        "cluster.advertised_url",
+        _text,
+        "",
+        "the URL other members send queries to; empty: this instance's own HTTP address",
+    ),
     Setting(
         "recovery.require_reconciliation",
         _boolean,
