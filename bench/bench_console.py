@@ -14,7 +14,7 @@ Each of ``--runs`` fresh pages (no cache) is measured with the browser's own clo
   diff drawn (``rewind:timetravel-start`` to ``rewind:timetravel-done``).
 
 Reports the median and the worst of each, and writes ``bench/results/console-<time>.json``. The
-issue's bound: first paint of the State panel in at most 1 s with 10k positions.
+target: first paint of the State panel in at most 1 s with 10k positions.
 
     .venv/bin/python -m bench.bench_console --events 300000 --accounts 500 --runs 5
     .venv/bin/python -m bench.bench_console --events 3000 --accounts 20 --runs 2   # a quick check

@@ -337,3 +337,18 @@ def test_a_stop_that_overruns_its_deadline_exits_and_says_what_it_was_doing() ->
         in (result.stderr)
     )
     assert "  fix: " in result.stderr
+
+
+def test_a_stop_ends_even_while_a_c_library_holds_the_interpreter_lock() -> None:
+    # libc's sleep called through PyDLL keeps the GIL: no Python thread can run the report and exit,
+    # so the kernel's SIGALRM ends the process.
+    script = (
+        "import ctypes, signal\n"
+        "from rewind.commands import stop_deadline\n"
+        "stop_deadline.arm('rewind test', lambda: 'stuck', 0.5)\n"
+        "ctypes.PyDLL(None).sleep(30)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 10
+    assert result.returncode == -signal.SIGALRM

@@ -1,12 +1,13 @@
 """rewind as a cluster on the real broker: members of one consumer group share the partitions, lose
 and duplicate nothing when killed, and any member answers any query.
 
-The shared test broker keeps Kafka's default ``group.min.session.timeout.ms`` (6000), so the members
-here use a 6 s session timeout; the local broker of ``rewind kafka start`` allows 1 s.
+The members use a 3 s session timeout where the broker allows it (the local broker of ``rewind kafka
+start`` allows 1 s), else the broker's ``group.min.session.timeout.ms`` (Kafka's default: 6 s).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from projector.runner import Projector
 from projector.state_directory import StateDirectory, tables_for
@@ -36,8 +38,17 @@ from tests.test_service import _processes_with_home
 
 pytestmark = pytest.mark.kafka
 
-SESSION_MS = 6000
+SESSION_MS = 3000
 PARTITIONS = 12
+
+
+@functools.cache
+def _session_ms(bootstrap: str) -> int:
+    """:data:`SESSION_MS`, or the broker's shortest session timeout if that is longer."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource("broker", str(min(admin.list_topics(timeout=10).brokers)))
+    found = admin.describe_configs([resource], request_timeout=10)[resource].result()
+    return max(SESSION_MS, int(found["group.min.session.timeout.ms"].value))
 
 
 def _env(pipeline: Pipeline, home: Path, group: str) -> dict[str, str]:
@@ -48,7 +59,7 @@ def _env(pipeline: Pipeline, home: Path, group: str) -> dict[str, str]:
             "REWIND_HOME": str(home),
             "REWIND_CLUSTER_ENABLED": "1",
             "REWIND_CLUSTER_GROUP": group,
-            "REWIND_CLUSTER_SESSION_TIMEOUT_MS": str(SESSION_MS),
+            "REWIND_CLUSTER_SESSION_TIMEOUT_MS": str(_session_ms(pipeline.bootstrap)),
             "REWIND_CLUSTER_HEARTBEAT_MS": "500",
             "REWIND_PROJECTOR_DURABLE": "0",
             "REWIND_SNAPSHOTS_EVERY_EVENTS": "0",

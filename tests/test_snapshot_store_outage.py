@@ -99,7 +99,7 @@ def test_uploads_survive_an_object_store_outage_without_stalling_the_projector(
     try:
         _wait_for(lambda: _ready(url, service), 90, "the service is ready")
         producing = subprocess.Popen(
-            [REWIND, "simulate", "--events", "45000", "--seed", "71", "--rate", "1500"],
+            [REWIND, "simulate", "--events", "30000", "--seed", "71", "--rate", "1500"],
             env=os.environ | env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
