@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -32,9 +31,9 @@ from schemas.codec import decode
 from tests.cli_runner import REWIND, run_rewind
 from tests.http_helpers import free_port, get
 from tests.kafka_helpers import read_partition
+from tests.make_run import make_run, nothing_left_behind
 from tests.pipeline import Pipeline
 from tests.s3_server import remote_env
-from tests.test_service import _processes_with_home
 
 pytestmark = pytest.mark.kafka
 
@@ -337,34 +336,8 @@ def test_standby_copy_is_warm_and_takeover_starts_from_it(
 def test_make_run_starts_a_cluster_of_three_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     home = tmp_path / "home"
     port = free_port()
-    env = os.environ | {
-        "REWIND_HOME": str(home),
-        "REWIND_HTTP_PORT": str(port),
-        "REWIND_RUN_RATE": "100",
-        "REWIND_RUN_INSTANCES": "3",
-    }
-    env.pop("REWIND_BOOTSTRAP", None)
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "rewind.run_local"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    lines: list[str] = []
-    banner = threading.Event()
-
-    def read_output() -> None:
-        assert runner.stdout is not None
-        for raw in runner.stdout:
-            lines.append(raw.decode(errors="replace"))
-            if "rewind is running" in lines[-1]:
-                banner.set()
-
-    reader = threading.Thread(target=read_output, daemon=True)
-    reader.start()
-    try:
-        assert banner.wait(180), "make run did not print its URLs:\n" + "".join(lines)
+    environ = {"REWIND_HTTP_PORT": str(port), "REWIND_RUN_RATE": "100", "REWIND_RUN_INSTANCES": "3"}
+    with make_run(tmp_path, home, environ, 180) as run:
         urls = [f"http://127.0.0.1:{port + i}" for i in range(3)]
 
         def three_members() -> bool:
@@ -377,16 +350,10 @@ def test_make_run_starts_a_cluster_of_three_and_ctrl_c_leaves_no_process(tmp_pat
             return sorted(owned) == list(range(12))
 
         _wait("three members sharing the partitions", three_members, 60)
-    finally:
-        runner.send_signal(signal.SIGINT)
-        runner.wait(90)
-        reader.join(30)
-    output = "".join(lines)
-    assert runner.returncode == 0, output
-    assert "cluster of 3 members" in output
-    assert "stopped: nothing left running" in output
-    # a final snapshot or upload a member started may finish just after it (rewind.service)
-    _wait("no process left behind", lambda: _processes_with_home(home) == [], 20)
+    assert run.returncode == 0, run.output
+    assert "cluster of 3 members" in run.output
+    assert "stopped: nothing left running" in run.output
+    assert nothing_left_behind(home), "make run left processes behind"
 
 
 def test_owners_ship_their_partitions_snapshots_to_the_shared_store(

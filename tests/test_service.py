@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cli_runner import REWIND, run_rewind
 from tests.http_helpers import free_port, get
+from tests.make_run import make_run, nothing_left_behind
 from tests.pipeline import Pipeline
 
 TOKEN = "test-token-123"
@@ -143,56 +142,17 @@ def test_serve_reports_recovers_after_sigkill_and_snapshots_on_sigterm(
     assert (pipeline.home / "state" / "CLEAN_SHUTDOWN").exists()
 
 
-def _processes_with_home(home: Path) -> list[int]:
-    needle = f"REWIND_HOME={home}".encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if (
-                needle in (proc / "environ").read_bytes()
-                or str(home).encode() in (proc / "cmdline").read_bytes()
-            ):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.kafka
 def test_make_run_serves_ready_with_a_read_token_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     home = tmp_path / "home"
     port = free_port()
-    env = os.environ | {
-        "REWIND_HOME": str(home),
+    environ = {
         "REWIND_HTTP_PORT": str(port),
         "REWIND_RUN_RATE": "100",
         "REWIND_HTTP_READ_TOKEN": "make-run-read-token",
     }
-    env.pop("REWIND_BOOTSTRAP", None)
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "rewind.run_local"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    lines: list[str] = []
-    banner = threading.Event()
-
-    def read_output() -> None:
-        assert runner.stdout is not None
-        for raw in runner.stdout:
-            lines.append(raw.decode(errors="replace"))
-            if "rewind is running" in lines[-1]:
-                banner.set()
-
-    reader = threading.Thread(target=read_output, daemon=True)
-    reader.start()
-    try:
-        assert banner.wait(120), "make run did not print its URLs:\n" + "".join(lines)
+    with make_run(tmp_path, home, environ, 120) as run:
         assert get(f"http://127.0.0.1:{port}/ready")[0] == 200, "/ready needs no token"
         assert get(f"http://127.0.0.1:{port}/state/positions")[0] == 401
         request = urllib.request.Request(
@@ -201,11 +161,6 @@ def test_make_run_serves_ready_with_a_read_token_and_ctrl_c_leaves_no_process(tm
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200 and "positions" in json.loads(response.read())
-    finally:
-        runner.send_signal(signal.SIGINT)
-        runner.wait(90)
-        reader.join(30)
-    output = "".join(lines)
-    assert runner.returncode == 0, output
-    assert "stopped: nothing left running" in output
-    assert _processes_with_home(home) == [], "make run left processes behind"
+    assert run.returncode == 0, run.output
+    assert "stopped: nothing left running" in run.output
+    assert nothing_left_behind(home), "make run left processes behind"
