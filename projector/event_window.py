@@ -21,18 +21,23 @@ Guarantees:
 - **Pure and deterministic**: the window after a sequence of ``remember`` calls depends only on the
   ids and offsets given, never on how they were batched.
 - **Persisted with the state**: :meth:`EventWindow.changed_rows` gives the rows of table
-  ``event_ids`` to write in the same transaction as the batch; :meth:`EventWindow.load` rebuilds an
+  ``event_ids`` to write in the same transaction as the batch; :func:`load_window` rebuilds an
   equal window from them. Rows are sealed like every other row (:func:`projector.encoding.seal`).
 - **Bounded**: at most ``WINDOW_BUCKETS + 1`` buckets are held, in memory and on disk.
+- **Two implementations, one behaviour**: :func:`new_window` and :func:`load_window` give the C
+  window (``projector/_event_window.c``: every applied event's path costs one hash, one probe and a
+  copy of the id's bytes) where it is built, and :class:`PyEventWindow` otherwise (``REWIND_NATIVE=0``);
+  both give the same answers and the same stored bytes (``tests/test_event_window.py`` holds them
+  to it).
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from projector.encoding import (
     EVENT_IDS,
@@ -103,24 +108,93 @@ class _Bucket:
         return bytes((BUCKET_FORMAT,)) + count + places + _little_endian(lengths) + data
 
 
-class _Index(Protocol):
-    """Which bucket (its low 16 bits) each held id is in, keyed by hash: ``projector/_event_index.c``,
-    or :class:`_DictIndex` where the C extension is not built. Candidates are confirmed by the
-    window against the bucket's ids."""
+class EventWindow(Protocol):
+    """The event_ids applied in the recent offsets of one partition; see the module docstring.
 
-    def claim(self, event_id: str, bucket: int) -> tuple[int, ...] | None: ...
+    Every event's path is :meth:`claim`, then :meth:`remember` (it applied) or :meth:`release` (it
+    did not), at the same offset.
+    """
 
-    def find(self, event_id: str) -> tuple[int, ...]: ...
+    def applied_at(self, event_id: str, offset: int) -> int:
+        """The offset at which ``event_id`` was applied, if that is within the window seen from
+        ``offset``; :data:`~projector.encoding.NO_OFFSET` otherwise."""
+        ...
 
-    def add(self, event_id: str, bucket: int) -> None: ...
+    def claim(self, event_id: str, offset: int) -> int:
+        """:meth:`applied_at`; when that is :data:`~projector.encoding.NO_OFFSET`, hold the id for
+        the event at ``offset`` until :meth:`remember` (it applied) or :meth:`release` (it did not)."""
+        ...
 
-    def remove(self, event_id: str, bucket: int) -> bool: ...
+    def release(self, event_id: str, offset: int) -> None:
+        """Give up the claim :meth:`claim` made for ``event_id`` at ``offset``."""
 
-    def __len__(self) -> int: ...
+    def remember(self, event_id: str, offset: int) -> None:
+        """Record that ``event_id``, claimed at ``offset``, was applied there (offsets only move
+        forward: :class:`~rewind.ground.errors.InvariantViolation` otherwise)."""
+
+    def changed_rows(self) -> dict[bytes, bytes | None]:
+        """The ``event_ids`` rows changed since the last call, sealed (None: delete the row)."""
+        ...
+
+    def rows(self) -> Iterable[tuple[bytes, bytes]]:
+        """Every ``event_ids`` row, sealed, in key order (the canonical sequence)."""
+        ...
+
+    def __len__(self) -> int:
+        """How many event_ids are held (claims included)."""
+        ...
+
+
+def _native_window_class() -> Callable[[], Any] | None:
+    if pure_python_asked():
+        return None
+    try:
+        from projector import _event_window  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    window_class: Callable[[], Any] = _event_window.Window
+    return window_class
+
+
+_NATIVE_WINDOW: Final = _native_window_class()
+
+
+def new_window() -> EventWindow:
+    """An empty window: the C one where it is built."""
+    if _NATIVE_WINDOW is None:
+        return PyEventWindow()
+    window: EventWindow = _NATIVE_WINDOW()
+    return window
+
+
+def load_window(rows: Iterable[tuple[bytes, bytes]]) -> EventWindow:
+    """The window stored as ``rows`` (key, sealed value) of table ``event_ids``, in key order.
+
+    Raises :class:`~projector.encoding.CorruptRow` for a row whose checksum fails and
+    :class:`~projector.encoding.EncodingError` for one that is not a bucket of this encoding.
+    """
+    if _NATIVE_WINDOW is None:
+        return PyEventWindow.load(rows)
+    window = _NATIVE_WINDOW()
+    for key, value in rows:
+        payload = unseal(EVENT_IDS, key, value)
+        try:
+            window.load_bucket(window_bucket_of_key(key), payload)
+        except ValueError as exc:
+            raise _not_a_bucket(key, str(exc)) from None
+    loaded: EventWindow = window
+    return loaded
+
+
+def _not_a_bucket(key: bytes, why: str) -> EncodingError:
+    return EncodingError(
+        f"{EVENT_IDS}: key {key!r} does not hold a bucket of ascending offsets and ids: {why}"
+    )
 
 
 class _DictIndex:
-    """:class:`_Index` in a dict of ids (the interpreted build's; same answers, more memory)."""
+    """Which bucket (its low 16 bits) each held id is in: candidates the window confirms against the
+    bucket's ids."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, list[int]] = {}
@@ -151,29 +225,14 @@ class _DictIndex:
         return sum(len(found) for found in self._buckets.values())
 
 
-def _new_index() -> _Index:
-    if not pure_python_asked():
-        try:
-            from projector import _event_index  # type: ignore[attr-defined]
-        except ImportError:
-            pass
-        else:
-            index: _Index = _event_index.Index()
-            return index
-    return _DictIndex()
-
-
-class EventWindow:
-    """The event_ids applied in the recent offsets of one partition; see the module docstring.
-
-    Every event's path is :meth:`claim`, then :meth:`remember` (it applied) or :meth:`release` (it
-    did not), at the same offset: one lookup in a compact index for a new id.
-    """
+class PyEventWindow:
+    """:class:`EventWindow` in Python: the reference the C window is held to, and the window of the
+    interpreted build."""
 
     __slots__ = ("_buckets", "_changed", "_hot", "_index", "_last_offset", "_newest")
 
     def __init__(self) -> None:
-        self._index = _new_index()
+        self._index = _DictIndex()
         self._buckets: dict[int, _Bucket] = {}
         self._changed: set[int] = set()
         self._hot: _Bucket | None = None
@@ -278,12 +337,8 @@ class EventWindow:
         return len(self._index)
 
     @classmethod
-    def load(cls, rows: Iterable[tuple[bytes, bytes]]) -> EventWindow:
-        """The window stored as ``rows`` (key, sealed value) of table ``event_ids``, in key order.
-
-        Raises :class:`~projector.encoding.CorruptRow` for a row whose checksum fails and
-        :class:`~projector.encoding.EncodingError` for one that is not a bucket of this encoding.
-        """
+    def load(cls, rows: Iterable[tuple[bytes, bytes]]) -> PyEventWindow:
+        """See :func:`load_window`."""
         window = cls()
         for key, value in rows:
             index, offsets, ids = decode_bucket(key, value)
@@ -305,9 +360,7 @@ def decode_bucket(key: bytes, value: bytes) -> tuple[int, list[int], list[str]]:
     index = window_bucket_of_key(key)
 
     def refuse(why: str) -> EncodingError:
-        return EncodingError(
-            f"{EVENT_IDS}: key {key!r} does not hold a bucket of ascending offsets and ids: {why}"
-        )
+        return _not_a_bucket(key, why)
 
     if len(payload) < 5 or payload[0] != BUCKET_FORMAT:
         raise refuse("no format byte and count")

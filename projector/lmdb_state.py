@@ -22,7 +22,7 @@ from typing import TypeVar
 import lmdb
 
 from projector import encoding
-from projector.event_window import EventWindow
+from projector.event_window import EventWindow, load_window
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 from projector.store import PartitionStore, damaged_row
 from rewind.ground.errors import InvariantViolation
@@ -91,7 +91,7 @@ class _BatchCache:
             with self._store.read_txn() as txn:
                 rows = txn.cursor(db=self._store.db(encoding.EVENT_IDS)).iternext()
                 try:
-                    window = EventWindow.load((bytes(k), bytes(v)) for k, v in rows)
+                    window = load_window((bytes(k), bytes(v)) for k, v in rows)
                 except encoding.CorruptRow as exc:
                     raise damaged_row(self._store.path, exc) from None
             self._cache.window = window

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from projector import encoding
-from projector.event_window import EventWindow
+from projector.event_window import EventWindow, load_window, new_window
 from projector.model import Anomaly, Balance, ConfigEntry, Entity, FillRecord, Order, Position, Risk
 
 
@@ -85,7 +85,7 @@ class MemoryState:
     __slots__ = ("anomalies", "balances", "fills", "offset", "orders", "positions", "risks", "window")
 
     def __init__(self) -> None:
-        self.window = EventWindow()
+        self.window = new_window()
         self.orders: dict[str, Order] = {}
         self.fills: dict[str, FillRecord] = {}
         self.positions: dict[tuple[str, str], Position] = {}
@@ -175,7 +175,7 @@ class MemoryState:
                 state.put_anomaly(entity)
             else:
                 raise encoding.EncodingError(f"table {table!r} does not belong to an events partition")
-        state.window = EventWindow.load(window_rows)
+        state.window = load_window(window_rows)
         return state
 
 
@@ -185,7 +185,7 @@ class MemoryConfigState:
     __slots__ = ("anomalies", "entries", "offset", "window")
 
     def __init__(self) -> None:
-        self.window = EventWindow()
+        self.window = new_window()
         self.entries: dict[str, ConfigEntry] = {}
         self.anomalies: dict[int, Anomaly] = {}
         self.offset: int = encoding.NO_OFFSET
@@ -235,5 +235,5 @@ class MemoryConfigState:
                 state.put_anomaly(entity)
             else:
                 raise encoding.EncodingError(f"table {table!r} does not belong to the config partition")
-        state.window = EventWindow.load(window_rows)
+        state.window = load_window(window_rows)
         return state

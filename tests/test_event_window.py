@@ -17,16 +17,19 @@ from hypothesis import strategies as st
 from projector import encoding
 from projector.digest import state_digest
 from projector.event_window import (
+    _NATIVE_WINDOW,
     BUCKET_OFFSETS,
     WINDOW_BUCKETS,
     WINDOW_OFFSETS,
     EventWindow,
-    _DictIndex,
-    _new_index,
+    PyEventWindow,
+    load_window,
+    new_window,
 )
 from projector.model import AnomalyKind
 from projector.policy import APPLIED, HALT, QUARANTINE, RECORDED, ConfigStep, EventsStep
 from projector.state import MemoryConfigState, MemoryState
+from rewind.ground.errors import InvariantViolation
 from tests.fold_events import (
     Event,
     accepted,
@@ -54,6 +57,18 @@ CASES: dict[str, Callable[[], list[Event]]] = {
     "PositionAdjusted SET": lambda: [adjusted("AAPL", "SET", "3", "100")],
     "BalanceChanged": lambda: [balance("CHF", "2665191.03")],
 }
+
+
+Implementation = tuple[Callable[[], EventWindow], Callable[[list[tuple[bytes, bytes]]], EventWindow]]
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    "the product's": (new_window, load_window),
+    "pure Python": (PyEventWindow, PyEventWindow.load),
+}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def implementation(request: pytest.FixtureRequest) -> Implementation:
+    return IMPLEMENTATIONS[request.param]
 
 
 def _apply(window: EventWindow, event_id: str, offset: int) -> None:
@@ -129,9 +144,9 @@ def test_the_window_edge(first: int, repeat: int, duplicate: bool) -> None:
     assert state.balances["ACC1", "USD"].amount == (1 if duplicate else 2) * 10**8
 
 
-def test_memory_and_disk_stay_bounded() -> None:
+def test_memory_and_disk_stay_bounded(implementation: Implementation) -> None:
     """However many events a partition applies, at most WINDOW_BUCKETS + 1 buckets are held."""
-    window = EventWindow()
+    window = implementation[0]()
     for offset in range(0, 3 * WINDOW_OFFSETS, 7):
         _apply(window, f"id-{offset}", offset)
     rows = list(window.rows())
@@ -148,13 +163,15 @@ def test_memory_and_disk_stay_bounded() -> None:
     ids=st.data(),
     flushes=st.sets(st.integers(0, 80)),
 )
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
 def test_stored_rows_do_not_depend_on_batching_and_load_back_equal(
-    gaps: list[int], ids: st.DataObject, flushes: set[int]
+    name: str, gaps: list[int], ids: st.DataObject, flushes: set[int]
 ) -> None:
     """Rows written batch by batch (changed_rows at arbitrary points) add up to the rows of one
     window fed without a break, and a window loaded from them answers exactly the same."""
     names = [ids.draw(st.sampled_from(["a", "b", "c", "d", "e", "f"])) for _ in gaps]
-    straight, batched = EventWindow(), EventWindow()
+    new, load = IMPLEMENTATIONS[name]
+    straight, batched = new(), new()
     stored: dict[bytes, bytes] = {}
     offset = -1
     for index, (gap, name) in enumerate(zip(gaps, names, strict=True)):
@@ -174,21 +191,22 @@ def test_stored_rows_do_not_depend_on_batching_and_load_back_equal(
         else:
             stored[key] = value
     assert sorted(stored.items()) == list(straight.rows())
-    loaded = EventWindow.load(sorted(stored.items()))
+    loaded = load(sorted(stored.items()))
     assert list(loaded.rows()) == list(straight.rows())
     for name in "abcdef":
         for probe in (offset, offset + 1, offset + WINDOW_OFFSETS):
             assert loaded.applied_at(name, probe) == straight.applied_at(name, probe)
 
 
-def test_a_damaged_window_row_is_refused() -> None:
-    window = EventWindow()
+def test_a_damaged_window_row_is_refused(implementation: Implementation) -> None:
+    new, load = implementation
+    window = new()
     _apply(window, "a", 3)
     ((key, value),) = window.rows()
     damaged = bytearray(value)
     damaged[-5] ^= 1  # the id "a" read as "`"
     with pytest.raises(encoding.CorruptRow, match="event_ids row"):
-        EventWindow.load([(key, bytes(damaged))])
+        load([(key, bytes(damaged))])
     payload = value[:-4]
     for foreign in (
         b'[1,[3],["a"]]',  # not this format
@@ -197,23 +215,24 @@ def test_a_damaged_window_row_is_refused() -> None:
         payload + b"b",  # bytes no length accounts for
     ):
         with pytest.raises(encoding.EncodingError, match="ascending offsets and ids"):
-            EventWindow.load([(key, encoding.seal(key, foreign))])
+            load([(key, encoding.seal(key, foreign))])
 
 
-def test_ids_of_any_text_round_trip() -> None:
-    window = EventWindow()
+def test_ids_of_any_text_round_trip(implementation: Implementation) -> None:
+    new, load = implementation
+    window = new()
     names = ["a", "", "é€😀", "x" * 70_000, "\x00nul", '"quoted"\\']
     for offset, name in enumerate(names):
         _apply(window, name, offset)
-    loaded = EventWindow.load(list(window.rows()))
+    loaded = load(list(window.rows()))
     assert list(loaded.rows()) == list(window.rows())
     assert [loaded.applied_at(name, 10) for name in names] == list(range(len(names)))
 
 
-def test_claims_released_and_evicted_leave_nothing_behind() -> None:
+def test_claims_released_and_evicted_leave_nothing_behind(implementation: Implementation) -> None:
     """The index holds exactly the remembered ids of the live buckets: a released claim and an evicted
     bucket take their entries with them, however many ids share a bucket or come back later."""
-    window = EventWindow()
+    window = implementation[0]()
     assert window.claim("x", 0) == encoding.NO_OFFSET
     window.release("x", 0)
     assert len(window) == 0 and window.applied_at("x", 1) == encoding.NO_OFFSET
@@ -242,52 +261,83 @@ def test_resuming_from_stored_records_remembers_what_was_applied() -> None:
     assert resumed.balances == state.balances
 
 
-@settings(max_examples=40, deadline=None)
+def _native() -> EventWindow:
+    if _NATIVE_WINDOW is None:
+        pytest.skip("the C window is not built (REWIND_NATIVE=0)")
+    return new_window()
+
+
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["claim", "add", "remove"]), st.integers(0, 3000), st.integers(0, 70_000))
+        st.tuples(
+            st.sampled_from(["apply", "apply", "apply", "refuse", "flush", "ask"]),
+            st.integers(0, 400),
+            st.sampled_from([1, 1, 1, 3, 255, 256, 40_000, WINDOW_OFFSETS]),
+        ),
+        max_size=300,
     )
 )
-def test_the_c_index_answers_as_the_dict_index(operations: list[tuple[str, int, int]]) -> None:
-    """Growth, probing and backward-shift deletion in projector/_event_index.c keep exactly the
-    entries the plain dict index keeps (as multisets of bucket low bits per id)."""
-    native = _new_index()
-    if isinstance(native, _DictIndex):
-        pytest.skip("the C extension is not in use")
-    plain = _DictIndex()
-    names = [f"id-{n}" for n in range(3001)]
-    for operation, which, bucket in operations * 3:
+def test_the_c_window_answers_and_stores_as_the_python_one(operations: list[tuple[str, int, int]]) -> None:
+    """Claims, releases, remembers, evictions and flushes in any order: the C window gives the same
+    answers, holds as many ids and writes the same rows, byte for byte, as the pure-Python window;
+    and a C window loaded from those rows answers the same again."""
+    native, plain = _native(), PyEventWindow()
+    names = [f"id-{n}" if n % 7 else f"é-{n}" for n in range(401)]
+    offset = -1
+    for operation, which, gap in operations:
         name = names[which]
-        if operation == "claim":
-            a, b = native.claim(name, bucket), plain.claim(name, bucket)
-            assert (a is None) == (b is None) and sorted(a or ()) == sorted(b or ())
-        elif operation == "add":
-            native.add(name, bucket)
-            plain.add(name, bucket)
-        else:
-            assert native.remove(name, bucket) == plain.remove(name, bucket)
-    assert len(native) == len(plain)
-    for name in names:
-        assert sorted(native.find(name)) == sorted(plain.find(name))
+        if operation == "flush":
+            assert native.changed_rows() == plain.changed_rows()
+            continue
+        if operation == "ask":
+            assert native.applied_at(name, offset + gap) == plain.applied_at(name, offset + gap)
+            continue
+        offset += gap
+        earlier = native.claim(name, offset)
+        assert earlier == plain.claim(name, offset)
+        if earlier == encoding.NO_OFFSET:
+            for window in (native, plain):
+                if operation == "apply":
+                    window.remember(name, offset)
+                else:
+                    window.release(name, offset)
+        assert len(native) == len(plain)
+    assert native.changed_rows() == plain.changed_rows()
+    assert list(native.rows()) == list(plain.rows())
+    loaded = load_window(list(plain.rows()))
+    assert list(loaded.rows()) == list(plain.rows())
+    for name in names[:50]:
+        assert loaded.applied_at(name, offset + 1) == plain.applied_at(name, offset + 1)
 
 
-def test_the_c_index_under_churn_through_several_growths() -> None:
-    native = _new_index()
-    if isinstance(native, _DictIndex):
-        pytest.skip("the C extension is not in use")
-    plain = _DictIndex()
+def test_the_c_window_under_churn_through_several_growths() -> None:
+    """Thousands of ids in and out of the hash table (growth, probing, backward-shift deletion on
+    release and eviction): the C window agrees with the Python one on every id."""
+    native, plain = _native(), PyEventWindow()
     rng = random.Random(7)
-    held: list[tuple[str, int]] = []
-    for step in range(60_000):
-        if held and rng.random() < 0.35:
-            name, bucket = held.pop(rng.randrange(len(held)))
-            assert native.remove(name, bucket) and plain.remove(name, bucket)
-        else:
-            name, bucket = f"e-{rng.randrange(40_000)}", step // 32
-            native.add(name, bucket)
-            plain.add(name, bucket)
-            held.append((name, bucket))
-    assert len(native) == len(plain) == len(held)
-    for name in {name for name, _ in held}:
-        assert sorted(native.find(name)) == sorted(plain.find(name))
-    assert not native.remove("never-added", 1)
+    offset = -1
+    for _ in range(60_000):
+        offset += rng.choice((1, 1, 2, 50))
+        name = f"e-{rng.randrange(40_000)}"
+        earlier = native.claim(name, offset)
+        assert earlier == plain.claim(name, offset)
+        if earlier != encoding.NO_OFFSET:
+            continue
+        applied = rng.random() < 0.8
+        for window in (native, plain):
+            if applied:
+                window.remember(name, offset)
+            else:
+                window.release(name, offset)
+    assert len(native) == len(plain)
+    for n in range(0, 40_000, 7):
+        assert native.applied_at(f"e-{n}", offset + 1) == plain.applied_at(f"e-{n}", offset + 1)
+    assert list(native.rows()) == list(plain.rows())
+
+
+def test_an_offset_that_moves_backwards_is_refused() -> None:
+    window = _native()
+    window.remember("a", 10)
+    with pytest.raises(InvariantViolation, match="offset 9 remembered after 10"):
+        window.remember("b", 9)

@@ -44,7 +44,7 @@ NATIVE_MODULES: tuple[str, ...] = (
 C_EXTENSIONS: tuple[str, ...] = (
     "schemas._record_encoder",
     "projector._digest_frames",
-    "projector._event_index",
+    "projector._event_window",
 )
 """Written in C (``.c`` beside the module path), built by ``setup.py`` with the mypyc modules."""
 
