@@ -100,6 +100,10 @@ def _stop(process: subprocess.Popen[bytes]) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
+def _partition_of(store: str) -> str:
+    return "config" if store == "config" else str(int(store.removeprefix("events-p")))
+
+
 def _digest(pipeline: Pipeline, *state: str) -> dict[str, Any]:
     args = ["state", "digest", "--json", *(["--state", state[0]] if state else [])]
     document: dict[str, Any] = json.loads(run_rewind(*args, env=pipeline.env, check=True).stdout)
@@ -119,62 +123,93 @@ def _applied(pipeline: Pipeline) -> int:
 
 
 @pytest.mark.kafka
-@pytest.mark.parametrize("command", ["serve", "project"])
 def test_sigterm_ends_the_process_within_10_s_after_the_broker_was_killed_and_the_state_is_intact(
-    broker: LocalKafka, tmp_path: Path, command: str
+    broker: LocalKafka, tmp_path: Path
 ) -> None:
     """Killed in the middle of a flow of events, the broker leaves offset commits in flight: closing
-    the consumer then waited for them, minutes. The state as left equals a replay of exactly the
+    the consumer then waited for them, minutes. Both `rewind serve` and `rewind project` run through
+    the same broker kill, each on its own topics. The state each left equals a replay of exactly the
     events it holds: nothing was lost or applied twice."""
-    pipeline = Pipeline(_address(broker), f"stop-{command}", tmp_path / "home")
-    pipeline.create_topics()
-    first = pipeline.simulate(events=2_000, seed=81)
-    args = ["serve", "--port", str(free_port())] if command == "serve" else ["project", "--no-progress"]
-    process = _start(args, pipeline.env, tmp_path / "rewind.log")
-    flow: subprocess.Popen[bytes] | None = None
+    commands = {
+        "serve": ["serve", "--port", str(free_port())],
+        "project": ["project", "--no-progress"],
+    }
+    pipelines = {name: Pipeline(_address(broker), f"stop-{name}", tmp_path / name) for name in commands}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    flows: list[subprocess.Popen[bytes]] = []
+    stops: dict[str, tuple[int, float]] = {}
+    first_events = 2_000
     try:
-        wait_for("the first events applied", lambda: _applied(pipeline) >= first.events, 90, process)
-        flow = subprocess.Popen(
-            [REWIND, "simulate", "--events", "1000000", "--seed", "82", "--rate", "400"],
-            env=os.environ | pipeline.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for("events of the flow applied", lambda: _applied(pipeline) > first.events + 400, 60, process)
+        for name, pipeline in pipelines.items():
+            pipeline.create_topics()
+            assert pipeline.simulate(events=first_events, seed=81).events == first_events
+            processes[name] = _start(commands[name], pipeline.env, tmp_path / f"{name}.log")
+        for name, pipeline in pipelines.items():
+            wait_for(
+                f"the first events applied by {name}",
+                lambda p=pipeline: _applied(p) >= first_events,
+                90,
+                processes[name],
+            )
+            flows.append(
+                subprocess.Popen(
+                    [REWIND, "simulate", "--events", "1000000", "--seed", "82", "--rate", "400"],
+                    env=os.environ | pipeline.env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for name, pipeline in pipelines.items():
+            wait_for(
+                f"events of the flow applied by {name}",
+                lambda p=pipeline: _applied(p) > first_events + 400,
+                60,
+                processes[name],
+            )
         _kill_broker(broker)
-        flow.kill()
-        flow.wait(30)
-        time.sleep(2)
-        code, seconds = _stop(process)
-    finally:
-        if flow is not None and flow.poll() is None:
+        for flow in flows:
             flow.kill()
             flow.wait(30)
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
-    log = (tmp_path / "rewind.log").read_text(errors="replace")
-    assert seconds <= STOP_LIMIT_SECONDS, f"SIGTERM took {seconds:.1f} s:\n{log[-3000:]}"
-    assert code == 0, log[-3000:]
-    assert "Traceback" not in log, log[-3000:]
+        time.sleep(2)
+        for name, process in processes.items():
+            stops[name] = _stop(process)
+    finally:
+        for running in [*flows, *processes.values()]:
+            if running.poll() is None:
+                running.kill()
+                running.wait(30)
+    for name, (code, seconds) in stops.items():
+        log = (tmp_path / f"{name}.log").read_text(errors="replace")
+        assert seconds <= STOP_LIMIT_SECONDS, f"{name}: SIGTERM took {seconds:.1f} s:\n{log[-3000:]}"
+        assert code == 0, f"{name}: {log[-3000:]}"
+        assert "Traceback" not in log, f"{name}: {log[-3000:]}"
 
-    left = _digest(pipeline)
+    left = {name: _digest(pipeline) for name, pipeline in pipelines.items()}
     address = _address(broker)
     broker.start(timeout=120)
     assert broker.address() == address, "the broker is back on its own address"
-    counts = ",".join(
-        f"{'config' if name == 'config' else int(name.removeprefix('events-p'))}:{int(store['offset']) + 1}"
-        for name, store in sorted(left["stores"].items())
-    )
-    fresh = tmp_path / "replayed"
-    empty_snapshots = pipeline.env | {"REWIND_SNAPSHOTS_DIR": str(tmp_path / "no-snapshots")}
-    run_rewind(
-        "replay", "--to", counts, "--out", str(fresh), "--json", env=empty_snapshots, check=True, timeout=300
-    )
-    replayed = _digest(pipeline, str(fresh))
-    assert {name: s["digest"] for name, s in replayed["stores"].items()} == {
-        name: s["digest"] for name, s in left["stores"].items()
-    }, f"the state differs from a replay of the events it holds ({counts})"
+    for name, pipeline in pipelines.items():
+        counts = ",".join(
+            f"{_partition_of(store)}:{int(row['offset']) + 1}"
+            for store, row in sorted(left[name]["stores"].items())
+        )
+        fresh = tmp_path / f"{name}-replayed"
+        empty_snapshots = pipeline.env | {"REWIND_SNAPSHOTS_DIR": str(tmp_path / f"{name}-no-snapshots")}
+        run_rewind(
+            "replay",
+            "--to",
+            counts,
+            "--out",
+            str(fresh),
+            "--json",
+            env=empty_snapshots,
+            check=True,
+            timeout=300,
+        )
+        replayed = _digest(pipeline, str(fresh))
+        assert {store: row["digest"] for store, row in replayed["stores"].items()} == {
+            store: row["digest"] for store, row in left[name]["stores"].items()
+        }, f"{name}: the state differs from a replay of the events it holds ({counts})"
 
 
 # 2. A lost broker is reported once and survived
