@@ -137,16 +137,17 @@ def test_uploads_survive_an_object_store_outage_without_stalling_the_projector(
         after = _metrics(url)
         assert after["rewind_snapshot_upload_uploaded_total"] >= 2
         assert after["rewind_snapshot_upload_newest_remote_timestamp_seconds"] > 0
+    except BaseException:
+        server.stop()
+        raise
     finally:
         if producing is not None and producing.poll() is None:
             producing.kill()
         service.send_signal(signal.SIGTERM)
         service.wait(60)
-        server.stop()
     assert service.returncode == 0, service.stderr.read().decode() if service.stderr else ""
 
     # nothing lost: after losing the host, the bucket and the log rebuild exactly the full replay
-    server.start(timeout=90)
     try:
         fresh = tmp_path / "full-replay"
         run_rewind("project", "--until-caught-up", "--state", str(fresh), env=env, timeout=300, check=True)
