@@ -145,10 +145,10 @@ def test_uploads_survive_an_object_store_outage_without_stalling_the_projector(
             producing.kill()
         service.send_signal(signal.SIGTERM)
         service.wait(60)
-    assert service.returncode == 0, service.stderr.read().decode() if service.stderr else ""
 
     # nothing lost: after losing the host, the bucket and the log rebuild exactly the full replay
     try:
+        assert service.returncode == 0, service.stderr.read().decode() if service.stderr else ""
         fresh = tmp_path / "full-replay"
         run_rewind("project", "--until-caught-up", "--state", str(fresh), env=env, timeout=300, check=True)
         expected = json.loads(
