@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -69,20 +68,6 @@ DESCRIBE_MOVING_SECONDS: Final = 0.05
 """How often while partitions move (the group is not ``STABLE``, or a partition has no owner), so that
 queries find a moved partition's new owner soon after the coordinator assigns it."""
 BROKER_SESSION_BOUNDS: Final = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
-
-
-GROUP_METADATA_MAGIC: Final = b"CGMDv2:"
-
-
-def generation_of(metadata: object) -> int | None:
-    """The generation (member epoch) in a consumer's group metadata (``consumer_group_metadata()``,
-    librdkafka's serialized form: a magic, then the generation as a 4-byte integer); None for a
-    form this does not know."""
-    if not isinstance(metadata, bytes) or not metadata.startswith(GROUP_METADATA_MAGIC):
-        return None
-    start = len(GROUP_METADATA_MAGIC)
-    raw = metadata[start : start + 4]
-    return int.from_bytes(raw, sys.byteorder, signed=True) if len(raw) == 4 else None
 
 
 @dataclass(frozen=True)
@@ -391,17 +376,6 @@ class ClusterMember:
         self._consumer = consumer
         self._changed.set()
 
-    def generation(self) -> int | None:
-        """This member's group generation (``classic``) or member epoch (``consumer`` protocol), as
-        its own consumer knows it now; None outside a group or when librdkafka does not say."""
-        consumer = self._consumer
-        if consumer is None:
-            return None
-        try:
-            return generation_of(consumer.consumer_group_metadata())
-        except (KafkaException, RuntimeError):  # closed meanwhile, or no longer in a group
-            return None
-
     def prepare(self, partitions: list[int]) -> None:
         """Put the freshest copy this member can get of each arriving partition's store in place: its
         standby copy when that is ahead of its own store, else its own store, else the newest verified
@@ -477,12 +451,11 @@ class ClusterMember:
                 wanted[path] = partition
         if not wanted:
             return (), refused
-        generation = self.generation()
         rejected = self._commit_under_generation(sorted(set(wanted.values())))
         if rejected is not None:
             refused += [
-                f"{Path(path).parent.name}: the group coordinator refused this member's generation "
-                f"{generation}: {rejected}"
+                f"{Path(path).parent.name}: the group coordinator refused this member's generation: "
+                f"{rejected}"
                 for path in wanted
             ]
             return (), refused
@@ -627,7 +600,6 @@ class ClusterMember:
             "self": {
                 "url": self.url,
                 "member_id": self.member_id,
-                "generation": self.generation(),
             },
             "owned_partitions": owned,
             "restored_from": {str(p): self.restored.get(p) for p in owned},
