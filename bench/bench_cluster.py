@@ -31,6 +31,7 @@ import argparse
 import json
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -186,8 +187,16 @@ def failover(
         end_at_kill = log_ends(settings, args.partitions)[partition]
         signalled_at = time.time()
         killed = time.monotonic()
-        if owner.process is not None:
-            owner.process.send_signal(sig)
+        exits: list[float] = []
+        stopping = owner.process
+        if stopping is not None:
+            stopping.send_signal(sig)
+
+            def record_exit() -> None:
+                stopping.wait(60)
+                exits.append(time.monotonic() - killed)
+
+            threading.Thread(target=record_exit, daemon=True).start()
 
         def served_by_another() -> bool:
             status, _body, by = get_from(f"{asker.url}/state/accounts/{account}", 0.5)
@@ -201,9 +210,8 @@ def failover(
             every=0.02,
         )
         caught_up = time.monotonic() - killed
-        if owner.process is not None:
-            owner.process.wait(30)
-        exited = time.monotonic() - killed
+        wait("the stopped member exited", lambda: bool(exits), limit=60)
+        exited = exits[0]
     finally:
         flow.kill()
         for member in members:
