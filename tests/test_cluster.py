@@ -446,10 +446,13 @@ def test_the_fence_lets_only_the_coordinators_owner_ship(
 class InProcessMember:
     """A cluster member followed on a thread of this process, so a test can stall it and ask its fence."""
 
-    def __init__(self, pipeline: Pipeline, root: Path, index: int, group: str) -> None:
+    def __init__(
+        self, pipeline: Pipeline, root: Path, index: int, group: str, extra: dict[str, str] | None = None
+    ) -> None:
         env = Instance(pipeline, root, index, group).env | {
             "REWIND_CLUSTER_MAX_STALL_MS": str(_session_ms(pipeline.bootstrap)),
             "REWIND_CLUSTER_STANDBY_REPLICAS": "0",
+            **(extra or {}),
         }
         settings = load_settings(environ=env)
         self.member = ClusterMember(settings, url=f"http://127.0.0.1:{index + 1}")
@@ -511,6 +514,39 @@ def test_a_zombie_is_refused_by_the_group_coordinator_and_the_owner_ships(
     finally:
         zombie.close()
         owner.close()
+
+
+def test_a_partition_that_arrives_behind_is_served_only_once_caught_up(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=1_200, seed=67, accounts=48)
+    ends = _log_ends(pipeline)
+    member = InProcessMember(
+        pipeline,
+        tmp_path,
+        0,
+        f"{unique_name}.cluster",
+        {"REWIND_PROJECTOR_BATCH_EVENTS": "10", "REWIND_CLUSTER_MAX_STALL_MS": "120000"},
+    )
+    member.stall.set()  # stops after its first batch of 10 events: the partitions arrived from the log start
+    try:
+        member.thread.start()
+        _wait("the member stalled after its first batch", member.stalled.is_set, 60)
+        owned = member.member.owned()
+        assert owned == list(range(PARTITIONS))
+        serving = member.member.serving()
+        offsets = member.projector.progress.offsets
+        behind = [p for p in owned if offsets[partition_dir_name(p)] < ends[p] - 1]
+        assert behind, "every partition caught up in one batch of 10 events; nothing to show"
+        assert serving == [p for p in owned if p not in behind]
+        assert member.member.ownership()[1] == serving
+        member.stall.clear()
+        member.release.set()
+        _wait("every partition served", lambda: member.member.serving() == list(range(PARTITIONS)), 60)
+    finally:
+        member.close()
 
 
 def test_a_session_timeout_the_broker_refuses_is_a_clear_error(
