@@ -2,11 +2,18 @@
 
 (a) failover on SIGKILL: 3 members (``rewind serve`` processes, own homes) follow a live flow; one
     account's owner is killed, and another member is asked for the account every 20 ms (redirects
-    followed) until it is answered again by a live member. Reported: seconds until the first answer,
+    followed) until it is answered again by a live member other than the stopped owner (which, after a
+    SIGTERM, still answers until it lets go). Reported: seconds until the first answer,
     and until the new owner has also applied everything the log held at the kill. The group's
     session timeout bounds the first (``--session-ms``; the broker's group.min.session.timeout.ms is
     its floor: 6000 on a stock broker, 1000 on the local broker of ``rewind kafka start``).
 (b) graceful handoff on SIGTERM: the same, the owner stopped with SIGTERM (it leaves the group at once).
+    The clock runs from the signal, not from the process's exit: a stopping member hands its partitions
+    over first, and its final snapshot and closing happen while the others already serve them (how long
+    the exit took is reported beside).
+
+Each failover also prints a timeline: the members' log lines about the handoff (the signal, the leaving
+member's release and leave, the new owners' assignment and restores), in ms after the signal.
 (a2) the same as (a) without standbys: the new owner starts from its own older store, or the log start
     (or a snapshot in the remote store when one is configured).
 (c) scale-out: ``--events`` preloaded events projected by 1, 2 and 3 members of a fresh group each,
@@ -24,42 +31,58 @@ import argparse
 import json
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.harness import bench_broker, bench_topics, produce
 from rewind.ground.partitioner import partition_for_key
-from rewind.ground.settings import Settings
+from rewind.ground.settings import SETTINGS, Settings
 from rewind.service import REWIND
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
+    status, body, _answered_by = get_from(url, timeout)
+    return status, body
+
+
+def get_from(url: str, timeout: float = 2.0) -> tuple[int, Any, str]:
+    """(status, body, the URL that answered after redirects were followed)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, json.loads(response.read()), str(response.geturl())
     except urllib.error.HTTPError as error:
-        return error.code, None
+        return error.code, None, str(error.geturl())
     except (OSError, ValueError):
-        return 0, None
+        return 0, None, ""
 
 
 class Member:
     def __init__(
-        self, settings: Settings, scratch: Path, name: str, group: str, session_ms: int, standbys: int = 1
+        self,
+        settings: Settings,
+        scratch: Path,
+        name: str,
+        group: str,
+        args: argparse.Namespace,
+        standbys: int = 1,
     ) -> None:
         self.home = scratch / name
+        self.name = name
         self.log = scratch / f"{name}.log"
         self.env = settings.child_environ() | {
             "REWIND_HOME": str(self.home),
             "REWIND_CLUSTER_ENABLED": "1",
             "REWIND_CLUSTER_GROUP": group,
-            "REWIND_CLUSTER_SESSION_TIMEOUT_MS": str(session_ms),
-            "REWIND_CLUSTER_HEARTBEAT_MS": str(max(100, session_ms // 10)),
+            "REWIND_CLUSTER_SESSION_TIMEOUT_MS": str(args.session_ms),
+            "REWIND_CLUSTER_HEARTBEAT_MS": str(args.heartbeat_ms),
+            "REWIND_CLUSTER_GROUP_PROTOCOL": args.group_protocol,
             "REWIND_SNAPSHOTS_EVERY_SECONDS": "0",
             "REWIND_SNAPSHOTS_EVERY_EVENTS": "0",
             "REWIND_HTTP_PORT": "0",
@@ -144,7 +167,7 @@ def failover(
     args: argparse.Namespace, settings: Settings, scratch: Path, sig: int, label: str, standbys: int = 1
 ) -> dict[str, Any]:
     group = f"{settings.events_topic}.{label}"
-    members = [Member(settings, scratch, f"{label}-{i}", group, args.session_ms, standbys) for i in range(3)]
+    members = [Member(settings, scratch, f"{label}-{i}", group, args, standbys) for i in range(3)]
     flow = subprocess.Popen(
         [REWIND, "simulate", "--events", str(args.flow_events), "--rate", str(args.flow_rate), "--seed", "5"],
         env=settings.child_environ(),
@@ -162,11 +185,24 @@ def failover(
         asker = next(m for m in members if m is not owner)
         survivors = [m for m in members if m is not owner]
         end_at_kill = log_ends(settings, args.partitions)[partition]
+        signalled_at = time.time()
         killed = time.monotonic()
-        owner.stop(sig)
-        wait(
-            "answered again", lambda: get(f"{asker.url}/state/accounts/{account}", 0.5)[0] == 200, every=0.02
-        )
+        exits: list[float] = []
+        stopping = owner.process
+        if stopping is not None:
+            stopping.send_signal(sig)
+
+            def record_exit() -> None:
+                stopping.wait(60)
+                exits.append(time.monotonic() - killed)
+
+            threading.Thread(target=record_exit, daemon=True).start()
+
+        def served_by_another() -> bool:
+            status, _body, by = get_from(f"{asker.url}/state/accounts/{account}", 0.5)
+            return status == 200 and not by.startswith(owner.url)
+
+        wait("answered again by a live member", served_by_another, every=0.02)
         answered = time.monotonic() - killed
         wait(
             "the new owner caught up",
@@ -174,13 +210,53 @@ def failover(
             every=0.02,
         )
         caught_up = time.monotonic() - killed
+        wait("the stopped member exited", lambda: bool(exits), limit=60)
+        exited = exits[0]
     finally:
         flow.kill()
         for member in members:
             member.stop(signal.SIGKILL)
-    row = {"answered_again_seconds": round(answered, 3), "caught_up_seconds": round(caught_up, 3)}
+    row: dict[str, Any] = {
+        "answered_again_seconds": round(answered, 3),
+        "caught_up_seconds": round(caught_up, 3),
+        "owner_exited_seconds": round(exited, 3),
+        "partition": partition,
+        "owner": owner.name,
+        "asked": asker.name,
+    }
     print(f"  {label}: {row}", flush=True)
+    row["timeline"] = timeline(members, signalled_at, answered + 0.5)
+    for line in row["timeline"]:
+        print(f"    {line}", flush=True)
     return row
+
+
+TIMELINE_MARKS = (
+    "signal ",
+    "released events partitions",
+    "left the group",
+    "assigned events partitions",
+    "starting from",
+    "standby for partitions",
+    "handed over",
+)
+
+
+def timeline(members: list[Member], since: float, seconds: float) -> list[str]:
+    """The members' log lines about a handoff, ``seconds`` from the wall-clock instant ``since``, each
+    as ``+ms member: message`` (log lines carry local time with milliseconds)."""
+    found: list[tuple[float, str]] = []
+    for member in members:
+        for line in member.log.read_text(errors="replace").splitlines():
+            if not any(mark in line for mark in TIMELINE_MARKS):
+                continue
+            try:
+                stamp = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            if since - 0.001 <= stamp <= since + seconds:
+                found.append((stamp - since, f"{member.name}: {line[24:].strip()}"))
+    return [f"+{offset * 1000:6.0f} ms {text}" for offset, text in sorted(found)]
 
 
 def scale_out(args: argparse.Namespace, settings: Settings, scratch: Path) -> dict[str, Any]:
@@ -189,9 +265,7 @@ def scale_out(args: argparse.Namespace, settings: Settings, scratch: Path) -> di
     rows: dict[str, Any] = {}
     for count in (1, 2, 3):
         group = f"{settings.events_topic}.scale{count}"
-        members = [
-            Member(settings, scratch, f"scale{count}-{i}", group, args.session_ms) for i in range(count)
-        ]
+        members = [Member(settings, scratch, f"scale{count}-{i}", group, args) for i in range(count)]
         seconds, done = time_to_project(args, members, ends)
         rows[str(count)] = {
             "seconds": round(seconds, 2),
@@ -233,15 +307,28 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2_000_000, help="(c): preloaded events")
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--session-ms", type=int, default=3000)
+    parser.add_argument("--heartbeat-ms", type=int, default=0, help="default: cluster.heartbeat_ms's")
+    parser.add_argument(
+        "--group-protocol",
+        choices=("classic", "consumer"),
+        default="classic",
+        help="cluster.group_protocol (consumer: KIP-848; needs a broker whose group.consumer.min.* "
+        "allow the session and heartbeat, as the broker of its own does)",
+    )
     parser.add_argument("--flow-events", type=int, default=200_000, help="(a, b): the live flow's events")
     parser.add_argument(
         "--flow-rate", type=int, default=2000, help="(a, b): the live flow's events per second"
     )
     parser.add_argument("--only", default="abc")
     args = parser.parse_args()
+    args.heartbeat_ms = args.heartbeat_ms or next(
+        int(str(s.default)) for s in SETTINGS if s.key == "cluster.heartbeat_ms"
+    )
     result: dict[str, Any] = {
         "partitions": args.partitions,
         "session_ms": args.session_ms,
+        "heartbeat_ms": args.heartbeat_ms,
+        "group_protocol": args.group_protocol,
         "events": args.events,
     }
     with bench_broker(args.bootstrap) as (bootstrap, scratch):

@@ -32,12 +32,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from prometheus_client import CollectorRegistry
 
 from projector.runner import ProjectionProgress, Projector
@@ -63,6 +64,9 @@ CLIENT_ID_PREFIX: Final = "rewind@"
 """A member's ``client.id`` is this prefix and the URL it answers queries on."""
 DESCRIBE_EVERY_SECONDS: Final = 0.25
 """How often a member reads the group's description (members, assignment) for routing and status."""
+DESCRIBE_MOVING_SECONDS: Final = 0.05
+"""How often while partitions move (the group is not ``STABLE``, or a partition has no owner), so that
+queries find a moved partition's new owner soon after the coordinator assigns it."""
 BROKER_SESSION_BOUNDS: Final = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
 
 
@@ -101,6 +105,8 @@ class GroupView:
     members: tuple[Member, ...]
     partition_count: int
     described_at: float
+    protocol: str = ""
+    """The group protocol the coordinator runs the group with: ``classic`` or ``consumer`` (KIP-848)."""
 
     def owner(self, partition: int) -> Member | None:
         """The member assigned ``partition``, or None while it is in motion (revoked, not yet assigned)."""
@@ -118,14 +124,39 @@ class GroupView:
             "group": self.group,
             "state": self.state,
             "members": [m.as_dict() for m in sorted(self.members, key=lambda m: m.member_id)],
+            "protocol": self.protocol,
             "partition_count": self.partition_count,
             "unassigned_partitions": self.unowned(),
             "described_at": self.described_at,
         }
 
 
+CONSUMER_BOUNDS: Final = {
+    "session": ("group.consumer.min.session.timeout.ms", "group.consumer.max.session.timeout.ms"),
+    "heartbeat": ("group.consumer.min.heartbeat.interval.ms", "group.consumer.max.heartbeat.interval.ms"),
+}
+"""The broker's bounds on a ``consumer``-protocol group's session timeout and heartbeat interval."""
+CONSUMER_ASSIGNMENT_FLOOR: Final = "group.consumer.min.assignment.interval.ms"
+
+
+def _broker_configs(admin: AdminClient) -> dict[str, str]:
+    try:
+        brokers = admin.list_topics(timeout=10).brokers
+        resource = ConfigResource("broker", str(min(brokers)))
+        found = admin.describe_configs([resource], request_timeout=10)[resource].result()
+    except (KafkaException, ValueError) as exc:
+        raise RewindError(
+            f"could not read the broker's group timeout bounds: {exc}",
+            "check that the brokers answer (`rewind kafka status`)",
+        ) from exc
+    return {key: str(entry.value) for key, entry in found.items()}
+
+
 def check_session_timeout(settings: Settings, admin: AdminClient) -> None:
-    """Refuse a ``cluster.session_timeout_ms`` outside what the broker allows, naming its bounds."""
+    """Refuse a ``cluster.session_timeout_ms`` (and heartbeat) outside what the broker allows, naming
+    its bounds. With ``cluster.group_protocol = consumer`` the coordinator, not the member, holds both:
+    they are set as the group's own configuration (``consumer.session.timeout.ms``,
+    ``consumer.heartbeat.interval.ms``, and the broker's shortest ``consumer.assignment.interval.ms``)."""
     wanted = int(settings["cluster.session_timeout_ms"])
     heartbeat = int(settings["cluster.heartbeat_ms"])
     if heartbeat >= wanted:
@@ -133,39 +164,89 @@ def check_session_timeout(settings: Settings, admin: AdminClient) -> None:
             f"cluster.heartbeat_ms={heartbeat} is not below cluster.session_timeout_ms={wanted}",
             "set the heartbeat to about a third of the session timeout or less",
         )
-    try:
-        brokers = admin.list_topics(timeout=10).brokers
-        resource = ConfigResource("broker", str(min(brokers)))
-        found = admin.describe_configs([resource], request_timeout=10)[resource].result()
-    except (KafkaException, ValueError) as exc:
-        raise RewindError(
-            f"could not read the broker's session timeout bounds: {exc}",
-            "check that the brokers answer (`rewind kafka status`)",
-        ) from exc
-    low, high = (int(found[key].value) for key in BROKER_SESSION_BOUNDS)
-    if not low <= wanted <= high:
+    stall = int(settings["cluster.max_stall_ms"])
+    if stall < wanted:
         raise ConfigError(
-            f"cluster.session_timeout_ms={wanted} is outside what the broker allows "
-            f"(group.min.session.timeout.ms={low}, group.max.session.timeout.ms={high})",
-            f"set cluster.session_timeout_ms between {low} and {high}, or lower the broker's "
-            "group.min.session.timeout.ms (the local broker of `rewind kafka start` allows 1000)",
+            f"cluster.max_stall_ms={stall} is below cluster.session_timeout_ms={wanted}",
+            "set cluster.max_stall_ms to the session timeout or more (Kafka requires it)",
         )
+    found = _broker_configs(admin)
+    if str(settings["cluster.group_protocol"]) != "consumer":
+        low, high = (int(found[key]) for key in BROKER_SESSION_BOUNDS)
+        if not low <= wanted <= high:
+            raise ConfigError(
+                f"cluster.session_timeout_ms={wanted} is outside what the broker allows "
+                f"(group.min.session.timeout.ms={low}, group.max.session.timeout.ms={high})",
+                f"set cluster.session_timeout_ms between {low} and {high}, or lower the broker's "
+                "group.min.session.timeout.ms (the local broker of `rewind kafka start` allows 1000)",
+            )
+        return
+    for setting, value, (low_key, high_key) in (
+        ("cluster.session_timeout_ms", wanted, CONSUMER_BOUNDS["session"]),
+        ("cluster.heartbeat_ms", heartbeat, CONSUMER_BOUNDS["heartbeat"]),
+    ):
+        if low_key not in found:
+            raise ConfigError(
+                "cluster.group_protocol=consumer: the broker does not support the consumer group "
+                f"protocol (it has no {low_key})",
+                "use cluster.group_protocol=classic, or brokers of Apache Kafka 4.0 or later",
+            )
+        low, high = int(found[low_key]), int(found[high_key])
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{setting}={value} is outside what the broker allows for the consumer group protocol "
+                f"({low_key}={low}, {high_key}={high})",
+                f"set {setting} between {low} and {high}, or lower the broker's {low_key} (the local "
+                "broker of `rewind kafka start` allows 1000 ms sessions and 100 ms heartbeats)",
+            )
+    group_settings = {
+        "consumer.session.timeout.ms": str(wanted),
+        "consumer.heartbeat.interval.ms": str(heartbeat),
+    }
+    if CONSUMER_ASSIGNMENT_FLOOR in found:
+        group_settings["consumer.assignment.interval.ms"] = found[CONSUMER_ASSIGNMENT_FLOOR]
+    group = str(settings["cluster.group"])
+    resource = ConfigResource(
+        ResourceType.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            for key, value in group_settings.items()
+        ],
+    )
+    try:
+        admin.incremental_alter_configs([resource], request_timeout=10)[resource].result()
+    except KafkaException as exc:
+        raise RewindError(
+            f"could not set the session timeout and heartbeat of consumer group {group!r}: {exc}",
+            "check that the brokers answer and that rewind may alter the group's configuration "
+            "(ALTER_CONFIGS on the group)",
+        ) from exc
 
 
 def group_consumer_config(settings: Settings, url: str) -> dict[str, str | int | float | bool]:
     """The librdkafka configuration of a member's group consumer: never commits or resets by itself
-    (offsets come from the stores), cooperative rebalancing, and its URL as its client id."""
-    return {
+    (offsets come from the stores), cooperative rebalancing, and its URL as its client id.
+
+    The ``classic`` protocol assigns with the cooperative-sticky assignor in join and sync rounds, and
+    the member sets its session timeout and heartbeat; the ``consumer`` protocol (KIP-848) leaves
+    assignment, session timeout and heartbeat to the coordinator (:func:`check_session_timeout`)."""
+    config: dict[str, str | int | float | bool] = {
         **settings.client_config(),
         **READER_DEFAULTS,
         "group.id": str(settings["cluster.group"]),
         "client.id": CLIENT_ID_PREFIX + url,
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": int(settings["cluster.session_timeout_ms"]),
-        "heartbeat.interval.ms": int(settings["cluster.heartbeat_ms"]),
         "fetch.min.bytes": 1,
         "queued.max.messages.kbytes": 262144,
+        "max.poll.interval.ms": int(settings["cluster.max_stall_ms"]),
     }
+    if str(settings["cluster.group_protocol"]) == "consumer":
+        config["group.protocol"] = "consumer"
+    else:
+        config["partition.assignment.strategy"] = "cooperative-sticky"
+        config["session.timeout.ms"] = int(settings["cluster.session_timeout_ms"])
+        config["heartbeat.interval.ms"] = int(settings["cluster.heartbeat_ms"])
+    return config
 
 
 def describe_group(admin: AdminClient, group: str, topic: str, partition_count: int) -> GroupView:
@@ -193,7 +274,8 @@ def describe_group(admin: AdminClient, group: str, topic: str, partition_count: 
         for m in found.members
     )
     state = getattr(found.state, "name", str(found.state))
-    return GroupView(group, state, members, partition_count, time.time())
+    protocol = str(getattr(getattr(found, "type", None), "name", "")).lower()
+    return GroupView(group, state, members, partition_count, time.time(), protocol)
 
 
 @dataclass
@@ -211,6 +293,8 @@ class ClusterMember:
     _changed: threading.Event = field(default_factory=threading.Event)
     changes: int = 0
     standby: StandbyFollower | None = None
+    _consumer: Consumer | None = None
+    """The group consumer while this member follows the group (for the fence's generation check)."""
     restored: dict[int, str] = field(default_factory=dict)
     """How each partition's store was last put in place on assignment (``local``, ``snapshot ...``,
     ``log start``)."""
@@ -237,8 +321,25 @@ class ClusterMember:
             self.standby.stop()
 
     def ownership(self) -> tuple[int, list[int]]:
-        """(how many assignment changes this member has seen, the partitions it projects now)."""
-        return self.changes, self.owned()
+        """(how many assignment changes this member has seen, the partitions it serves now)."""
+        return self.changes, self.serving()
+
+    def serving(self) -> list[int]:
+        """The owned partitions this member answers queries for: those whose store has applied all
+        the log held when the partition was assigned. A partition that arrived behind (restored from
+        an older copy, or from the log start) is not served until its replay reaches that point, so
+        a query never reads a state older than the moment the partition moved."""
+        projector = self._projector
+        if projector is None:
+            return []
+        offsets = dict(projector.progress.offsets)
+        targets = dict(projector.progress.targets)
+        serving = []
+        for partition in projector.owned_partitions():
+            name = partition_dir_name(partition)
+            if name in targets and offsets.get(name, -1) >= targets[name] - 1:
+                serving.append(partition)
+        return serving
 
     def owned(self) -> list[int]:
         """The partitions this member projects now (its own consumer's assignment: authoritative)."""
@@ -263,32 +364,63 @@ class ClusterMember:
                 before_assign=self.prepare,
                 after_change=self._after_change,
             )
+            log.info("left the group (its consumer is closed)")
         finally:
             self._projector = None
+            self._consumer = None
             self._changed.set()
 
     def _after_change(self, consumer: Consumer) -> None:
         self.changes += 1
         self.member_id = consumer.memberid() or self.member_id
+        self._consumer = consumer
         self._changed.set()
 
     def prepare(self, partitions: list[int]) -> None:
         """Put the freshest copy this member can get of each arriving partition's store in place: its
         standby copy when that is ahead of its own store, else its own store, else the newest verified
-        snapshot, else nothing (the log start)."""
+        snapshot, else nothing (the log start).
+
+        The partitions are prepared side by side (copying and syncing a standby store, or fetching a
+        snapshot, waits on the disk and the network, not on this process), then put in place one by
+        one."""
+        copies = {} if self.standby is None else self.standby.hand_over(partitions)
+        own: dict[int, int | None] = {}
         for partition in partitions:
             name = partition_dir_name(partition)
-            store_dir = self.settings.state_dir / name
-            own = self._own_offset(name) if (store_dir / DATA_FILE).is_file() else None
-            warm = None if self.standby is None else self.standby.hand_over(partition)
-            if warm is not None and (own is None or warm[1] > own):
-                self._take_standby(name, warm[0])
-                self.restored[partition] = f"standby at offset {warm[1]}"
-            elif own is not None:
-                self.restored[partition] = f"local at offset {own}"
-            else:
-                self.restored[partition] = self._restore_snapshot(partition, name)
-            log.info("partition %d: starting from %s", partition, self.restored[partition])
+            has_store = (self.settings.state_dir / name / DATA_FILE).is_file()
+            own[partition] = self._own_offset(name) if has_store else None
+        warm: dict[int, tuple[Path, int]] = {}
+        for partition, (store, offset) in copies.items():
+            mine = own.get(partition)
+            if partition in own and (mine is None or offset > mine):
+                warm[partition] = (store, offset)
+
+        def prepared(partition: int) -> tuple[Path | None, str]:
+            name = partition_dir_name(partition)
+            if partition in warm:
+                store, offset = warm[partition]
+                return self._stage_standby(name, store), f"standby at offset {offset}"
+            if own[partition] is not None:
+                return None, f"local at offset {own[partition]}"
+            return None, self._restore_snapshot(partition, name)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(partitions)), thread_name_prefix="takeover") as pool:
+            futures = [pool.submit(prepared, partition) for partition in partitions]
+        for future in futures:
+            error = future.exception()
+            if error is not None:  # nothing is put in place: the staged copies go
+                for other in futures:
+                    staged = None if other.exception() is not None else other.result()[0]
+                    if staged is not None:
+                        shutil.rmtree(staged, ignore_errors=True)
+                raise error
+        results = [future.result() for future in futures]
+        for partition, (staging, source) in zip(partitions, results, strict=True):
+            if staging is not None:
+                self._install_staged(partition_dir_name(partition), staging)
+            self.restored[partition] = source
+            log.info("partition %d: starting from %s", partition, source)
         if self.standby is not None:
             self.standby.taken_over(partitions)
 
@@ -297,11 +429,36 @@ class ClusterMember:
         why the others may not: only the current owner of a partition writes its snapshots (the
         config store's: the owner of events partition 0).
 
-        Owner means both: this member's consumer holds the partition now, and the group coordinator,
-        asked now, assigns it to this member id. A member the coordinator has already replaced (a
-        zombie of an earlier group generation, whose partitions were given to others while it was
-        gone) ships nothing."""
+        Owner means all three, checked in this order:
+
+        1. this member's consumer holds the partition now;
+        2. the group coordinator accepts an offset commit for the partitions from this member's
+           consumer: Kafka itself refuses one from a member of an earlier generation (``classic``)
+           or with a stale member epoch (``consumer`` protocol), and from a member it has removed;
+        3. the group coordinator, asked now, assigns the partition to this member id.
+
+        A zombie (a member the coordinator has already replaced, whose partitions were given to others
+        while it was stalled or cut off) fails the second check, and ships nothing."""
         owned = set(self.owned())
+        wanted: dict[str, int] = {}
+        refused: list[str] = []
+        for path in paths:
+            store = Path(path).parent.name
+            partition = 0 if store == CONFIG_DIR_NAME else partition_of_dir_name(store)
+            if partition is None or partition not in owned:
+                refused.append(f"{store}: not owned by this member (its consumer does not hold it)")
+            else:
+                wanted[path] = partition
+        if not wanted:
+            return (), refused
+        rejected = self._commit_under_generation(sorted(set(wanted.values())))
+        if rejected is not None:
+            refused += [
+                f"{Path(path).parent.name}: the group coordinator refused this member's generation: "
+                f"{rejected}"
+                for path in wanted
+            ]
+            return (), refused
         try:
             view = describe_group(
                 AdminClient(self.settings.client_config()),
@@ -310,18 +467,40 @@ class ClusterMember:
                 self.partition_count,
             )
         except RewindError as exc:
-            return (), [f"{len(paths)} snapshots: the group coordinator could not confirm the owners: {exc}"]
+            refused.append(
+                f"{len(wanted)} snapshots: the group coordinator could not confirm the owners: {exc}"
+            )
+            return (), refused
         confirmed = {p for m in view.members if m.member_id == self.member_id for p in m.partitions}
         allowed: list[str] = []
-        refused: list[str] = []
-        for path in paths:
-            store = Path(path).parent.name
-            partition = 0 if store == CONFIG_DIR_NAME else partition_of_dir_name(store)
-            if partition is None or partition not in owned or partition not in confirmed:
-                refused.append(f"{store}: not owned by this member (the group coordinator says so now)")
-            else:
+        for path, partition in wanted.items():
+            if partition in confirmed:
                 allowed.append(path)
+            else:
+                refused.append(
+                    f"{Path(path).parent.name}: not owned by this member (the group coordinator says so now)"
+                )
         return tuple(allowed), refused
+
+    def _commit_under_generation(self, partitions: list[int]) -> str | None:
+        """Commit the partitions' applied offsets through this member's group consumer, synchronously;
+        None when the coordinator accepted it, else why not. (Group offsets are for lag tools only;
+        this commit writes the same offsets the projector commits after every batch.)"""
+        consumer, projector = self._consumer, self._projector
+        if consumer is None or projector is None:
+            return "this member follows no group"
+        applied = dict(projector.progress.offsets)
+        topic = self.settings.events_topic
+        offsets = [TopicPartition(topic, p, applied.get(partition_dir_name(p), -1) + 1) for p in partitions]
+        try:
+            committed = consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            return error.str() if isinstance(error, KafkaError) else str(exc)
+        except RuntimeError as exc:  # the consumer closed meanwhile
+            return str(exc)
+        failed = [f"partition {tp.partition}: {tp.error.str()}" for tp in committed or [] if tp.error]
+        return "; ".join(failed) if failed else None
 
     def _own_offset(self, name: str) -> int:
         projector = self._projector
@@ -329,19 +508,29 @@ class ClusterMember:
             raise InvariantViolation("a partition was assigned to a member that follows no group")
         return projector.directory.store(name).offset()
 
-    def _take_standby(self, name: str, standby: Path) -> None:
-        """Replace this member's store ``name`` with a copy of its standby store (which nothing writes
-        now: the follower let go of it). The copy is synced and renamed into place whole."""
-        projector = self._projector
-        if projector is None:
-            raise InvariantViolation("a partition was assigned to a member that follows no group")
+    def _stage_standby(self, name: str, standby: Path) -> Path:
+        """A synced copy of the standby store ``name`` (which nothing writes now: the follower let go
+        of it), in a staging directory beside the state directory; :meth:`_install_staged` puts it
+        in place."""
         state_dir = self.settings.state_dir
         staging = state_dir.with_name(f"{state_dir.name}.standby-{uuid.uuid4().hex}")
-        aside = state_dir.with_name(f"{state_dir.name}.replaced-{uuid.uuid4().hex}")
         (staging / name).mkdir(parents=True)
         try:
             copy_in_kernel(standby / DATA_FILE, staging / name / DATA_FILE)
             sync_store_files(staging / name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
+    def _install_staged(self, name: str, staging: Path) -> None:
+        """Replace this member's store ``name`` with the staged copy, renamed into place whole."""
+        projector = self._projector
+        if projector is None:
+            raise InvariantViolation("a partition was assigned to a member that follows no group")
+        state_dir = self.settings.state_dir
+        aside = state_dir.with_name(f"{state_dir.name}.replaced-{uuid.uuid4().hex}")
+        try:
             projector.directory.release(name)
             live = state_dir / name
             if live.exists():
@@ -378,7 +567,9 @@ class ClusterMember:
         admin = AdminClient(self.settings.client_config())
         failing = ""
         while not self._stop.is_set():
-            self._changed.wait(DESCRIBE_EVERY_SECONDS)
+            view = self.view
+            settled = view is not None and view.state == "STABLE" and not view.unowned()
+            self._changed.wait(DESCRIBE_EVERY_SECONDS if settled else DESCRIBE_MOVING_SECONDS)
             self._changed.clear()
             if self._stop.is_set():
                 return

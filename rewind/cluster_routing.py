@@ -2,7 +2,9 @@
 
 A member's store of a partition it does not own may be far behind (it is what was left when the
 partition moved away), so a member serves state only from the partitions its own consumer holds now,
-and only when the partition was held the whole time the read took. Otherwise:
+only once the store has applied all the log held when the partition arrived
+(:meth:`ClusterMember.serving`), and only when the partition was held the whole time the read took.
+Otherwise:
 
 - a query about one account (``/state/accounts/{id}``, ``/state/positions?account=``) goes to the
   account's partition (the producers' partitioner) and is answered with ``307`` and the owner's URL
@@ -104,6 +106,8 @@ async def _one_partition(
     request: web.Request, handler: Handler, member: ClusterMember, partition: int, part: bool
 ) -> web.StreamResponse:
     if partition in member.owned():
+        if partition not in member.serving():
+            return _moving(f"partition {partition} is catching up after it moved here", partition)
         response, held = await _held_while(request, handler, member)
         if partition in held:
             response.headers[PARTITIONS_HEADER] = str(partition)

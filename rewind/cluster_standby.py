@@ -128,23 +128,35 @@ class StandbyFollower:
             for p in following
         }
 
-    def hand_over(self, partition: int) -> tuple[Path, int] | None:
-        """Stop following ``partition`` (between batches) and return its standby store and offset, or
-        None when there is none or the follower did not let go in time."""
-        store = self.root / partition_dir_name(partition)
-        deadline = time.monotonic() + HAND_OVER_SECONDS
+    def hand_over(self, partitions: list[int]) -> dict[int, tuple[Path, int]]:
+        """Stop following ``partitions`` (all at once, between two batches) and return the standby store
+        and offset of each one that has a copy; a partition is left out when there is none or the
+        follower did not let go of it within :data:`HAND_OVER_SECONDS`."""
+        started = time.monotonic()
+        deadline = started + HAND_OVER_SECONDS
         with self._lock:
-            self._handing_over.add(partition)
-            while partition in self._following and not self._stop.is_set():
+            self._handing_over.update(partitions)
+            while self._following & set(partitions) and not self._stop.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    log.warning("partition %d: the standby did not let go in time; not used", partition)
-                    return None
+                    break
                 self._released.wait(left)
-            offset = self._offsets.get(partition)
-        if offset is None or not (store / DATA_FILE).is_file():
-            return None
-        return store, offset
+            held = self._following & set(partitions)
+            offsets = {p: self._offsets.get(p) for p in partitions if p not in held}
+        if held:
+            log.warning("partitions %s: the standby did not let go in time; not used", sorted(held))
+        copies: dict[int, tuple[Path, int]] = {}
+        for partition, offset in offsets.items():
+            store = self.root / partition_dir_name(partition)
+            if offset is not None and (store / DATA_FILE).is_file():
+                copies[partition] = (store, offset)
+        if copies:
+            log.info(
+                "partitions %s handed over by the standby in %.3f s",
+                sorted(copies),
+                time.monotonic() - started,
+            )
+        return copies
 
     def taken_over(self, partitions: list[int]) -> None:
         """The member owns ``partitions`` now: a standby may follow them again once they move away."""
@@ -201,14 +213,16 @@ class StandbyFollower:
             projector.release(gone)
             for partition in gone:
                 self.metrics.forget(partition)
-        if new:
-            consumer.incremental_assign(projector.adopt(consumer, new))
-        if gone or new:
-            with self._lock:
-                self._following = (self._following - set(gone)) | set(new)
+            with self._lock:  # a takeover waiting for these goes on now, not after the adoptions below
+                self._following -= set(gone)
                 for partition in gone:  # its last offset stays known: the store is exact as left
                     self._behind_since.pop(partition, None)
                 self._released.notify_all()
+        if new:
+            consumer.incremental_assign(projector.adopt(consumer, new))
+            with self._lock:
+                self._following |= set(new)
+        if gone or new:
             log.info("standby for partitions %s", sorted(self._following))
 
     def _observe(self, projector: Projector, consumer: Consumer, topic: str) -> None:

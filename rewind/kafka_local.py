@@ -215,6 +215,10 @@ class LocalKafka:
             # a cluster member may ask for a session timeout down to 1 s (Kafka's default floor is 6 s),
             # so a killed member's partitions move within seconds (docs/cluster.md)
             "group.min.session.timeout.ms": "1000",
+            # the same for members on the consumer group protocol (KIP-848), whose heartbeat interval
+            # the coordinator sets: Kafka's floors are a 45 s session and a 5 s heartbeat
+            "group.consumer.min.session.timeout.ms": "1000",
+            "group.consumer.min.heartbeat.interval.ms": "100",
             "log.retention.hours": "-1",
         }
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))

@@ -7,6 +7,7 @@ start`` allows 1 s), else the broker's ``group.min.session.timeout.ms`` (Kafka's
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -25,6 +26,7 @@ from projector.runner import Projector
 from projector.state_directory import StateDirectory, tables_for
 from projector.store import PartitionStore, partition_dir_name
 from rewind.cluster_membership import ClusterMember
+from rewind.ground.errors import RewindError
 from rewind.ground.partitioner import partition_for_key
 from rewind.ground.settings import load_settings
 from schemas.codec import decode
@@ -48,6 +50,19 @@ def _session_ms(bootstrap: str) -> int:
     resource = ConfigResource("broker", str(min(admin.list_topics(timeout=10).brokers)))
     found = admin.describe_configs([resource], request_timeout=10)[resource].result()
     return max(SESSION_MS, int(found["group.min.session.timeout.ms"].value))
+
+
+@functools.cache
+def _consumer_protocol_timing(bootstrap: str) -> tuple[int, int]:
+    """The session timeout and heartbeat for a consumer-protocol group: :data:`SESSION_MS` and 500 ms,
+    or the broker's floors if higher (Kafka's defaults: 45 s and 5 s)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource("broker", str(min(admin.list_topics(timeout=10).brokers)))
+    found = admin.describe_configs([resource], request_timeout=10)[resource].result()
+    return (
+        max(SESSION_MS, int(found["group.consumer.min.session.timeout.ms"].value)),
+        max(500, int(found["group.consumer.min.heartbeat.interval.ms"].value)),
+    )
 
 
 def _env(pipeline: Pipeline, home: Path, group: str) -> dict[str, str]:
@@ -428,6 +443,112 @@ def test_the_fence_lets_only_the_coordinators_owner_ship(
         other.kill()
 
 
+class InProcessMember:
+    """A cluster member followed on a thread of this process, so a test can stall it and ask its fence."""
+
+    def __init__(
+        self, pipeline: Pipeline, root: Path, index: int, group: str, extra: dict[str, str] | None = None
+    ) -> None:
+        env = Instance(pipeline, root, index, group).env | {
+            "REWIND_CLUSTER_MAX_STALL_MS": str(_session_ms(pipeline.bootstrap)),
+            "REWIND_CLUSTER_STANDBY_REPLICAS": "0",
+            **(extra or {}),
+        }
+        settings = load_settings(environ=env)
+        self.member = ClusterMember(settings, url=f"http://127.0.0.1:{index + 1}")
+        self.projector = Projector(settings, [], include_config=True)
+        self.stop = threading.Event()
+        self.stall = threading.Event()
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+
+    def _on_batch(self, _progress: Any) -> None:
+        if self.stall.is_set():
+            self.stalled.set()
+            self.release.wait(120)
+
+    def _follow(self) -> None:
+        with contextlib.suppress(RewindError):  # one that stalled out of the group reads an error on waking
+            self.member.follow(self.projector, self.stop, self._on_batch)
+
+    def close(self) -> None:
+        self.release.set()
+        self.stop.set()
+        self.thread.join(30)
+        self.projector.close()
+
+
+def test_a_zombie_is_refused_by_the_group_coordinator_and_the_owner_ships(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=1_000, seed=59, accounts=48)
+    group = f"{unique_name}.cluster"
+    zombie, owner = (InProcessMember(pipeline, tmp_path, i, group) for i in range(2))
+    try:
+        zombie.thread.start()
+        _wait(
+            "the first member owns everything", lambda: zombie.member.owned() == list(range(PARTITIONS)), 60
+        )
+        owner.thread.start()
+        _wait("the second member took half", lambda: len(owner.member.owned()) == PARTITIONS // 2, 60)
+        zombie.stall.set()
+        pipeline.simulate(events=500, seed=61, accounts=48)
+        _wait("the first member stalled in a batch", zombie.stalled.is_set, 30)
+        # past cluster.max_stall_ms the coordinator gives its partitions to the live member, while the
+        # stalled one still holds them as far as it knows: a zombie
+        _wait("the live member owns everything", lambda: owner.member.owned() == list(range(PARTITIONS)), 60)
+        held = zombie.member.owned()
+        assert held, "the zombie does not believe it holds anything; nothing to show"
+        paths = tuple(str(tmp_path / "snapshots" / partition_dir_name(p) / "x") for p in held)
+        allowed, refused = zombie.member.fence(paths)
+        assert allowed == ()
+        assert len(refused) == len(paths)
+        assert all("the group coordinator refused this member's generation" in why for why in refused), (
+            refused
+        )
+        allowed, refused = owner.member.fence(paths)
+        assert allowed == paths and refused == []
+    finally:
+        zombie.close()
+        owner.close()
+
+
+def test_a_partition_that_arrives_behind_is_served_only_once_caught_up(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=1_200, seed=67, accounts=48)
+    ends = _log_ends(pipeline)
+    member = InProcessMember(
+        pipeline,
+        tmp_path,
+        0,
+        f"{unique_name}.cluster",
+        {"REWIND_PROJECTOR_BATCH_EVENTS": "10", "REWIND_CLUSTER_MAX_STALL_MS": "120000"},
+    )
+    member.stall.set()  # stops after its first batch of 10 events: the partitions arrived from the log start
+    try:
+        member.thread.start()
+        _wait("the member stalled after its first batch", member.stalled.is_set, 60)
+        owned = member.member.owned()
+        assert owned == list(range(PARTITIONS))
+        serving = member.member.serving()
+        offsets = member.projector.progress.offsets
+        behind = [p for p in owned if offsets[partition_dir_name(p)] < ends[p] - 1]
+        assert behind, "every partition caught up in one batch of 10 events; nothing to show"
+        assert serving == [p for p in owned if p not in behind]
+        assert member.member.ownership()[1] == serving
+        member.stall.clear()
+        member.release.set()
+        _wait("every partition served", lambda: member.member.serving() == list(range(PARTITIONS)), 60)
+    finally:
+        member.close()
+
+
 def test_a_session_timeout_the_broker_refuses_is_a_clear_error(
     bootstrap: str, unique_name: str, tmp_path: Path
 ) -> None:
@@ -442,4 +563,78 @@ def test_a_session_timeout_the_broker_refuses_is_a_clear_error(
     assert result.returncode == 1
     assert "cluster.session_timeout_ms=10 is outside what the broker allows" in result.stderr
     assert "group.min.session.timeout.ms=" in result.stderr and "fix:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_members_on_the_consumer_group_protocol_hand_over_exactly_on_sigterm(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "seed-home", partitions=PARTITIONS)
+    pipeline.create_topics()
+    pipeline.simulate(events=3_000, seed=47, accounts=48)
+    session, heartbeat = _consumer_protocol_timing(bootstrap)
+    instances = [Instance(pipeline, tmp_path, i, f"{unique_name}.cluster") for i in range(2)]
+    for instance in instances:
+        instance.env = instance.env | {
+            "REWIND_CLUSTER_GROUP_PROTOCOL": "consumer",
+            "REWIND_CLUSTER_SESSION_TIMEOUT_MS": str(session),
+            "REWIND_CLUSTER_HEARTBEAT_MS": str(heartbeat),
+        }
+    survivor, leaving = instances
+    try:
+        for instance in instances:
+            instance.start()
+        _wait("two members sharing 12 partitions", lambda: _all_assigned(instances, 2), 120)
+        status = survivor.status()
+        assert status is not None and status["group"]["protocol"] == "consumer"
+        pipeline.simulate(events=3_000, seed=53, accounts=48)
+        ends = _log_ends(pipeline)
+
+        def standby_warm() -> bool:
+            mine, theirs = survivor.status(), leaving.status()
+            if mine is None or theirs is None:
+                return False
+            standby = mine["standby"]
+            return sorted(map(int, standby)) == theirs["owned_partitions"] and all(
+                standby[str(p)]["offset"] == ends[p] - 1 for p in theirs["owned_partitions"]
+            )
+
+        _wait("the survivor a warm standby of the other's partitions", standby_warm, 60)
+        moved = (leaving.status() or {})["owned_partitions"]
+        leaving.kill(signal.SIGTERM)
+        _wait("the survivor owns everything", lambda: _all_assigned([survivor], 1), 120)
+        status = survivor.status()
+        assert status is not None
+        starts = {p: status["restored_from"][str(p)] for p in moved}
+        assert all(start == f"standby at offset {ends[p] - 1}" for p, start in starts.items()), starts
+        _wait("every partition at the log end", lambda: _caught_up([survivor], ends), 60)
+        stores = _owner_stores([survivor])
+    finally:
+        for instance in instances:
+            instance.kill()
+    expected = pipeline.reference_digests()
+    assert sorted(stores) == sorted(expected_name for expected_name in expected if expected_name != "config")
+    for name, (digest, offset, applied) in stores.items():
+        assert digest == expected[name], name
+        assert applied == offset + 1, name
+
+
+def test_a_consumer_protocol_timing_the_broker_refuses_is_a_clear_error(
+    bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    pipeline = Pipeline(bootstrap, unique_name, tmp_path / "home", partitions=PARTITIONS)
+    env = pipeline.env | {
+        "REWIND_CLUSTER_ENABLED": "1",
+        "REWIND_CLUSTER_GROUP_PROTOCOL": "consumer",
+        "REWIND_CLUSTER_SESSION_TIMEOUT_MS": "10",
+        "REWIND_CLUSTER_HEARTBEAT_MS": "5",
+        "REWIND_HTTP_PORT": "0",
+    }
+    result = run_rewind("serve", env=env, timeout=60)
+    assert result.returncode == 1
+    assert (
+        "cluster.session_timeout_ms=10 is outside what the broker allows for the consumer group protocol"
+        in result.stderr
+    )
+    assert "group.consumer.min.session.timeout.ms=" in result.stderr and "fix:" in result.stderr
     assert "Traceback" not in result.stderr

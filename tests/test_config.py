@@ -53,6 +53,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("", {"REWIND_STATE_MAX_MAP_MB": "0"}, "state.max_map_mb must be a positive integer"),
         ("", {"REWIND_HTTP_HEADER_TIMEOUT_SECONDS": "0"}, "http.header_timeout_seconds must be a positive"),
         ("[http]\nkeepalive_seconds = 'long'\n", {}, "http.keepalive_seconds must be a positive integer"),
+        ("", {"REWIND_CLUSTER_GROUP_PROTOCOL": "eager"}, "cluster.group_protocol must be one of"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_key(

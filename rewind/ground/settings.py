@@ -80,6 +80,16 @@ def _policy(value: object) -> str:
     return text
 
 
+GROUP_PROTOCOLS = ("classic", "consumer")
+
+
+def _group_protocol(value: object) -> str:
+    text = _text(value).strip().lower()
+    if text not in GROUP_PROTOCOLS:
+        raise ValueError(f"must be one of {', '.join(GROUP_PROTOCOLS)}")
+    return text
+
+
 def _port(value: object) -> int:
     port = _non_negative_int(value)
     if port > 65535:
@@ -354,7 +364,26 @@ SETTINGS: tuple[Setting, ...] = (
         6000,
         "a member silent this long leaves the cluster (floor: the broker's group.min.session.timeout.ms)",
     ),
-    Setting("cluster.heartbeat_ms", _positive_int, 1000, "how often a member tells the group it is alive"),
+    Setting(
+        "cluster.heartbeat_ms",
+        _positive_int,
+        250,
+        "how often a member tells the group it is alive; also how soon it hears of a rebalance",
+    ),
+    Setting(
+        "cluster.max_stall_ms",
+        _positive_int,
+        300000,
+        "a member whose projector takes no batch for this long leaves the group, and its partitions "
+        "move to live members (at least cluster.session_timeout_ms)",
+    ),
+    Setting(
+        "cluster.group_protocol",
+        _group_protocol,
+        "classic",
+        "classic (join and sync rounds, cooperative-sticky) or consumer (KIP-848: the coordinator "
+        "assigns at the members' heartbeats)",
+    ),
     Setting(
         "cluster.standby_replicas",
         _non_negative_int,
