@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
@@ -131,8 +131,11 @@ class HttpFront:
         status: Path,
         *,
         forward_state: bool = False,
+        log: IO[bytes] | None = None,
     ) -> None:
+        """``log``: where the front's standard error goes (default: the service's)."""
         self._settings = settings
+        self._log = log
         self._public = public
         self._upstream = upstream
         self._status = status
@@ -158,6 +161,7 @@ class HttpFront:
             command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self._log,
             pass_fds=(fd,),
             env=self._settings.child_environ(),
         )

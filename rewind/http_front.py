@@ -83,7 +83,33 @@ _HOP_BY_HOP: Final = frozenset(
 )
 Answer = tuple[int, str | None, CIMultiDict[str], bytes]
 """A service's answer: status, reason, headers (less the hop-by-hop ones) and body."""
-UPSTREAM: Final = web.AppKey("rewind_front_upstream", aiohttp.ClientSession)
+
+
+class Upstream:
+    """The client of the service's application on its Unix socket (one pool of connections, opened
+    when the front's application starts)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RewindError("the HTTP front is not started", "start it with serve_http")
+        return self._session
+
+    async def open(self, _app: web.Application) -> None:
+        connector = aiohttp.UnixConnector(path=str(self.path), limit=64)
+        timeout = aiohttp.ClientTimeout(total=None, connect=10)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+
+    async def close(self, _app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+UPSTREAM: Final = web.AppKey("rewind_front_upstream", Upstream)
 
 _log = logging.getLogger(__name__)
 
@@ -231,7 +257,7 @@ def _response(status: int, reason: str | None, headers: CIMultiDict[str], body: 
 async def forward(request: web.Request) -> web.StreamResponse:
     """Ask the service what ``request`` asks and answer as it answers. HEAD is asked as GET and the
     body dropped here, so the headers are the ones the service gives to GET."""
-    session = request.app[UPSTREAM]
+    session = request.app[UPSTREAM].session
     body = await request.read() if request.body_exists else None
     method = hdrs.METH_GET if request.method == hdrs.METH_HEAD else request.method
     try:
@@ -247,7 +273,7 @@ class SharedAnswers:
 
     def __init__(self, settings: Settings) -> None:
         token = str(settings["http.read_token"]) or str(settings["http.token"])
-        self._headers = {hdrs.AUTHORIZATION: f"Bearer {token}"} if token else {}
+        self._headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
         self._kept: dict[str, tuple[float, asyncio.Future[Answer]]] = {}
 
     async def answer(self, request: web.Request) -> web.StreamResponse:
@@ -257,7 +283,7 @@ class SharedAnswers:
         path = request.path
         kept = self._kept.get(path)
         if kept is None or loop.time() - kept[0] >= SHARED_SECONDS or _failed(kept[1]):
-            asked = _ask(request.app[UPSTREAM], hdrs.METH_GET, path, self._headers, None)
+            asked = _ask(request.app[UPSTREAM].session, hdrs.METH_GET, path, self._headers, None)
             kept = (loop.time(), asyncio.ensure_future(asked))
             self._kept[path] = kept
         try:
@@ -292,17 +318,10 @@ def create_front_app(
     routes += [("GET", path, shared.answer) for path in sorted(SHARED_PATHS)]
     add_routes(app, routes)
     app.router.add_route("*", "/{tail:.*}", forward)
-
-    async def connect(app: web.Application) -> None:
-        connector = aiohttp.UnixConnector(path=str(upstream), limit=64)
-        timeout = aiohttp.ClientTimeout(total=None, connect=10)
-        app[UPSTREAM] = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
-
-    async def disconnect(app: web.Application) -> None:
-        await app[UPSTREAM].close()
-
-    app.on_startup.append(connect)
-    app.on_cleanup.append(disconnect)
+    client = Upstream(upstream)
+    app[UPSTREAM] = client
+    app.on_startup.append(client.open)
+    app.on_cleanup.append(client.close)
     return app
 
 

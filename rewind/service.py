@@ -428,7 +428,8 @@ class Service:
             self.broker.stop()
             if self.front is not None:
                 self.front.stop(HTTP_STOP_SECONDS)
-            self.http.stop(HTTP_STOP_SECONDS)
+            if self.http is not None:
+                self.http.stop(HTTP_STOP_SECONDS)
             if self._front_status is not None:
                 self._front_status.close()
 
