@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ import pytest
 
 from projector.state_directory import StateDirectory
 from rewind.front_status import STATUS_FILE_NAME, NotReadable, StatusReader, StatusWriter
-from rewind.front_supervision import HttpFront
+from rewind.front_supervision import PRIVATE_SOCKET_NAME, HttpFront, private_socket, unix_event_loop_answers
+from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings, load_settings
 from rewind.http_api import create_app, listen_socket, serve_http
 from rewind.state_readers import DOCUMENTS, render
@@ -378,3 +380,32 @@ def test_rewind_serve_answers_from_its_front_which_is_replaced_and_ends_with_it(
         for pid in fronts:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# The service's side
+
+
+def test_a_socket_left_by_a_killed_service_is_replaced_and_a_live_one_refused(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(tmp_path / PRIVATE_SOCKET_NAME))
+    left.close()  # its file stays, nobody listens: what a SIGKILL leaves
+    listener, path = private_socket(settings)
+    try:
+        assert path == tmp_path.resolve() / PRIVATE_SOCKET_NAME
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        with pytest.raises(RewindError) as refused:
+            private_socket(settings)
+        assert refused.value.what == f"another rewind serve answers on {path}"
+    finally:
+        listener.close()
+
+
+def test_the_watchdog_asks_the_services_own_loop_over_its_socket(tmp_path: Path) -> None:
+    listener, path = private_socket(_settings(tmp_path))
+    inner = serve_http(create_app(Minimal(_settings(tmp_path))), "127.0.0.1", 0, listen=listener)
+    try:
+        assert unix_event_loop_answers(path, 10)
+    finally:
+        inner.stop()
+    assert not unix_event_loop_answers(path, 1)
