@@ -1,12 +1,17 @@
 """What HTTP reads cost the projector of a running ``rewind serve``, side by side in one run.
 
 Each round starts a real ``rewind serve`` (its own REWIND_HOME, fresh topics, HTTP on a free
-loopback port, snapshots off) once per setting of ``http.readers`` (``--readers``, default ``0,2``:
-0 builds state answers on a thread of the service, 2 in two reader processes), each twice: with no
-reads ("idle", the baseline) and under a steady ``--rate`` requests per second ("load") of
+loopback port, snapshots off) once per arm: each setting of ``http.readers`` with the HTTP server
+in the service's process (``--readers``, default ``0,2``: 0 builds state answers on a thread of the
+service, 2 in two reader processes; ``http.front = false``), and "front", the HTTP front process
+(``http.front = true``, left out with ``--no-front``). Each arm runs twice: with no reads ("idle",
+the baseline) and under a steady ``--rate`` requests per second ("load") of
 ``/state/positions?account=A``, ``/state/orders/<id>``, ``/lag`` and ``/metrics`` in equal shares,
-sent by a load generator in a process of its own (``--generate``, keep-alive ``http.client``
-connections on threads, requests on a fixed schedule). ``--before CHECKOUT`` adds the arm
+sent by a load generator in a process of its own on a fixed schedule, 16 keep-alive connections:
+``--generator go`` (the default: ``bench/loadgen``, standard library only, built here with ``go
+build`` into the git-ignored ``bench/loadgen/bin``) or ``--generator python`` (``http.client`` on
+threads). The generator's own CPU seconds are reported per run (it competes for the same cores as
+the service). ``--before CHECKOUT`` adds the arm
 "before": ``rewind serve`` run from another checkout (its native modules built or copied in), so
 code without these changes is measured in the same run. Settings and loads alternate within each
 round (ABAB...).
@@ -18,7 +23,7 @@ bare producer goes, and the catch-up is the time from the first event sent to th
 commit of the last event (read from the stores' own offsets and commit times, not over HTTP). The
 producer runs for the first part of every catch-up alike. Reported per run: catch-up seconds,
 events/s, the requests answered per second during the catch-up and their p50/p99 latency;
-per setting, the median load/idle ratio. Writes ``bench/results/read-load-<time>.json``.
+per arm, the median load/idle ratio. Writes ``bench/results/read-load-<time>.json``.
 ``BENCH_READ_LOAD_ONLY=<path>`` sends only that path (``/live``: the HTTP server's own share).
 
     .venv/bin/python -m bench.bench_read_load --events 250000 --rate 500 --rounds 3
@@ -65,8 +70,9 @@ Record = tuple[str, int, bytes | None, bytes, Any]
 
 
 def generate(base: str, rate: float, accounts: list[str], orders: list[str], seed: int) -> None:
-    """Send ``rate`` requests per second to ``base`` until stdin closes; then print one JSON line:
-    every request's [start (epoch s), seconds, status]."""
+    """Send ``rate`` requests per second to ``base`` until stdin closes; then print one JSON object:
+    ``requests``, every request's [start (epoch s), seconds, status], and ``cpu_seconds``, this
+    process's CPU time."""
     host, _, port = base.removeprefix("http://").partition(":")
     rng = random.Random(seed)
     due: queue.Queue[str | None] = queue.Queue()
@@ -126,7 +132,7 @@ def generate(base: str, rate: float, accounts: list[str], orders: list[str], see
     for thread in threads:
         thread.join(5)
     with lock:
-        print(json.dumps(done), flush=True)
+        print(json.dumps({"requests": done, "cpu_seconds": time.process_time()}), flush=True)
 
 
 # The events, encoded once
@@ -266,17 +272,7 @@ def run_once(
             _wait_for_lag(base, service)
             if load:
                 generator = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.bench_read_load",
-                        "--generate",
-                        base,
-                        "--rate",
-                        str(args.rate),
-                        "--ids",
-                        json.dumps(ids),
-                    ],
+                    _generator_command(args, base, ids, scratch),
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -297,9 +293,12 @@ def run_once(
             if "dir" in holder:
                 holder["dir"].close()
             requests: list[tuple[float, float, int]] = []
+            generator_cpu = 0.0
             if generator is not None:
                 out, _ = generator.communicate("", timeout=60)
-                requests = [(float(a), float(b), int(c)) for a, b, c in json.loads(out)]
+                generated = json.loads(out)
+                requests = [(float(a), float(b), int(c)) for a, b, c in generated["requests"]]
+                generator_cpu = float(generated["cpu_seconds"])
         finally:
             if generator is not None and generator.poll() is None:
                 generator.kill()
@@ -325,10 +324,12 @@ def run_once(
             "statuses": {str(s): sum(1 for r in during if r[2] == s) for s in sorted({r[2] for r in during})},
             "p50_ms": round(1000 * latencies[len(latencies) // 2], 2),
             "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+            "generator_cpu_seconds": round(generator_cpu, 3),
+            "generator": args.generator,
         }
     text = f"{arm:<9} {row['load']:<4} {seconds:6.2f} s {row['events_per_s']:>8,} ev/s" + (
         f"  {row['requests_per_s']:6.1f} req/s p50 {row['p50_ms']:.1f} ms p99 {row['p99_ms']:.1f} ms "
-        f"{row['statuses']}"
+        f"{row['statuses']} generator {row['generator_cpu_seconds']:.2f} CPU-s"
         if load
         else ""
     )
@@ -354,8 +355,41 @@ def _wait_for_lag(base: str, service: subprocess.Popen[str]) -> None:
 
 
 def _arm_environ(arm: str) -> dict[str, str]:
-    """The environment of an arm: ``readers=N`` sets ``http.readers``; ``before`` sets nothing."""
-    return {"REWIND_HTTP_READERS": arm.removeprefix("readers=")} if arm.startswith("readers=") else {}
+    """The environment of an arm: ``readers=N`` sets ``http.readers`` and serves from the service's
+    process; ``front`` serves from the front process; ``before`` sets nothing."""
+    if arm.startswith("readers="):
+        return {"REWIND_HTTP_READERS": arm.removeprefix("readers="), "REWIND_HTTP_FRONT": "false"}
+    return {"REWIND_HTTP_FRONT": "true"} if arm == "front" else {}
+
+
+LOADGEN = Path(__file__).parent / "loadgen"
+
+
+def build_loadgen() -> Path:
+    """``bench/loadgen`` built with ``go build`` into ``bench/loadgen/bin`` (git-ignored)."""
+    binary = LOADGEN / "bin" / "loadgen"
+    try:
+        subprocess.run(["go", "build", "-o", str(binary), "."], cwd=LOADGEN, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(
+            f"error: cannot build bench/loadgen with go: {exc}\n  fix: install Go, or pass --generator python"
+        ) from exc
+    return binary
+
+
+def _generator_command(
+    args: argparse.Namespace, base: str, ids: tuple[list[str], list[str]], scratch: Path
+) -> list[str]:
+    """The load generator's command line (see the module's description)."""
+    if args.generator == "python":
+        python = [sys.executable, "-m", "bench.bench_read_load", "--generate", base]
+        return [*python, "--rate", str(args.rate), "--ids", json.dumps(ids)]
+    path = scratch / "load-ids.json"
+    path.write_text(json.dumps({"accounts": ids[0], "orders": ids[1]}))
+    only = os.environ.get("BENCH_READ_LOAD_ONLY", "")
+    command = [str(args.loadgen), "-base", base, "-rate", str(args.rate), "-ids", str(path)]
+    command += ["-workers", str(LOAD_THREADS), "-seed", str(os.getpid())]
+    return command + (["-only", only] if only else [])
 
 
 def _before_command() -> list[str]:
@@ -381,7 +415,17 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=500)
     parser.add_argument("--rate", type=float, default=500.0, help="requests per second under load")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--readers", default="0,2", help="the http.readers settings compared")
+    parser.add_argument(
+        "--readers",
+        default="0,2",
+        help="the http.readers settings compared, served from the service's process",
+    )
+    parser.add_argument(
+        "--front", action=argparse.BooleanOptionalAction, default=True, help="the arm 'front' (http.front)"
+    )
+    parser.add_argument(
+        "--generator", choices=("go", "python"), default="go", help="the load generator (go: bench/loadgen)"
+    )
     parser.add_argument(
         "--before",
         type=Path,
@@ -394,6 +438,7 @@ def main() -> None:
         accounts, orders = json.loads(args.ids)
         generate(args.generate, args.rate, accounts, orders, seed=os.getpid())
         return
+    args.loadgen = build_loadgen() if args.generator == "go" else None
     with bench_broker(args.bootstrap) as (bootstrap, scratch):
         run(args, bootstrap, scratch)
 
@@ -404,7 +449,8 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
         summary = produce(source, args.events, seed=1, accounts=args.accounts)
         records = capture(bootstrap, source, args.partitions, summary.events)
     ids = sample_ids(records, 2000, seed=1)
-    arms = [f"readers={n}" for n in args.readers.split(",")] + (["before"] if args.before else [])
+    arms = [f"readers={n}" for n in args.readers.split(",") if n]
+    arms += (["front"] if args.front else []) + (["before"] if args.before else [])
     rows = []
     for round_number in range(args.rounds):
         print(f"round {round_number + 1} of {args.rounds}", flush=True)
@@ -426,6 +472,7 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
             "requests_per_s_median": statistics.median(r["requests_per_s"] for r in loaded),
             "p50_ms_median": statistics.median(r["p50_ms"] for r in loaded),
             "p99_ms_median": statistics.median(r["p99_ms"] for r in loaded),
+            "generator_cpu_seconds_median": statistics.median(r["generator_cpu_seconds"] for r in loaded),
         }
         s = summaries[arm]
         print(
@@ -440,6 +487,7 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
         "events": len(records),
         "partitions": args.partitions,
         "rate": args.rate,
+        "generator": args.generator,
         "rows": rows,
         "summary": summaries,
     }

@@ -76,6 +76,7 @@ from replayer.recovery_history_file import history_path, read_history
 from rewind import console_routes
 from rewind.cluster_routing import cluster_status
 from rewind.ground.errors import ConfigError, RewindError
+from rewind.ground.settings import Settings
 from rewind.http_common import (
     MAX_IDENTIFIER_CHARS,
     RUNTIME,
@@ -93,7 +94,16 @@ from rewind.service_reconcile import StatementNotFound
 from rewind.service_view import ServiceView
 from rewind.state_readers import render
 
-__all__ = ["HEALTH_ONLY_CHECKS", "OPEN_PATHS", "HttpServer", "create_app", "is_console_page", "serve_http"]
+__all__ = [
+    "HEALTH_ONLY_CHECKS",
+    "OPEN_PATHS",
+    "HttpServer",
+    "create_app",
+    "hardened_app",
+    "is_console_page",
+    "listen_socket",
+    "serve_http",
+]
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -442,16 +452,22 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def create_app(service: ServiceView) -> web.Application:
     """The API over ``service``; its worker threads stop when the application is cleaned up."""
+    app = hardened_app(Runtime(service))
+    add_routes(app, ROUTES)
+    console_routes.install(app)
+    return app
+
+
+def hardened_app(runtime: Runtime) -> web.Application:
+    """An application with no routes yet and every guarantee of this module's routes: JSON errors,
+    the Authorization, body and read-token checks; ``runtime`` is closed when it is cleaned up."""
     app = web.Application(middlewares=[_errors, _guard])
-    runtime = Runtime(service)
     app[RUNTIME] = runtime
 
     async def close(_app: web.Application) -> None:
         runtime.close()
 
     app.on_cleanup.append(close)
-    add_routes(app, ROUTES)
-    console_routes.install(app)
     return app
 
 
@@ -657,15 +673,7 @@ class HttpServer:
             self._thread.join(timeout)
 
 
-def serve_http(app: web.Application, host: str, port: int) -> HttpServer:
-    """Serve ``app`` (from :func:`create_app`) on ``host:port`` from a new daemon thread; returns
-    once it is listening. The service's ``http.header_timeout_seconds`` and
-    ``http.keepalive_seconds`` are read here, once.
-
-    Raises :class:`ConfigError` when ``host`` is not a loopback address and ``http.read_token`` is
-    empty, and :class:`RewindError` when the address cannot be bound (port taken, unknown host).
-    """
-    settings = app[RUNTIME].service.settings()
+def _check_exposure(settings: Settings, host: str) -> None:
     if not str(settings["http.read_token"]) and not _loopback(host):
         raise ConfigError(
             f"http.host {host or '(every address)'} is not a loopback address, and no http.read_token "
@@ -673,6 +681,51 @@ def serve_http(app: web.Application, host: str, port: int) -> HttpServer:
             "set http.read_token (REWIND_HTTP_READ_TOKEN) to a secret that readers send as "
             "'Authorization: Bearer <token>', or set http.host to 127.0.0.1",
         )
+
+
+def _cannot_bind(host: str, port: int, exc: OSError) -> RewindError:
+    return RewindError(
+        f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}",
+        "set http.port (REWIND_HTTP_PORT) to a free port, 0 for any, or stop what listens there",
+    )
+
+
+def listen_socket(settings: Settings, host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, for :func:`serve_http`'s ``listen`` (in
+    this process or another one it is passed to). Refuses what :func:`serve_http` refuses, with the
+    same errors."""
+    _check_exposure(settings, host)
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = min(found, key=lambda info: info[0] != socket.AF_INET)
+        listener = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise _cannot_bind(host, port, exc) from exc
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise _cannot_bind(host, port, exc) from exc
+    return listener
+
+
+def serve_http(
+    app: web.Application, host: str, port: int, *, listen: socket.socket | None = None
+) -> HttpServer:
+    """Serve ``app`` (from :func:`create_app`) on ``host:port`` from a new daemon thread; returns
+    once it is listening. The service's ``http.header_timeout_seconds`` and
+    ``http.keepalive_seconds`` are read here, once. With ``listen`` (a listening TCP or Unix socket,
+    from :func:`listen_socket` or bound by the caller), it serves that socket; ``host`` and ``port``
+    then only name it, and the socket is the caller's to check.
+
+    Raises :class:`ConfigError` when ``host`` is not a loopback address and ``http.read_token`` is
+    empty, and :class:`RewindError` when the address cannot be bound (port taken, unknown host).
+    """
+    settings = app[RUNTIME].service.settings()
+    if listen is None:
+        _check_exposure(settings, host)
     loop = asyncio.new_event_loop()
     started: Future[HttpServer] = Future()
 
@@ -688,8 +741,13 @@ def serve_http(app: web.Application, host: str, port: int) -> HttpServer:
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
-            server = HttpServer(threading.current_thread(), loop, host, int(runner.addresses[0][1]))
+            if listen is None:
+                await web.TCPSite(runner, host, port).start()
+                bound = int(runner.addresses[0][1])
+            else:
+                await web.SockSite(runner, listen).start()
+                bound = int(listen.getsockname()[1]) if listen.family != socket.AF_UNIX else port
+            server = HttpServer(threading.current_thread(), loop, host, bound)
             started.set_result(server)
             await server._stop.wait()
         finally:
@@ -712,7 +770,4 @@ def serve_http(app: web.Application, host: str, port: int) -> HttpServer:
     try:
         return started.result()
     except OSError as exc:
-        raise RewindError(
-            f"cannot serve HTTP on {host}:{port}: {exc.strerror or exc}",
-            "set http.port (REWIND_HTTP_PORT) to a free port, 0 for any, or stop what listens there",
-        ) from exc
+        raise _cannot_bind(host, port, exc) from exc

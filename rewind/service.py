@@ -25,6 +25,13 @@ snapshotter, lag evaluator and broker watch are daemon threads. LMDB environment
 by the projector, and shared read-only with the others (LMDB forbids opening one environment twice
 in a process). State reads are answered by the API's reader processes (:mod:`rewind.state_readers`,
 ``http.readers``), each with its own read-only environments; they end with the API.
+
+Processes: with ``http.front`` (the default) the public HTTP socket belongs to a front process
+(:mod:`rewind.http_front`, started and replaced by :mod:`rewind.front_supervision`), which answers
+``/live``, the state reads, ``/metrics`` and ``/lag`` itself and forwards every other request to this
+process's API, served on a private Unix socket; the service tells it when the state may be read
+through a status file (:mod:`rewind.front_status`). The front ends with the service, even after a
+SIGKILL.
 """
 
 from __future__ import annotations
@@ -39,11 +46,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from aiohttp import web
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from prometheus_client import CollectorRegistry
@@ -63,10 +71,12 @@ from rewind.cluster_membership import ClusterMember
 from rewind.cluster_routing import install_cluster_routes
 from rewind.commands import stop_deadline
 from rewind.foreseeable_faults import explain
+from rewind.front_status import STATUS_FILE_NAME, StatusWriter
+from rewind.front_supervision import HttpFront, private_socket, unix_event_loop_answers, url_of
 from rewind.ground.errors import ConfigError, DamagedState, DataLossError, InvariantViolation, RewindError
 from rewind.ground.settings import Settings
 from rewind.ground.topics import events_partition_count
-from rewind.http_api import HttpServer, create_app, serve_http
+from rewind.http_api import HttpServer, create_app, listen_socket, serve_http
 from rewind.lag import LagMonitor, LagReport
 from rewind.lag_metrics import LagMetrics
 from rewind.sd_notify import Supervisor, event_loop_answers
@@ -200,6 +210,11 @@ class Service:
         self._events_at_last_snapshot = 0
         self._last_snapshot_at = time.monotonic()
         self.http: HttpServer | None = None
+        """The service's own application: public, or behind :attr:`front` on a private socket."""
+        self.front: HttpFront | None = None
+        self.url = ""
+        """The public URL of the API, once it is served."""
+        self._front_status: StatusWriter | None = None
         self._started_at = time.monotonic()
         self._progress_watch = ProgressWatch(float(settings["health.stall_seconds"]))
         self._watch_lock = threading.Lock()
@@ -375,19 +390,14 @@ class Service:
         app = create_app(self)
         if self.cluster is not None:
             install_cluster_routes(app, self.cluster)
-        self.http = serve_http(app, host, port)
+        alive = self._serve_http(app, host, port)
+        url = self.url
         if self.cluster is not None:
-            self.cluster.start(self.http.url, self.registry)
-        log.info("serving on %s", self.http.url)
-        print(
-            f"rewind serving on {self.http.url} (health {self.http.url}/health, "
-            f"metrics {self.http.url}/metrics)",
-            flush=True,
-        )
+            self.cluster.start(url, self.registry)
+        log.info("serving on %s", url)
+        print(f"rewind serving on {url} (health {url}/health, metrics {url}/metrics)", flush=True)
         self._install_signal_handlers()
-        self.supervisor.start(
-            functools.partial(event_loop_answers, self.http.host, self.http.port), lambda: self._doing
-        )
+        self.supervisor.start(alive, lambda: self._doing)
         self.broker.start()
         threading.Thread(target=self._snapshot_loop, name="snapshotter", daemon=True).start()
         if self.shipper is not None:
@@ -416,7 +426,46 @@ class Service:
                 self.cluster.stop()
             self._doing = "stopping the HTTP API"
             self.broker.stop()
-            self.http.stop(HTTP_STOP_SECONDS)
+            if self.front is not None:
+                self.front.stop(HTTP_STOP_SECONDS)
+            if self.http is not None:
+                self.http.stop(HTTP_STOP_SECONDS)
+            if self._front_status is not None:
+                self._front_status.close()
+
+    def _serve_http(self, app: web.Application, host: str, port: int) -> Callable[[float], bool]:
+        """Serve ``app``: on ``host:port`` from a thread of this process, or (``http.front``) on a
+        private Unix socket behind a front process that owns ``host:port``
+        (:mod:`rewind.http_front`). Returns the watchdog's probe of this process's event loop."""
+        settings = self._settings
+        if not bool(settings["http.front"]):
+            self.http = serve_http(app, host, port)
+            self.url = self.http.url
+            return functools.partial(event_loop_answers, self.http.host, self.http.port)
+        public = listen_socket(settings, host, port)
+        try:
+            private, path = private_socket(settings)
+            self.http = serve_http(app, host, port, listen=private)
+            self._front_status = StatusWriter(settings.home / STATUS_FILE_NAME)
+            self.front = HttpFront(
+                settings, public, path, self._front_status.path, forward_state=self.cluster is not None
+            )
+            self.front.start()
+        except BaseException:
+            public.close()
+            raise
+        self.url = url_of(host, int(public.getsockname()[1]))
+        return functools.partial(unix_event_loop_answers, path)
+
+    def _set_readable(self, readable: bool) -> None:
+        """Hand the state directory out (or stop), and tell the front before returning
+        (:mod:`rewind.front_status`): it is told before any store is closed or replaced."""
+        if readable:
+            self._readable.set()
+        else:
+            self._readable.clear()
+        if self._front_status is not None:
+            self._front_status.publish(readable)
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -566,7 +615,7 @@ class Service:
         self._projector = projector
         self._events_at_last_snapshot = 0
         self._last_snapshot_at = time.monotonic()
-        self._readable.set()
+        self._set_readable(True)
         self.supervisor.ready("serving the recovered state")
         try:
             self._doing = "following the log"
@@ -578,7 +627,7 @@ class Service:
                 self._doing = "taking the final snapshot"
                 self._final_snapshot()
         finally:
-            self._readable.clear()
+            self._set_readable(False)
             with self._directory_lock:
                 self._projector = None
                 self._doing = "closing the projector"

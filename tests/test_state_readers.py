@@ -354,7 +354,7 @@ def test_sigterm_stops_the_service_and_its_readers(bootstrap: str, unique_name: 
     pipeline.simulate(events=2_000, seed=5)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = os.environ | pipeline.env | {"REWIND_HTTP_READERS": "2"}
+    env = os.environ | pipeline.env | {"REWIND_HTTP_READERS": "2", "REWIND_HTTP_FRONT": "false"}
     service = subprocess.Popen(
         [REWIND, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )

@@ -282,6 +282,14 @@ SETTINGS: tuple[Setting, ...] = (
         "interpreter (0: built on a thread of the service itself)",
     ),
     Setting(
+        "http.front",
+        _boolean,
+        True,
+        "serve the HTTP API from a front process of its own that answers /live, the state reads, "
+        "/metrics and /lag itself and forwards the rest to the service (false: serve it from a thread "
+        "of the service's process, where http.readers build the state answers)",
+    ),
+    Setting(
         "health.stall_seconds",
         _positive_int,
         60,

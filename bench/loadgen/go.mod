@@ -1,0 +1,3 @@
+module rewind/bench/loadgen
+
+go 1.22
