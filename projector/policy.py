@@ -104,7 +104,11 @@ class PolicyStep:
             raise ValueError(f"anomaly policy {policy!r} is not one of {', '.join(ANOMALY_POLICIES)}")
         self.where = where
         self.partition = partition
-        self._window = window
+        # Bound once: the window is asked for every event, and a bound method is called without a
+        # lookup by name.
+        self._claim: Callable[[str, int], int] = window.claim
+        self._remember: Callable[[str, int], None] = window.remember
+        self._release: Callable[[str, int], None] = window.release
         self._key_field = key_field
         self.halting = policy == HALT
         self.offset = offset
@@ -148,22 +152,21 @@ class PolicyStep:
         :data:`RECORDED`, :data:`HALTED` or :data:`REFUSED`."""
         self._check_order(offset)
         event_id = event["event_id"]
-        window = self._window
-        earlier = window.claim(event_id, offset)
+        earlier = self._claim(event_id, offset)
         if earlier != NO_OFFSET:
             return self._repeat(event, offset, earlier)
         try:
             anomaly = self._fold(event, offset)
         except EventContractError as exc:
-            window.release(event_id, offset)
+            self._release(event_id, offset)
             return self._pass_over(offset, RefusedRecord(f"{self.where} offset {offset}: {exc}"), REFUSED)
         self.event = event
         self.anomaly = anomaly
         if anomaly is None:
-            window.remember(event_id, offset)
+            self._remember(event_id, offset)
             self.offset = offset
             return APPLIED
-        window.release(event_id, offset)
+        self._release(event_id, offset)
         if self.halting and not anomaly.benign:
             return HALTED
         self._put_anomaly(anomaly)
