@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -325,6 +326,11 @@ def create_front_app(
     return app
 
 
+FRONT_NICENESS: Final = 10
+"""The front yields the cores to the projector when both want them: under load a read waits a little
+longer, and the projector does not wait for reads."""
+
+
 def main() -> None:
     """``python -m rewind.http_front --listen-fd N --upstream SOCKET --status FILE``: serve the
     inherited listening socket ``N`` until standard input ends. Settings come from the environment
@@ -337,6 +343,8 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(FRONT_NICENESS)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
