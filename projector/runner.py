@@ -259,6 +259,7 @@ class Projector:
         on_batch: Callable[[ProjectionProgress], None] | None = None,
         before_assign: Callable[[list[int]], None] | None = None,
         after_change: Callable[[Consumer], None] | None = None,
+        between_batches: Callable[[Consumer], None] | None = None,
     ) -> ProjectionProgress:
         """Follow the events partitions the group coordinator assigns, and the config partition, until
         ``stop`` is set.
@@ -267,7 +268,10 @@ class Projector:
         session timeout). Each assigned partition starts at its stored offset + 1 (``before_assign``
         first puts the freshest copy of its store in place); a revoked or lost one is released. The
         callbacks run inside ``consume``, after the previous batch committed, so no batch is cut in
-        two. The group's committed offsets are written for lag tools only and never read.
+        two. ``between_batches`` runs on this thread after every ``consume`` (every batch, and at
+        least every ``batch_seconds``): the one place where others may use the group consumer, which
+        a call from another thread would have to win from the ``consume`` loop. The group's committed
+        offsets are written for lag tools only and never read.
         """
         consumer = self._consumer = self._consumer_for_config(group_config)
         follower = self._config_consumer = self._consumer_for(str(self.settings["projector.group"]))
@@ -310,6 +314,8 @@ class Projector:
                 self.apply_batch(configs, None)
             if (messages or configs) and on_batch is not None:
                 on_batch(self.progress)
+            if between_batches is not None:
+                between_batches(consumer)
         self._consumer = None
         close_consumer(consumer)  # leaves the group now: the others take over without a session timeout
         return self.progress

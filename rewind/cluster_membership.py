@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -62,6 +64,9 @@ log = logging.getLogger("rewind.cluster")
 
 CLIENT_ID_PREFIX: Final = "rewind@"
 """A member's ``client.id`` is this prefix and the URL it answers queries on."""
+FENCE_COMMIT_SECONDS: Final = 10.0
+"""How long the fence waits for its generation check (a commit made on the projector's thread between
+two batches) before it refuses the round; the next round asks again."""
 DESCRIBE_EVERY_SECONDS: Final = 0.25
 """How often a member reads the group's description (members, assignment) for routing and status."""
 DESCRIBE_MOVING_SECONDS: Final = 0.05
@@ -295,6 +300,11 @@ class ClusterMember:
     standby: StandbyFollower | None = None
     _consumer: Consumer | None = None
     """The group consumer while this member follows the group (for the fence's generation check)."""
+    _consumer_calls: queue.SimpleQueue[tuple[Callable[[Consumer], Any], Future[Any]]] = field(
+        default_factory=queue.SimpleQueue
+    )
+    """Calls on the group consumer asked by other threads, made by the projector's thread between
+    two batches (:meth:`_on_consumer_thread`)."""
     restored: dict[int, str] = field(default_factory=dict)
     """How each partition's store was last put in place on assignment (``local``, ``snapshot ...``,
     ``log start``)."""
@@ -363,12 +373,49 @@ class ClusterMember:
                 on_batch=on_batch,
                 before_assign=self.prepare,
                 after_change=self._after_change,
+                between_batches=self._serve_consumer_calls,
             )
             log.info("left the group (its consumer is closed)")
         finally:
             self._projector = None
             self._consumer = None
             self._changed.set()
+            self._fail_consumer_calls()
+
+    def _serve_consumer_calls(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                call, answer = self._consumer_calls.get_nowait()
+            except queue.Empty:
+                return
+            if answer.set_running_or_notify_cancel():
+                try:
+                    answer.set_result(call(consumer))
+                except BaseException as exc:  # handed to the asking thread
+                    answer.set_exception(exc)
+
+    def _fail_consumer_calls(self) -> None:
+        while True:
+            try:
+                _call, answer = self._consumer_calls.get_nowait()
+            except queue.Empty:
+                return
+            if answer.set_running_or_notify_cancel():
+                answer.set_exception(RuntimeError("this member left the group"))
+
+    def _on_consumer_thread(self, call: Callable[[Consumer], Any], timeout: float) -> Any:
+        """``call(consumer)`` made by the projector's thread between two batches; its result, or its
+        exception. A call from this thread would have to win the consumer from the ``consume`` loop,
+        which can take tens of seconds; this waits at most ``timeout`` (TimeoutError)."""
+        answer: Future[Any] = Future()
+        self._consumer_calls.put((call, answer))
+        try:
+            return answer.result(timeout)
+        except FutureTimeout:
+            answer.cancel()
+            raise TimeoutError(
+                f"the projector's thread did not make the call within {timeout:.0f} s"
+            ) from None
 
     def _after_change(self, consumer: Consumer) -> None:
         self.changes += 1
@@ -493,7 +540,11 @@ class ClusterMember:
         topic = self.settings.events_topic
         offsets = [TopicPartition(topic, p, applied.get(partition_dir_name(p), -1) + 1) for p in partitions]
         try:
-            committed = consumer.commit(offsets=offsets, asynchronous=False)
+            committed = self._on_consumer_thread(
+                lambda own: own.commit(offsets=offsets, asynchronous=False), FENCE_COMMIT_SECONDS
+            )
+        except TimeoutError as exc:
+            return str(exc)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             return error.str() if isinstance(error, KafkaError) else str(exc)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -503,7 +504,13 @@ def test_a_zombie_is_refused_by_the_group_coordinator_and_the_owner_ships(
         held = zombie.member.owned()
         assert held, "the zombie does not believe it holds anything; nothing to show"
         paths = tuple(str(tmp_path / "snapshots" / partition_dir_name(p) / "x") for p in held)
-        allowed, refused = zombie.member.fence(paths)
+        # the fence's generation check is made by the member's own projector thread between two
+        # batches: asked while that thread is stalled, it is made as soon as the thread goes on
+        with ThreadPoolExecutor(1) as pool:
+            asked = pool.submit(zombie.member.fence, paths)
+            _wait("the fence's check queued", lambda: not zombie.member._consumer_calls.empty(), 10)
+            zombie.release.set()
+            allowed, refused = asked.result(60)
         assert allowed == ()
         assert len(refused) == len(paths)
         assert all("the group coordinator refused this member's generation" in why for why in refused), (
