@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
@@ -283,6 +283,10 @@ def describe_group(admin: AdminClient, group: str, topic: str, partition_count: 
     return GroupView(group, state, members, partition_count, time.time(), protocol)
 
 
+def _raise(error: BaseException) -> NoReturn:
+    raise error
+
+
 @dataclass
 class ClusterMember:
     """This instance as a member of the cluster: restores partitions as they arrive, follows the
@@ -383,6 +387,13 @@ class ClusterMember:
             self._fail_consumer_calls()
 
     def _serve_consumer_calls(self, consumer: Consumer) -> None:
+        self._drain_consumer_calls(lambda call: call(consumer))
+
+    def _fail_consumer_calls(self) -> None:
+        self._drain_consumer_calls(lambda _call: _raise(RuntimeError("this member left the group")))
+
+    def _drain_consumer_calls(self, run: Callable[[Callable[[Consumer], Any]], Any]) -> None:
+        """Answer every queued consumer call with ``run(call)``'s result or exception."""
         while True:
             try:
                 call, answer = self._consumer_calls.get_nowait()
@@ -390,18 +401,9 @@ class ClusterMember:
                 return
             if answer.set_running_or_notify_cancel():
                 try:
-                    answer.set_result(call(consumer))
+                    answer.set_result(run(call))
                 except BaseException as exc:  # handed to the asking thread
                     answer.set_exception(exc)
-
-    def _fail_consumer_calls(self) -> None:
-        while True:
-            try:
-                _call, answer = self._consumer_calls.get_nowait()
-            except queue.Empty:
-                return
-            if answer.set_running_or_notify_cancel():
-                answer.set_exception(RuntimeError("this member left the group"))
 
     def _on_consumer_thread(self, call: Callable[[Consumer], Any], timeout: float) -> Any:
         """``call(consumer)`` made by the projector's thread between two batches; its result, or its

@@ -37,6 +37,7 @@ from typing import IO, Final
 from rewind.ground.errors import RewindError
 from rewind.ground.settings import Settings
 from rewind.http_front import FRONT_READY
+from rewind.sd_notify import live_answered
 
 __all__ = ["HttpFront", "private_socket", "unix_event_loop_answers", "url_of"]
 
@@ -97,15 +98,7 @@ def private_socket(settings: Settings) -> tuple[socket.socket, Path]:
 def unix_event_loop_answers(path: Path, timeout: float) -> bool:
     """True when the application on the Unix socket ``path`` answers ``GET /live`` within
     ``timeout`` seconds, whatever the status: the service's own event loop turns."""
-    connection = _UnixConnection(path, timeout)
-    try:
-        connection.request("GET", "/live")
-        connection.getresponse().read()
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
-    return True
+    return live_answered(_UnixConnection(path, timeout))
 
 
 class _UnixConnection(http.client.HTTPConnection):

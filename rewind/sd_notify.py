@@ -84,7 +84,11 @@ def event_loop_answers(host: str, port: int, timeout: float) -> bool:
     A wildcard ``host`` (``0.0.0.0``, ``::``, empty) is asked on the loopback address. No proxy is
     involved, whatever the environment says."""
     target = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    connection = http.client.HTTPConnection(target, port, timeout=timeout)
+    return live_answered(http.client.HTTPConnection(target, port, timeout=timeout))
+
+
+def live_answered(connection: http.client.HTTPConnection) -> bool:
+    """True when ``GET /live`` on ``connection`` gets any answer; the connection is closed."""
     try:
         connection.request("GET", "/live")
         connection.getresponse().read()
