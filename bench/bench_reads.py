@@ -1,8 +1,8 @@
 """Folding into LMDB and reading it back, without Kafka: what checked rows cost writes and reads.
 
-Folds a generated trading day (:func:`bench.bench_fold.generate`) into one real LMDB store in
-batches of 5,000 events, as the projector commits them (fold, encode, commit: the hot path without
-the consumer), then reads the store back the ways users do: every order (a full scan through
+Decodes and folds a generated trading day (:func:`bench.bench_fold.generate`, encoded up front) into
+one real LMDB store in batches of 5,000 events, as the projector commits them (decode, fold, encode,
+commit: the hot path without the consumer), then reads the store back the ways users do: every order (a full scan through
 :mod:`projector.queries`, as ``rewind state orders`` does), 20,000 point reads of orders (``rewind
 state get order``), and the store's digest (snapshots, recovery's validation, ``rewind state
 digest``). Each figure is the best of ``--repeat`` runs. Run it from two checkouts side by side
@@ -25,6 +25,7 @@ from projector.lmdb_state import EntityCache, LmdbPartitionState
 from projector.policy import EventsStep
 from projector.state_directory import StateDirectory
 from rewind.ground.settings import load_settings
+from schemas.codec import default_codec
 
 RESULTS = Path(__file__).parent / "results"
 BATCH = 5_000
@@ -40,20 +41,22 @@ def _best(repeat: int, run: Callable[[], object]) -> float:
     return min(times)
 
 
-def fold_into_lmdb(root: Path, events: list[dict[str, object]]) -> tuple[float, StateDirectory]:
-    """Seconds to fold ``events`` into a fresh store at ``root``, committing every :data:`BATCH`."""
+def fold_into_lmdb(root: Path, values: list[bytes]) -> tuple[float, StateDirectory]:
+    """Seconds to decode and fold ``values`` into a fresh store at ``root``, committing every
+    :data:`BATCH`, through the policy step as the projector's consume loop drives it."""
     settings = load_settings(environ={"REWIND_HOME": str(root)})
     directory = StateDirectory.open(root / "state", settings, durable=False)
     store = directory.store("events-p0000")
     cache = EntityCache()
     offset = -1
     started = time.perf_counter()
-    for first in range(0, len(events), BATCH):
+    for first in range(0, len(values), BATCH):
         state = LmdbPartitionState(store, cache)
         step = EventsStep(state, 0, offset=offset)
-        batch = events[first : first + BATCH]
-        for event in batch:
-            step.apply(event, step.offset + 1)
+        batch = values[first : first + BATCH]
+        step.expect(batch)
+        for value in batch:
+            step.record(value, step.offset + 1)
         offset = step.offset
         store.commit(state.changes(), offset, len(batch))
     return time.perf_counter() - started, directory
@@ -66,10 +69,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     events = generate(args.events, args.seed)
+    codec = default_codec()
+    values: list[bytes] = [codec.encode(event) for event in events]
     folds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="rewind-bench-reads-") as scratch:
         for run in range(3):
-            seconds, directory = fold_into_lmdb(Path(scratch) / f"run{run}", events)
+            seconds, directory = fold_into_lmdb(Path(scratch) / f"run{run}", values)
             folds.append(seconds)
             if run < 2:
                 directory.close()
@@ -83,7 +88,7 @@ def main() -> None:
     rows = {
         "events": len(events),
         "orders": len(order_ids),
-        "fold_commit_events_per_s": round(len(events) / min(folds)),
+        "decode_fold_commit_events_per_s": round(len(events) / min(folds)),
         "scan_orders_per_s": round(len(order_ids) / scan),
         "point_reads_per_s": round(len(sample) / points),
         "digest_seconds": round(digest, 4),

@@ -341,3 +341,58 @@ def test_an_offset_that_moves_backwards_is_refused() -> None:
     window.remember("a", 10)
     with pytest.raises(InvariantViolation, match="offset 9 remembered after 10"):
         window.remember("b", 9)
+
+
+def _avro_string_at(at: int, text: str) -> bytes:
+    """A value whose bytes from ``at`` are ``text`` as an Avro string (zigzag varint length, UTF-8)."""
+    data = text.encode()
+    length, varint = len(data) << 1, bytearray()
+    while length > 0x7F:
+        varint.append(length & 0x7F | 0x80)
+        length >>= 7
+    varint.append(length)
+    return bytes(at) + bytes(varint) + data
+
+
+def test_the_prefetch_hint_never_changes_an_answer() -> None:
+    """Batches announced with :meth:`expect` (the right values, wrong ones, malformed ones, fewer or
+    more than the claims that follow, the list emptied after the call): the C window answers and
+    stores exactly as the Python one, which ignores the hint."""
+    native, plain = _native(), PyEventWindow()
+    rng = random.Random(11)
+    hostile: list[object] = [
+        None,
+        b"",
+        bytes(10),
+        bytes(10) + b"\xff" * 12,  # a varint that never ends
+        bytes(10) + b"\x01",  # a negative length
+        bytes(10) + b"\xfe\xff\xff\xff\x0f",  # a length past the end
+        "not bytes",
+        12,
+    ]
+    offset = -1
+    for batch in range(300):
+        names = [f"e-{rng.randrange(5_000)}" for _ in range(rng.randrange(1, 40))]
+        values: list[object] = [_avro_string_at(10, name) for name in names]
+        if batch % 3 == 1:
+            values = [rng.choice(hostile) for _ in values]
+        elif batch % 3 == 2:
+            values = values[: rng.randrange(len(values) + 1)] + [_avro_string_at(10, "extra")] * 3
+        for window in (native, plain):
+            window.expect(values, 10)  # type: ignore[arg-type]
+        if batch % 5 == 0:
+            values.clear()
+        for name in names:
+            offset += rng.choice((1, 1, 3))
+            earlier = native.claim(name, offset)
+            assert earlier == plain.claim(name, offset)
+            if earlier == encoding.NO_OFFSET:
+                for window in (native, plain):
+                    window.remember(name, offset)
+        assert native.changed_rows() == plain.changed_rows()
+    assert len(native) == len(plain)
+    assert list(native.rows()) == list(plain.rows())
+    with pytest.raises(TypeError, match="expect"):
+        native.expect((b"a tuple",), 10)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="negative"):
+        native.expect([], -1)
