@@ -2,11 +2,12 @@
 
 Decodes and folds a generated trading day (:func:`bench.bench_fold.generate`, encoded up front) into
 one real LMDB store in batches of 5,000 events, as the projector commits them (decode, fold, encode,
-commit: the hot path without the consumer), then reads the store back the ways users do: every order (a full scan through
-:mod:`projector.queries`, as ``rewind state orders`` does), 20,000 point reads of orders (``rewind
-state get order``), and the store's digest (snapshots, recovery's validation, ``rewind state
-digest``). Each figure is the best of ``--repeat`` runs. Run it from two checkouts side by side
-(``bench.compare_builds --reads``) to compare builds. Writes ``bench/results/reads-<time>.json``.
+commit: the hot path without the consumer), then reads the store back the ways users do: every
+order (a full scan through :mod:`projector.queries`, as ``rewind state orders`` does), 20,000 point
+reads of orders (``rewind state get order``), and the store's digest (snapshots, recovery's
+validation, ``rewind state digest``). Each figure is the best of ``--repeat`` runs. Run it from two
+checkouts side by side (``bench.compare_builds --reads``) to compare builds. Writes
+``bench/results/reads-<time>.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from bench.bench_fold import generate
 from projector import queries
+from projector.gc_tuning import tune_gc_for_projection
 from projector.lmdb_state import EntityCache, LmdbPartitionState
 from projector.policy import EventsStep
 from projector.state_directory import StateDirectory
@@ -71,6 +73,7 @@ def main() -> None:
     events = generate(args.events, args.seed)
     codec = default_codec()
     values: list[bytes] = [codec.encode(event) for event in events]
+    tune_gc_for_projection()  # as every projecting command does
     folds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="rewind-bench-reads-") as scratch:
         for run in range(3):
