@@ -2,8 +2,8 @@
  * The event window of projector/event_window.py in C: the same answers and the same stored bytes as
  * its pure-Python implementation, for a fraction of the cost on the hot path.
  *
- * Every applied event passes through claim and remember, so both must cost one hash, one probe and a
- * copy of the id's bytes: no Python object is kept per id. The window holds
+ * Every event passes through claim, so it must cost one hash, one probe and, for a new id, a copy of
+ * its bytes: no Python object is kept per id. The window holds
  *   - an open-addressing table of 8-byte slots, each the top 48 bits of the hash of the id's UTF-8
  *     bytes (SipHash, keyed per process, so a producer cannot choose ids that collide) and the low 16
  *     bits of its bucket number; a match is only a candidate, confirmed against the bucket's ids, so
@@ -13,10 +13,10 @@
  *
  * Window()
  *   claim(event_id, offset) -> int      the offset event_id was applied at within the window, or -1;
- *                                       when -1, event_id is held for offset until remember/release
+ *                                       when -1, event_id is kept as applied at offset unless
+ *                                       release undoes it (offsets only go forward)
  *   applied_at(event_id, offset) -> int  the same question without holding
- *   release(event_id, offset)           give up a claim (the event did not apply)
- *   remember(event_id, offset)          the claimed event applied at offset (offsets only go forward)
+ *   release(event_id, offset)           undo the claim just made (the event did not apply)
  *   changed_rows() -> dict[bytes, bytes | None]   the rows changed since the last call, sealed
  *   rows() -> list[tuple[bytes, bytes]]           every row, sealed, in key order
  *   load_bucket(number, payload)        add a stored bucket (ValueError naming what is wrong)
@@ -385,19 +385,87 @@ static PyObject *expect(Window *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_RETURN_NONE;
 }
 
+/* Raise rewind.ground.errors.InvariantViolation(what, fix); returns NULL. */
+static void *invariant_broken(PyObject *what, const char *fix) {
+    if (what == NULL || import_helpers() < 0) {
+        Py_XDECREF(what);
+        return NULL;
+    }
+    PyObject *error = PyObject_CallFunction(invariant_violation, "Os", what, fix);
+    Py_DECREF(what);
+    if (error != NULL) {
+        PyErr_SetObject(invariant_violation, error);
+        Py_DECREF(error);
+    }
+    return NULL;
+}
+
+/* Move the window's end to bucket ``number`` if it is newer, evicting what falls out. */
+static int advance(Window *self, long long number) {
+    if (number <= self->newest) return 0;
+    self->newest = number;
+    return evict_before(self, number - WINDOW_BUCKETS);
+}
+
+/* Make ``offset``'s bucket the one written to: evict what fell out of the window, mark it changed. */
+static Bucket *enter(Window *self, long long offset) {
+    if (offset <= self->last_offset) {
+        return invariant_broken(
+            PyUnicode_FromFormat("event window: offset %lld claimed after %lld", offset, self->last_offset),
+            "offsets only move forward: this is a bug; report it with this message");
+    }
+    long long number = offset >> BUCKET_SHIFT;
+    if (advance(self, number) < 0) return NULL;
+    Bucket *bucket = bucket_at(self, number);
+    if (bucket == NULL && (bucket = new_bucket(self, number)) == NULL) return NULL;
+    if (mark_changed(self, number) < 0) return NULL;
+    self->hot = bucket;
+    return bucket;
+}
+
+/* Take the last id out of ``bucket``; a bucket left empty is dropped (it was never stored: every
+ * stored bucket holds ids at offsets before any claim still open). */
+static void drop_last(Window *self, Bucket *bucket) {
+    bucket->count--;
+    bucket->size -= bucket->lengths[bucket->count];
+    if (bucket->count > 0) return;
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t k = 0; k < self->changed_count; k++) {
+        if (self->changed[k] != bucket->number) self->changed[kept++] = self->changed[k];
+    }
+    self->changed_count = kept;
+    self->ring[bucket->number & (RING_SLOTS - 1)] = NULL;
+    if (self->hot == bucket) self->hot = NULL;
+    free_bucket(bucket);
+}
+
+/* Keep the new id ``id`` (hashed as ``entry``) as applied at ``offset``. */
+static int hold(Window *self, const IdBytes *id, uint64_t entry, long long offset) {
+    Bucket *hot = self->hot;
+    if (hot == NULL || offset >> BUCKET_SHIFT != hot->number || offset <= self->last_offset) hot = enter(self, offset);
+    if (hot == NULL || append_id(hot, id->bytes, id->size, offset & (BUCKET_OFFSETS - 1)) < 0) return -1;
+    if (insert(self, entry) < 0) {
+        drop_last(self, hot);
+        return -1;
+    }
+    self->last_offset = offset;
+    return 0;
+}
+
 static PyObject *claim(Window *self, PyObject *const *args, Py_ssize_t nargs) {
     IdBytes id;
     long long offset;
     if (self->expected != NULL) prefetch_ahead(self);
     if (parse_id_offset(args, nargs, "claim", &id, &offset) < 0) return NULL;
-    long long bucket = offset >> BUCKET_SHIFT;
-    uint64_t entry = entry_of(id.bytes, id.size, bucket);
+    long long number = offset >> BUCKET_SHIFT;
+    uint64_t entry = entry_of(id.bytes, id.size, number);
     long long found[MAX_CANDIDATES];
     int candidates = candidates_of(self, entry, found);
     long long earlier = candidates ? confirm(self, id.bytes, id.size, found, candidates, offset) : NO_OFFSET;
+    /* a repeat moves the window's end too */
+    int failed = earlier == NO_OFFSET ? hold(self, &id, entry, offset) : advance(self, number);
     Py_XDECREF(id.owned);
-    if (earlier == NO_OFFSET && insert(self, entry) < 0) return NULL;
-    return PyLong_FromLongLong(earlier);
+    return failed ? NULL : PyLong_FromLongLong(earlier);
 }
 
 static PyObject *applied_at(Window *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -415,51 +483,23 @@ static PyObject *release(Window *self, PyObject *const *args, Py_ssize_t nargs) 
     IdBytes id;
     long long offset;
     if (parse_id_offset(args, nargs, "release", &id, &offset) < 0) return NULL;
-    remove_entry(self, entry_of(id.bytes, id.size, offset >> BUCKET_SHIFT));
-    Py_XDECREF(id.owned);
-    Py_RETURN_NONE;
-}
-
-/* Make ``offset``'s bucket the one written to: evict what fell out of the window, mark it changed. */
-static Bucket *enter(Window *self, long long offset) {
-    if (offset <= self->last_offset) {
-        if (import_helpers() < 0) return NULL;
-        PyObject *what = PyUnicode_FromFormat("event window: offset %lld remembered after %lld", offset,
-                                              self->last_offset);
-        if (what == NULL) return NULL;
-        PyObject *error = PyObject_CallFunction(
-            invariant_violation, "Os", what, "offsets only move forward: this is a bug; report it with this message");
-        Py_DECREF(what);
-        if (error != NULL) {
-            PyErr_SetObject(invariant_violation, error);
-            Py_DECREF(error);
-        }
-        return NULL;
-    }
     long long number = offset >> BUCKET_SHIFT;
-    if (number > self->newest) {
-        self->newest = number;
-        if (evict_before(self, number - WINDOW_BUCKETS) < 0) return NULL;
-    }
     Bucket *bucket = bucket_at(self, number);
-    if (bucket == NULL && (bucket = new_bucket(self, number)) == NULL) return NULL;
-    if (mark_changed(self, number) < 0) return NULL;
-    self->hot = bucket;
-    return bucket;
-}
-
-static PyObject *remember(Window *self, PyObject *const *args, Py_ssize_t nargs) {
-    IdBytes id;
-    long long offset;
-    if (parse_id_offset(args, nargs, "remember", &id, &offset) < 0) return NULL;
-    Bucket *hot = self->hot;
-    if (hot == NULL || offset >> BUCKET_SHIFT != hot->number || offset <= self->last_offset) {
-        hot = enter(self, offset);
+    int last = bucket != NULL && bucket->count > 0 && offset == self->last_offset &&
+               bucket->places[bucket->count - 1] == (uint16_t)(offset & (BUCKET_OFFSETS - 1)) &&
+               bucket->lengths[bucket->count - 1] == (uint32_t)id.size &&
+               memcmp(bucket->data + bucket->size - (size_t)id.size, id.bytes, (size_t)id.size) == 0;
+    if (last) {
+        remove_entry(self, entry_of(id.bytes, id.size, number));
+        drop_last(self, bucket);
     }
-    int failed = hot == NULL || append_id(hot, id.bytes, id.size, offset & (BUCKET_OFFSETS - 1)) < 0;
     Py_XDECREF(id.owned);
-    if (failed) return NULL;
-    self->last_offset = offset;
+    if (!last) {
+        return invariant_broken(
+            PyUnicode_FromFormat("event window: release of %R at offset %lld, which is not the last claim",
+                                 args[0], offset),
+            "only the claim just made can be released: this is a bug; report it with this message");
+    }
     Py_RETURN_NONE;
 }
 
@@ -657,7 +697,6 @@ static PyMethodDef window_methods[] = {
     {"claim", (PyCFunction)(void (*)(void))claim, METH_FASTCALL, "claim(event_id, offset) -> int"},
     {"applied_at", (PyCFunction)(void (*)(void))applied_at, METH_FASTCALL, "applied_at(event_id, offset) -> int"},
     {"release", (PyCFunction)(void (*)(void))release, METH_FASTCALL, "release(event_id, offset) -> None"},
-    {"remember", (PyCFunction)(void (*)(void))remember, METH_FASTCALL, "remember(event_id, offset) -> None"},
     {"changed_rows", (PyCFunction)changed_rows, METH_NOARGS, "changed_rows() -> dict of sealed rows"},
     {"rows", (PyCFunction)all_rows, METH_NOARGS, "rows() -> list of (key, sealed row)"},
     {"load_bucket", (PyCFunction)(void (*)(void))load_bucket, METH_FASTCALL, "load_bucket(number, payload)"},

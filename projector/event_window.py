@@ -18,15 +18,15 @@ nothing, so sending it again is not a repeat.
 
 Guarantees:
 
-- **Pure and deterministic**: the window after a sequence of ``remember`` calls depends only on the
-  ids and offsets given, never on how they were batched.
+- **Pure and deterministic**: the window after a sequence of claims and releases depends only on
+  the ids and offsets given, never on how they were batched.
 - **Persisted with the state**: :meth:`EventWindow.changed_rows` gives the rows of table
   ``event_ids`` to write in the same transaction as the batch; :func:`load_window` rebuilds an
   equal window from them. Rows are sealed like every other row (:func:`projector.encoding.seal`).
 - **Bounded**: at most ``WINDOW_BUCKETS + 1`` buckets are held, in memory and on disk.
 - **Two implementations, one behaviour**: :func:`new_window` and :func:`load_window` give the C
-  window (``projector/_event_window.c``: every applied event's path costs one hash, one probe and a
-  copy of the id's bytes) where it is built, and :class:`PyEventWindow` otherwise (``REWIND_NATIVE=0``);
+  window (``projector/_event_window.c``: an event's claim costs one hash, one probe and, for a new
+  id, a copy of its bytes) where it is built, and :class:`PyEventWindow` otherwise (``REWIND_NATIVE=0``);
   both give the same answers and the same stored bytes (``tests/test_event_window.py`` holds them
   to it).
 """
@@ -111,8 +111,8 @@ class _Bucket:
 class EventWindow(Protocol):
     """The event_ids applied in the recent offsets of one partition; see the module docstring.
 
-    Every event's path is :meth:`claim`, then :meth:`remember` (it applied) or :meth:`release` (it
-    did not), at the same offset.
+    Every event's path is :meth:`claim`; when the event does not apply after all, :meth:`release`
+    at the same offset, before the next claim.
     """
 
     def applied_at(self, event_id: str, offset: int) -> int:
@@ -121,16 +121,14 @@ class EventWindow(Protocol):
         ...
 
     def claim(self, event_id: str, offset: int) -> int:
-        """:meth:`applied_at`; when that is :data:`~projector.encoding.NO_OFFSET`, hold the id for
-        the event at ``offset`` until :meth:`remember` (it applied) or :meth:`release` (it did not)."""
+        """:meth:`applied_at`; when that is :data:`~projector.encoding.NO_OFFSET`, keep ``event_id``
+        as applied at ``offset`` unless :meth:`release` undoes it. Offsets only move forward:
+        :class:`~rewind.ground.errors.InvariantViolation` otherwise."""
         ...
 
     def release(self, event_id: str, offset: int) -> None:
-        """Give up the claim :meth:`claim` made for ``event_id`` at ``offset``."""
-
-    def remember(self, event_id: str, offset: int) -> None:
-        """Record that ``event_id``, claimed at ``offset``, was applied there (offsets only move
-        forward: :class:`~rewind.ground.errors.InvariantViolation` otherwise)."""
+        """Undo the claim just made for ``event_id`` at ``offset`` (any other:
+        :class:`~rewind.ground.errors.InvariantViolation`)."""
 
     def changed_rows(self) -> dict[bytes, bytes | None]:
         """The ``event_ids`` rows changed since the last call, sealed (None: delete the row)."""
@@ -205,13 +203,6 @@ class _DictIndex:
     def __init__(self) -> None:
         self._buckets: dict[str, list[int]] = {}
 
-    def claim(self, event_id: str, bucket: int) -> tuple[int, ...] | None:
-        found = self._buckets.setdefault(event_id, [])
-        if found:
-            return tuple(found)
-        found.append(bucket & _LOW_BITS)
-        return None
-
     def find(self, event_id: str) -> tuple[int, ...]:
         return tuple(self._buckets.get(event_id, ()))
 
@@ -263,56 +254,77 @@ class PyEventWindow:
         return NO_OFFSET
 
     def claim(self, event_id: str, offset: int) -> int:
-        """:meth:`applied_at`; when that is :data:`~projector.encoding.NO_OFFSET`, hold the id for the
-        event at ``offset`` until :meth:`remember` (it applied) or :meth:`release` (it did not)."""
-        bucket = offset >> BUCKET_SHIFT
-        candidates = self._index.claim(event_id, bucket)
-        if candidates is None:
-            return NO_OFFSET
-        earlier = self._confirm(event_id, candidates, offset)
-        if earlier == NO_OFFSET:
-            self._index.add(event_id, bucket)
-        return earlier
-
-    def release(self, event_id: str, offset: int) -> None:
-        """Give up the claim :meth:`claim` made for ``event_id`` at ``offset``: its event did not apply."""
-        self._index.remove(event_id, offset >> BUCKET_SHIFT)
-
-    def remember(self, event_id: str, offset: int) -> None:
-        """Record that ``event_id``, claimed at ``offset``, was applied there (offsets only move
-        forward)."""
+        """:meth:`applied_at`; when that is :data:`~projector.encoding.NO_OFFSET`, keep the id as
+        applied at ``offset`` unless :meth:`release` undoes it (offsets only move forward)."""
+        index = offset >> BUCKET_SHIFT
+        candidates = self._index.find(event_id)
+        if candidates:
+            earlier = self._confirm(event_id, candidates, offset)
+            if earlier != NO_OFFSET:
+                self._advance(index)  # a repeat moves the window too
+                return earlier
         hot = self._hot
-        if hot is None or offset >> BUCKET_SHIFT != hot.index:
+        if hot is None or index != hot.index or offset <= self._last_offset:
             hot = self._enter(offset)
         hot.ids.append(event_id)
         hot.places.append(offset & (BUCKET_OFFSETS - 1))
+        self._index.add(event_id, index)
         self._last_offset = offset
+        return NO_OFFSET
+
+    def release(self, event_id: str, offset: int) -> None:
+        """Undo the claim just made for ``event_id`` at ``offset``: its event did not apply."""
+        index = offset >> BUCKET_SHIFT
+        bucket = self._buckets.get(index)
+        if (
+            bucket is None
+            or offset != self._last_offset
+            or bucket.places[-1] != offset & (BUCKET_OFFSETS - 1)
+            or bucket.ids[-1] != event_id
+        ):
+            raise InvariantViolation(
+                f"event window: release of {event_id!r} at offset {offset}, which is not the last claim",
+                "only the claim just made can be released: this is a bug; report it with this message",
+            )
+        self._index.remove(event_id, index)
+        bucket.ids.pop()
+        bucket.places.pop()
+        if not bucket.ids:  # made by this claim: never stored
+            del self._buckets[index]
+            self._changed.discard(index)
+            if self._hot is bucket:
+                self._hot = None
 
     def _enter(self, offset: int) -> _Bucket:
         """Make ``offset``'s bucket the one written to: evict the buckets that fell out of the window,
         and mark it changed."""
         if offset <= self._last_offset:
             raise InvariantViolation(
-                f"event window: offset {offset} remembered after {self._last_offset}",
+                f"event window: offset {offset} claimed after {self._last_offset}",
                 "offsets only move forward: this is a bug; report it with this message",
             )
         index = offset >> BUCKET_SHIFT
-        if index > self._newest:
-            self._newest = index
-            limit = index - WINDOW_BUCKETS
-            gone: list[int] = []
-            for old in self._buckets:  # ascending: buckets are created and loaded in order
-                if old >= limit:
-                    break
-                gone.append(old)
-            for old in gone:
-                self._evict(old)
+        self._advance(index)
         hot = self._buckets.get(index)
         if hot is None:
             hot = self._buckets[index] = _Bucket(index)
         self._changed.add(index)
         self._hot = hot
         return hot
+
+    def _advance(self, index: int) -> None:
+        """Move the window's end to bucket ``index`` if it is newer, evicting what falls out."""
+        if index <= self._newest:
+            return
+        self._newest = index
+        limit = index - WINDOW_BUCKETS
+        gone: list[int] = []
+        for old in self._buckets:  # ascending: buckets are created and loaded in order
+            if old >= limit:
+                break
+            gone.append(old)
+        for old in gone:
+            self._evict(old)
 
     def _evict(self, index: int) -> None:
         bucket = self._buckets.pop(index)

@@ -107,7 +107,6 @@ class PolicyStep:
         # Bound once: the window is asked for every event, and a bound method is called without a
         # lookup by name.
         self._claim: Callable[[str, int], int] = window.claim
-        self._remember: Callable[[str, int], None] = window.remember
         self._release: Callable[[str, int], None] = window.release
         self._expect: Callable[[list[bytes | None], int], None] = window.expect
         self._key_field = key_field
@@ -170,7 +169,6 @@ class PolicyStep:
         self.event = event
         self.anomaly = anomaly
         if anomaly is None:
-            self._remember(event_id, offset)
             self.offset = offset
             return APPLIED
         self._release(event_id, offset)

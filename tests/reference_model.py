@@ -7,8 +7,9 @@ Only the digest framing (``projector.digest.state_digest``) is shared, to compar
 
 Event ids are remembered as docs/state.md says: an event whose ``event_id`` was applied at an offset
 whose 256-offset bucket is at most 2,048 buckets before the current one is a ``DUPLICATE_EVENT``;
-the ``event_ids`` table holds, per bucket still in the window of the newest application, the
-offsets and ids applied in it. Every stored value ends with the CRC-32 of its key and bytes.
+the ``event_ids`` table holds, per bucket still in the window of the newest event checked against
+it (applied, recorded as an anomaly or a repeat), the offsets and ids applied in it. Every stored
+value ends with the CRC-32 of its key and bytes.
 
 Speed is irrelevant here; clarity is the point.
 """
@@ -65,13 +66,12 @@ def repeat_of(applied: dict[str, int], event_id: str, offset: int) -> int | None
     return None
 
 
-def event_id_rows(applied: dict[str, int]) -> dict[bytes, bytes]:
-    """The ``event_ids`` rows, as stored before the checksum, of each bucket still inside the newest
-    one's window: format byte 1, the count (4 bytes), each offset's place in the bucket (2 bytes
-    each), each id's UTF-8 length (4 bytes each), the ids' UTF-8 bytes; numbers little-endian."""
-    if not applied:
-        return {}
-    newest = max(applied.values()) // BUCKET
+def event_id_rows(applied: dict[str, int], newest_checked: int) -> dict[bytes, bytes]:
+    """The ``event_ids`` rows, as stored before the checksum, of each bucket still inside the window
+    that ends at offset ``newest_checked``: format byte 1, the count (4 bytes), each offset's place
+    in the bucket (2 bytes each), each id's UTF-8 length (4 bytes each), the ids' UTF-8 bytes;
+    numbers little-endian."""
+    newest = newest_checked // BUCKET
     buckets: dict[int, list[tuple[int, str]]] = {}
     for event_id, offset in applied.items():
         if offset // BUCKET >= newest - BUCKETS_KEPT:
@@ -121,6 +121,8 @@ class ReferenceModel:
         self.config_offset = -1
         self.applied_ids: dict[str, int] = {}
         self.config_applied_ids: dict[str, int] = {}
+        self.newest_checked = -1  # the offset of the newest event checked for a repeat
+        self.config_newest_checked = -1
         self.ties: set[str] = set()  # which half-even ties occurred ("even"/"odd" quotient), for coverage
         self.reapplied = 0  # events applied again once their first application left the window
 
@@ -128,7 +130,7 @@ class ReferenceModel:
 
     def apply(self, event: dict[str, Any], partition: int, offset: int) -> str | None:
         """Apply one event (quarantine policy); return the anomaly kind, or None."""
-        self.offset = offset
+        self.offset = self.newest_checked = offset
         try:
             earlier = repeat_of(self.applied_ids, event["event_id"], offset)
             if earlier is not None:
@@ -370,7 +372,7 @@ class ReferenceModel:
     # Config topic
 
     def apply_config(self, e: dict[str, Any], offset: int) -> str | None:
-        self.config_offset = offset
+        self.config_offset = self.config_newest_checked = offset
         earlier = repeat_of(self.config_applied_ids, e["event_id"], offset)
         if earlier is not None:
             kind, detail = "DUPLICATE_EVENT", f"event_id {e['event_id']} was applied at offset {earlier}"
@@ -453,7 +455,7 @@ class ReferenceModel:
         tables: dict[str, dict[bytes, Any]] = {
             t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in EVENTS_TABLES[:-1]
         }
-        tables["event_ids"] = event_id_rows(self.applied_ids)
+        tables["event_ids"] = event_id_rows(self.applied_ids, self.newest_checked)
         return tables
 
     def config_tables(self) -> dict[str, dict[bytes, Any]]:
@@ -464,7 +466,7 @@ class ReferenceModel:
         tables: dict[str, dict[bytes, Any]] = {
             t: {k: [v[f] for f in FIELDS[t]] for k, v in rows[t].items()} for t in CONFIG_TABLES[:-1]
         }
-        tables["event_ids"] = event_id_rows(self.config_applied_ids)
+        tables["event_ids"] = event_id_rows(self.config_applied_ids, self.config_newest_checked)
         return tables
 
     def records(self) -> list[tuple[str, bytes, bytes]]:

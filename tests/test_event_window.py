@@ -73,7 +73,6 @@ def implementation(request: pytest.FixtureRequest) -> Implementation:
 
 def _apply(window: EventWindow, event_id: str, offset: int) -> None:
     assert window.claim(event_id, offset) == encoding.NO_OFFSET
-    window.remember(event_id, offset)
 
 
 @pytest.mark.parametrize("policy", [QUARANTINE, HALT])
@@ -177,8 +176,7 @@ def test_stored_rows_do_not_depend_on_batching_and_load_back_equal(
     for index, (gap, name) in enumerate(zip(gaps, names, strict=True)):
         offset += gap
         for window in (straight, batched):
-            if window.claim(name, offset) == encoding.NO_OFFSET:
-                _apply(window, name, offset)
+            window.claim(name, offset)
         if index in flushes:
             for key, value in batched.changed_rows().items():
                 if value is None:
@@ -230,16 +228,18 @@ def test_ids_of_any_text_round_trip(implementation: Implementation) -> None:
 
 
 def test_claims_released_and_evicted_leave_nothing_behind(implementation: Implementation) -> None:
-    """The index holds exactly the remembered ids of the live buckets: a released claim and an evicted
-    bucket take their entries with them, however many ids share a bucket or come back later."""
+    """The index holds exactly the applied ids of the live buckets: a released claim and an evicted
+    bucket take their entries with them, however many ids share a bucket or come back later; a
+    bucket that only a released claim opened is never written."""
     window = implementation[0]()
     assert window.claim("x", 0) == encoding.NO_OFFSET
     window.release("x", 0)
     assert len(window) == 0 and window.applied_at("x", 1) == encoding.NO_OFFSET
-    for offset in range(40):
-        _apply(window, f"id-{offset % 20}" if offset < 20 else f"late-{offset}", offset)
+    assert window.changed_rows() == {} and list(window.rows()) == []
+    for offset in range(1, 41):
+        _apply(window, f"id-{offset % 20}" if offset <= 20 else f"late-{offset}", offset)
     assert len(window) == 40
-    far = 40 + WINDOW_OFFSETS + BUCKET_OFFSETS
+    far = 41 + WINDOW_OFFSETS + BUCKET_OFFSETS
     _apply(window, "id-3", far)  # out of the window: applied again, and the old buckets evicted
     assert len(window) == 1
     _apply(window, "next", far + BUCKET_OFFSETS)
@@ -279,7 +279,7 @@ def _native() -> EventWindow:
     )
 )
 def test_the_c_window_answers_and_stores_as_the_python_one(operations: list[tuple[str, int, int]]) -> None:
-    """Claims, releases, remembers, evictions and flushes in any order: the C window gives the same
+    """Claims, releases, evictions and flushes in any order: the C window gives the same
     answers, holds as many ids and writes the same rows, byte for byte, as the pure-Python window;
     and a C window loaded from those rows answers the same again."""
     native, plain = _native(), PyEventWindow()
@@ -296,12 +296,9 @@ def test_the_c_window_answers_and_stores_as_the_python_one(operations: list[tupl
         offset += gap
         earlier = native.claim(name, offset)
         assert earlier == plain.claim(name, offset)
-        if earlier == encoding.NO_OFFSET:
+        if earlier == encoding.NO_OFFSET and operation == "refuse":
             for window in (native, plain):
-                if operation == "apply":
-                    window.remember(name, offset)
-                else:
-                    window.release(name, offset)
+                window.release(name, offset)
         assert len(native) == len(plain)
     assert native.changed_rows() == plain.changed_rows()
     assert list(native.rows()) == list(plain.rows())
@@ -324,11 +321,8 @@ def test_the_c_window_under_churn_through_several_growths() -> None:
         assert earlier == plain.claim(name, offset)
         if earlier != encoding.NO_OFFSET:
             continue
-        applied = rng.random() < 0.8
-        for window in (native, plain):
-            if applied:
-                window.remember(name, offset)
-            else:
+        if rng.random() < 0.2:
+            for window in (native, plain):
                 window.release(name, offset)
     assert len(native) == len(plain)
     for n in range(0, 40_000, 7):
@@ -336,11 +330,27 @@ def test_the_c_window_under_churn_through_several_growths() -> None:
     assert list(native.rows()) == list(plain.rows())
 
 
-def test_an_offset_that_moves_backwards_is_refused() -> None:
-    window = _native()
-    window.remember("a", 10)
-    with pytest.raises(InvariantViolation, match="offset 9 remembered after 10"):
-        window.remember("b", 9)
+def test_an_offset_that_moves_backwards_is_refused(implementation: Implementation) -> None:
+    window = implementation[0]()
+    window.claim("a", 10)
+    with pytest.raises(InvariantViolation, match="offset 9 claimed after 10"):
+        window.claim("b", 9)
+    with pytest.raises(InvariantViolation, match="offset 10 claimed after 10"):
+        window.claim("b", 10)
+
+
+def test_only_the_claim_just_made_can_be_released(implementation: Implementation) -> None:
+    """Releasing anything but the last claim (another id, another offset, an earlier claim, an id
+    that was a repeat) would drop an applied id: it is refused, and the window is unchanged."""
+    window = implementation[0]()
+    _apply(window, "a", 3)
+    _apply(window, "b", 4)
+    assert window.claim("a", 5) == 3  # a repeat: nothing claimed
+    for event_id, offset in (("a", 3), ("a", 5), ("b", 3), ("c", 4), ("b", 5)):
+        with pytest.raises(InvariantViolation, match="not the last claim"):
+            window.release(event_id, offset)
+    assert len(window) == 2
+    assert (window.applied_at("a", 6), window.applied_at("b", 6)) == (3, 4)
 
 
 def _avro_string_at(at: int, text: str) -> bytes:
@@ -386,9 +396,6 @@ def test_the_prefetch_hint_never_changes_an_answer() -> None:
             offset += rng.choice((1, 1, 3))
             earlier = native.claim(name, offset)
             assert earlier == plain.claim(name, offset)
-            if earlier == encoding.NO_OFFSET:
-                for window in (native, plain):
-                    window.remember(name, offset)
         assert native.changed_rows() == plain.changed_rows()
     assert len(native) == len(plain)
     assert list(native.rows()) == list(plain.rows())
