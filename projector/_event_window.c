@@ -20,9 +20,6 @@
  *   changed_rows() -> dict[bytes, bytes | None]   the rows changed since the last call, sealed
  *   rows() -> list[tuple[bytes, bytes]]           every row, sealed, in key order
  *   load_bucket(number, payload)        add a stored bucket (ValueError naming what is wrong)
- *   expect(values, at)                  the record values the next claims come from, in order, each
- *                                       with its event_id as the Avro string at byte ``at``: a hint
- *                                       that loads each id's slot a few claims ahead of its probe
  *   len(window)                         ids held, claims included
  */
 #define PY_SSIZE_T_CLEAN
@@ -40,7 +37,6 @@
 #define LOW_BITS 0xFFFFLL
 #define NO_OFFSET (-1LL)
 #define BUCKET_FORMAT 1
-#define PREFETCH_AHEAD 4 /* claims between a slot's prefetch and its probe */
 
 typedef struct {
     long long number;
@@ -65,9 +61,6 @@ typedef struct {
     long long *changed;
     Py_ssize_t changed_count;
     Py_ssize_t changed_capacity;
-    PyObject *expected; /* the list given to expect(), or NULL */
-    Py_ssize_t expected_at;
-    Py_ssize_t expected_next;
 } Window;
 
 static PyObject *seal_function = NULL;        /* projector.encoding.seal */
@@ -333,57 +326,7 @@ static int parse_id_offset(PyObject *const *args, Py_ssize_t nargs, const char *
     return id_bytes(args[0], id);
 }
 
-/* Load the home slot of the id in ``value`` (its Avro string at byte ``at``: a zigzag varint length,
- * then the bytes) towards the cache. Anything else (not bytes, too short, another layout) is skipped:
- * a wrong guess costs one useless load, never a wrong answer. */
-static void prefetch_value(const Window *self, PyObject *value, Py_ssize_t at) {
-    if (!PyBytes_CheckExact(value)) return;
-    const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(value);
-    Py_ssize_t size = PyBytes_GET_SIZE(value);
-    uint64_t varint = 0;
-    int shift = 0;
-    while (at < size && shift < 64) {
-        unsigned char byte = bytes[at++];
-        varint |= (uint64_t)(byte & 0x7F) << shift;
-        if (!(byte & 0x80)) {
-            int64_t length = (int64_t)(varint >> 1) ^ -(int64_t)(varint & 1);
-            if (length > 0 && length <= size - at) {
-                uint64_t entry = entry_of((const char *)bytes + at, (Py_ssize_t)length, 0);
-                __builtin_prefetch(&self->slots[home_of(entry, self->mask)], 1);
-            }
-            return;
-        }
-        shift += 7;
-    }
-}
-
-static void prefetch_ahead(Window *self) {
-    Py_ssize_t ahead = self->expected_next++ + PREFETCH_AHEAD;
-    if (ahead < PyList_GET_SIZE(self->expected)) {
-        prefetch_value(self, PyList_GET_ITEM(self->expected, ahead), self->expected_at);
-    }
-}
-
 /* The methods */
-
-static PyObject *expect(Window *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyList_Check(args[0]) || !PyLong_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "expect(values: list, at: int)");
-        return NULL;
-    }
-    Py_ssize_t at = PyLong_AsSsize_t(args[1]);
-    if (at == -1 && PyErr_Occurred()) return NULL;
-    if (at < 0) {
-        PyErr_SetString(PyExc_ValueError, "expect: at must not be negative");
-        return NULL;
-    }
-    Py_XSETREF(self->expected, Py_NewRef(args[0]));
-    self->expected_at = at;
-    self->expected_next = 0;
-    Py_ssize_t first = Py_MIN(PREFETCH_AHEAD, PyList_GET_SIZE(args[0]));
-    for (Py_ssize_t k = 0; k < first; k++) prefetch_value(self, PyList_GET_ITEM(args[0], k), at);
-    Py_RETURN_NONE;
-}
 
 /* Raise rewind.ground.errors.InvariantViolation(what, fix); returns NULL. */
 static void *invariant_broken(PyObject *what, const char *fix) {
@@ -455,7 +398,6 @@ static int hold(Window *self, const IdBytes *id, uint64_t entry, long long offse
 static PyObject *claim(Window *self, PyObject *const *args, Py_ssize_t nargs) {
     IdBytes id;
     long long offset;
-    if (self->expected != NULL) prefetch_ahead(self);
     if (parse_id_offset(args, nargs, "claim", &id, &offset) < 0) return NULL;
     long long number = offset >> BUCKET_SHIFT;
     uint64_t entry = entry_of(id.bytes, id.size, number);
@@ -556,7 +498,6 @@ static PyObject *changed_rows(Window *self, PyObject *Py_UNUSED(ignored)) {
     }
     self->changed_count = 0;
     self->hot = NULL;
-    Py_CLEAR(self->expected);
     return rows;
 failed:
     Py_DECREF(rows);
@@ -689,7 +630,6 @@ static void window_dealloc(Window *self) {
     PyMem_Free(self->ring);
     PyMem_Free(self->slots);
     PyMem_Free(self->changed);
-    Py_XDECREF(self->expected);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -700,7 +640,6 @@ static PyMethodDef window_methods[] = {
     {"changed_rows", (PyCFunction)changed_rows, METH_NOARGS, "changed_rows() -> dict of sealed rows"},
     {"rows", (PyCFunction)all_rows, METH_NOARGS, "rows() -> list of (key, sealed row)"},
     {"load_bucket", (PyCFunction)(void (*)(void))load_bucket, METH_FASTCALL, "load_bucket(number, payload)"},
-    {"expect", (PyCFunction)(void (*)(void))expect, METH_FASTCALL, "expect(values, at) -> None (a prefetch hint)"},
     {NULL, NULL, 0, NULL},
 };
 

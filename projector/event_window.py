@@ -138,12 +138,6 @@ class EventWindow(Protocol):
         """Every ``event_ids`` row, sealed, in key order (the canonical sequence)."""
         ...
 
-    def expect(self, values: list[bytes | None], at: int) -> None:
-        """The record values the next claims come from, in order, each with its event_id as the Avro
-        string at byte ``at``: a hint that lets the window load each id's place ahead of its claim,
-        so that the cache misses of a batch overlap. No answer ever depends on it; a value laid out
-        otherwise only goes without its head start. Held until :meth:`changed_rows`."""
-
     def __len__(self) -> int:
         """How many event_ids are held (claims included)."""
         ...
@@ -343,9 +337,6 @@ class PyEventWindow:
         self._changed.clear()
         self._hot = None
         return rows
-
-    def expect(self, values: list[bytes | None], at: int) -> None:
-        """A hint the C window uses to prefetch; a dict has nothing to prefetch."""
 
     def rows(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``event_ids`` row, sealed, in key order (the canonical sequence)."""

@@ -44,7 +44,7 @@ from projector.model import Anomaly, AnomalyKind
 from projector.state import ConfigState, PartitionState
 from rewind.ground.errors import InvariantViolation
 from rewind.ground.settings import ANOMALY_POLICIES
-from schemas.codec import HEADER_SIZE, default_codec
+from schemas.codec import default_codec
 from schemas.errors import EventDecodeError
 
 QUARANTINE: Final = "quarantine"
@@ -108,7 +108,6 @@ class PolicyStep:
         # lookup by name.
         self._claim: Callable[[str, int], int] = window.claim
         self._release: Callable[[str, int], None] = window.release
-        self._expect: Callable[[list[bytes | None], int], None] = window.expect
         self._key_field = key_field
         self.halting = policy == HALT
         self.offset = offset
@@ -116,12 +115,6 @@ class PolicyStep:
         self.anomaly: Anomaly | None = None
         self.error: EventDecodeError = _NO_ERROR
         self._decode: Decoder = default_codec().decode if decode is None else decode
-
-    def expect(self, values: list[bytes | None]) -> None:
-        """The values the next :meth:`record` calls step through, in order: a hint that lets the
-        window fetch each event_id's place ahead of its claim (a batch's cache misses overlap
-        instead of queueing). No outcome depends on it."""
-        self._expect(values, HEADER_SIZE)
 
     def record(self, value: bytes | None, offset: int, key: bytes | None = KEY_NOT_CHECKED) -> int:
         """Decode ``value`` and :meth:`apply` it at ``offset``: :data:`UNDECODABLE` if it cannot be,

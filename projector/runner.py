@@ -474,15 +474,13 @@ class Projector:
         counts: dict[str, int] = {}
         halt: AnomalyHalt | None = None
         limit = self.until.get(key)
-        values = [message.value() for message in batch]
-        step.expect(values)
-        for message, value in zip(batch, values, strict=True):
+        for message in batch:
             offset = message.offset()
             if offset is None:
                 raise InvariantViolation(f"{step.where}: a consumed record has no offset")
             if limit is not None and offset > limit:
                 break
-            outcome = step.record(value, offset, message.key())
+            outcome = step.record(message.value(), offset, message.key())
             if outcome in (UNDECODABLE, REFUSED):
                 error = step.error
                 self.dead_letters.send(message, error, error.fingerprint)
