@@ -229,6 +229,8 @@ class Service:
         """Uploads each snapshot round to the remote store in the background (None: no remote store)."""
         self.cluster = ClusterMember.from_settings(settings)
         """This instance as a member of a cluster (:mod:`rewind.cluster_membership`); None: alone."""
+        if self.shipper is not None:
+            self.shipper.on_shipped = self._snapshot_listing.invalidate
         if self.cluster is not None and self.shipper is not None:
             self.shipper.fence = self.cluster.fence
 

@@ -9,6 +9,9 @@ Guarantees:
   most one runs). A store that is down therefore never holds up an API worker (``/ready`` shares
   them), and is asked at most once per :data:`REMOTE_LIST_SECONDS` plus its timeouts. Until the
   first listing has finished, no remote rows are given.
+* After :meth:`SnapshotListing.invalidate` (the service shipped a round), the next call starts a
+  new listing whatever the last one's age, so a shipped snapshot is listed within one listing's
+  time; a listing that was running meanwhile counts as already old.
 * A remote store that cannot be listed (down, refusing the credentials, no bucket) is one row with
   ``location`` ``remote``, the store's address and the ``error``: never hidden, and never a failure
   of the whole list.
@@ -53,6 +56,8 @@ class SnapshotListing:
         self._lock = threading.Lock()
         self._remote: tuple[float, list[dict[str, Any]]] | None = None
         self._listing: threading.Thread | None = None
+        self._changes = 0
+        """How many times the remote store was known to change (:meth:`invalidate`)."""
 
     def rows(self) -> list[dict[str, Any]]:
         """Local rows (store by store, newest first), then the last remote listing's."""
@@ -70,7 +75,16 @@ class SnapshotListing:
                 self._listing.start()
         return [] if kept is None else kept[1]
 
+    def invalidate(self) -> None:
+        """The remote store changed: the next call lists it again, whatever the last listing's age."""
+        with self._lock:
+            self._changes += 1
+            if self._remote is not None:
+                self._remote = (-REMOTE_LIST_SECONDS, self._remote[1])
+
     def _list(self) -> None:
+        with self._lock:
+            changes = self._changes
         try:
             store = remote_store(self._settings)
             found = [] if store is None else [s for name in store.stores() for s in store.list(name)]
@@ -83,5 +97,6 @@ class SnapshotListing:
             bucket = str(self._settings["snapshots.remote.bucket"])
             rows = [{"location": REMOTE, "path": f"s3://{bucket}", "error": f"listing failed: {exc}"}]
         with self._lock:
-            self._remote = (time.monotonic(), rows)
+            changed_meanwhile = changes != self._changes
+            self._remote = (-REMOTE_LIST_SECONDS if changed_meanwhile else time.monotonic(), rows)
             self._listing = None

@@ -69,6 +69,8 @@ class SnapshotShipper:
         self._stopping = False
         self.fence: Fence | None = None
         """In a cluster: which snapshots of a round this member may still ship (cluster_membership)."""
+        self.on_shipped: Callable[[], None] | None = None
+        """Called after each shipped round (the service has its remote listing read again)."""
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: ServiceMetrics) -> SnapshotShipper | None:
@@ -147,6 +149,8 @@ class SnapshotShipper:
             self._metrics.upload_failures.inc()
         elif what == "dropped":
             self._metrics.upload_dropped.labels("queue_full").inc()
+        elif what == "shipped" and self.on_shipped is not None:
+            self.on_shipped()
 
     def _ship(self, rounds: list[tuple[str, ...]]) -> Attempt:
         """Upload every waiting round in one child, oldest first."""
