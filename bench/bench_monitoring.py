@@ -13,7 +13,6 @@ shared VM's stolen time disturbs less). Target: overhead <= 5%.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import threading
@@ -23,6 +22,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bench.harness import bench_broker, bench_topics, produce
+from bench.results_file import write_results
 from projector.metrics import ProjectorMetrics
 from projector.runner import Projector
 from rewind.ground.settings import Settings
@@ -30,8 +30,6 @@ from rewind.lag import LagMonitor
 from rewind.lag_metrics import LagMetrics
 from rewind.service import LAG_INTERVAL_SECONDS, projector_offsets
 from rewind.service_metrics import ServiceMetrics
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _cpu_seconds() -> float:
@@ -113,10 +111,7 @@ def main() -> None:
         overhead = (off - on) / off
         result[f"overhead_{name}"] = round(overhead, 4)
         print(f"median {name}: off {off:,.0f}, on {on:,.0f} events/s -> overhead {overhead:.1%}", flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"monitoring-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_results("monitoring", result)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import pstats
 import resource
 import time
@@ -27,11 +26,10 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.harness import bench_broker, bench_topics, produce
+from bench.results_file import write_results
 from projector.gc_tuning import tune_gc_for_projection
 from projector.runner import Projector
 from schemas.codec import default_codec
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _cpu() -> float:
@@ -146,7 +144,6 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
             profile_text = out.getvalue()
             print(profile_text)
 
-        RESULTS.mkdir(exist_ok=True)
         result = {
             "events": everything,
             "partitions": args.partitions,
@@ -155,9 +152,7 @@ def run(args: argparse.Namespace, bootstrap: str, scratch: Path) -> None:
             "projector_vs_raw": round(projected / raw, 3),
             "profile": profile_text,
         }
-        path = RESULTS / f"projector-{time.strftime('%Y%m%dT%H%M%S')}.json"
-        path.write_text(json.dumps(result, indent=2))
-        print(f"wrote {path}")
+        write_results("projector", result)
 
 
 if __name__ == "__main__":

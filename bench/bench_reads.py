@@ -13,7 +13,6 @@ checkouts side by side (``bench.compare_builds --reads``) to compare builds. Wri
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.bench_fold import generate
+from bench.results_file import write_results
 from projector import queries
 from projector.gc_tuning import tune_gc_for_projection
 from projector.lmdb_state import EntityCache, LmdbPartitionState
@@ -29,7 +29,6 @@ from projector.state_directory import StateDirectory
 from rewind.ground.settings import load_settings
 from schemas.codec import default_codec
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 5_000
 POINT_READS = 20_000
 
@@ -97,9 +96,7 @@ def main() -> None:
     }
     for name, value in rows.items():
         print(f"{name}: {value:,}" if isinstance(value, int) else f"{name}: {value}")
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"reads-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(rows, indent=2))
+    write_results("reads", rows)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from bench.harness import bench_broker, bench_topics, produce
+from bench.results_file import write_results
 from projector import queries
 from projector.gc_tuning import tune_gc_for_projection
 from projector.metrics import ProjectorMetrics
@@ -39,7 +40,6 @@ from rewind.ground.settings import Settings
 from rewind.service import REWIND, snapshot_in_child
 from snapshotter.snapshot import take_snapshot
 
-RESULTS = Path(__file__).parent / "results"
 SNAPSHOTS_TAKEN: list[int] = []  # stores snapshotted per `rewind snapshot` run in (c)
 
 
@@ -187,10 +187,7 @@ def measure(args: argparse.Namespace, settings: Settings, settings_c: Settings, 
         result["b"] = measure_time_travel(args, settings, scratch)
     if "c" in args.only:
         result["c"] = measure_interference(args, settings_c, scratch)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"recovery-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_results("recovery", result)
 
 
 def measure_recovery(args: argparse.Namespace, settings: Settings, scratch: Path) -> dict[str, object]:

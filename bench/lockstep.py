@@ -25,22 +25,21 @@ Every checkout needs ``bench/lockstep.py`` (the worker is this module). Writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from bench.results_file import write_results
+
 if TYPE_CHECKING:
     from projector.runner import Progress
 
-RESULTS = Path(__file__).parent / "results"
 BATCH = 5_000
 
 
@@ -291,10 +290,7 @@ def main() -> None:
             )
         batches = drive(workers, args.passes)
     summary = report(args.what, batches, args.passes)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"lockstep-{args.what}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {path}")
+    write_results(f"lockstep-{args.what}", summary)
 
 
 if __name__ == "__main__":
