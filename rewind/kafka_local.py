@@ -121,6 +121,15 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 16 random bytes in URL-safe base64, never starting with "-" (as
+    Kafka's own ``Uuid.randomUuid`` ensures), which a command line would read as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalKafka:
     """The broker that belongs to one ``REWIND_HOME``."""
 
@@ -235,7 +244,6 @@ class LocalKafka:
         )
 
     def _format(self, java: str, libs: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         result = subprocess.run(
             [
                 java,
@@ -243,8 +251,7 @@ class LocalKafka:
                 f"{libs}/*",
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                f"--cluster-id={new_cluster_id()}",
                 "-c",
                 str(self.properties),
             ],

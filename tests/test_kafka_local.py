@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from rewind.kafka_local import new_cluster_id
 from rewind.local_process import port_is_free
 from tests.cli_runner import run_rewind
 from tests.kafka_helpers import create_topic, read_topic
@@ -212,3 +214,12 @@ def _aiokafka_roundtrip(address: str, topic: str, values: list[bytes]) -> list[b
         return got
 
     return asyncio.run(roundtrip())
+
+
+def test_a_new_cluster_id_is_never_read_as_an_option() -> None:
+    """One URL-safe base64 id in 64 starts with "-", which kafka-storage's parser took for an option:
+    `rewind kafka start` then failed on a fresh home. Every id is 16 bytes and none starts so."""
+    ids = [new_cluster_id() for _ in range(5_000)]
+    assert not [cluster_id for cluster_id in ids if cluster_id.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(cluster_id + "==")) == 16 for cluster_id in ids)
+    assert len(set(ids)) == len(ids)
