@@ -35,7 +35,18 @@ from rewind.state_readers import DOCUMENTS, render
 from tests.cli_runner import REWIND
 from tests.http_helpers import exchange, free_port, get, read_reply, seconds_until_closed, wait_for
 from tests.pipeline import Pipeline
-from tests.test_http_hardening import _HEAD, _MALFORMED, MARGIN, READ_TOKEN, SECRET, TOKEN, Minimal, _trickle
+from tests.process_helpers import child_pids, is_alive
+from tests.test_http_hardening import (
+    _HEAD,
+    _MALFORMED,
+    MARGIN,
+    READ_TOKEN,
+    SECRET,
+    TOKEN,
+    Minimal,
+    _trickle,
+    refused,
+)
 from tests.test_state_readers import _build, _eventually, _View
 
 STATE_PATHS = [
@@ -228,19 +239,11 @@ def front(minimal: Minimal, tmp_path: Path) -> Iterator[Fronted]:
 def test_a_request_the_parser_refuses_at_the_front_is_json_and_never_echoed(
     front: Fronted, case: str
 ) -> None:
-    request, status = _MALFORMED[case]
-    with socket.create_connection(("127.0.0.1", front.port), timeout=30) as sock:
-        sock.sendall(request)
-        reply = read_reply(sock)
-        assert seconds_until_closed(sock, 30) is not None, "the connection stays open"
-    assert reply.status == status
-    assert reply.headers["content-type"].startswith("application/json")
-    assert set(reply.json) == {"error", "fix"}
-    assert SECRET not in reply.raw
+    _, status = refused(front.port, case)
     logged = front.log.read_text()
     assert SECRET.decode() not in logged
-    refused = [line for line in logged.splitlines() if "refused an HTTP request" in line]
-    assert len(refused) == 1 and f"({status})" in refused[0] and "Traceback" not in logged
+    lines = [line for line in logged.splitlines() if "refused an HTTP request" in line]
+    assert len(lines) == 1 and f"({status})" in lines[0] and "Traceback" not in logged
 
 
 def test_the_front_closes_a_trickled_head_and_an_idle_connection(tmp_path: Path) -> None:
@@ -304,33 +307,15 @@ def test_with_a_read_token_the_front_wants_it_and_asks_the_service_with_it(tmp_p
 # The front of `rewind serve`
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found |= {int(child) for child in (task / "children").read_text().split()}
-        except OSError:
-            continue
-    return found
-
-
 def _fronts_of(pid: int) -> set[int]:
     found = set()
-    for child in _children(pid):
+    for child in child_pids(pid):
         try:
             if b"rewind.http_front" in Path(f"/proc/{child}/cmdline").read_bytes():
                 found.add(child)
         except OSError:
             continue
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_rewind_serve_answers_from_its_front_which_is_replaced_and_ends_with_it(
@@ -372,13 +357,13 @@ def test_rewind_serve_answers_from_its_front_which_is_replaced_and_ends_with_it(
 
         service.send_signal(signal.SIGKILL)
         service.wait(30)
-        _eventually(lambda: not any(_alive(pid) for pid in fronts), 20)
+        _eventually(lambda: not any(is_alive(pid) for pid in fronts), 20)
     finally:
         if service.poll() is None:
             service.kill()
             service.wait()
         for pid in fronts:
-            if _alive(pid):
+            if is_alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 

@@ -24,7 +24,7 @@ from rewind.ground.errors import ConfigError, RewindError
 from rewind.ground.settings import Settings, load_settings
 from rewind.http_api import HttpServer, create_app, serve_http
 from tests.cli_runner import run_rewind
-from tests.http_helpers import exchange, read_reply, seconds_until_closed
+from tests.http_helpers import RawReply, exchange, read_reply, seconds_until_closed
 from tests.openapi_check import errors, spec
 
 TOKEN = "wr1te-token"
@@ -139,21 +139,28 @@ _MALFORMED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(_MALFORMED))
-def test_a_request_the_parser_refuses_is_json_with_a_fix_logged_in_one_line_and_never_echoed(
-    server: HttpServer, caplog: pytest.LogCaptureFixture, case: str
-) -> None:
+def refused(port: int, case: str) -> tuple[RawReply, int]:
+    """Send the malformed request ``case`` to ``port``: the reply, checked to be a JSON refusal with
+    its status and a fix that never echoes the request, and the status."""
     request, status = _MALFORMED[case]
-    caplog.set_level(logging.DEBUG)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(request)
         reply = read_reply(sock)
         assert seconds_until_closed(sock, 30) is not None, "the connection stays open"
     assert reply.status == status
     assert reply.headers["content-type"].startswith("application/json")
     assert set(reply.json) == {"error", "fix"}
-    assert not errors(spec()["components"]["schemas"]["Error"], reply.json)
     assert SECRET not in reply.raw
+    return reply, status
+
+
+@pytest.mark.parametrize("case", sorted(_MALFORMED))
+def test_a_request_the_parser_refuses_is_json_with_a_fix_logged_in_one_line_and_never_echoed(
+    server: HttpServer, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reply, status = refused(server.port, case)
+    assert not errors(spec()["components"]["schemas"]["Error"], reply.json)
     records = [
         r for r in caplog.records if r.name.startswith(("rewind", "aiohttp")) and r.name != "aiohttp.access"
     ]

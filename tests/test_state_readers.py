@@ -35,6 +35,7 @@ from tests import fold_events as ev
 from tests.cli_runner import REWIND
 from tests.http_helpers import free_port, get, wait_for
 from tests.pipeline import Pipeline
+from tests.process_helpers import child_pids, is_alive
 
 GOOD = b"[1,266519103000000]"
 BAD = b"[1,296519103000000]"
@@ -330,24 +331,6 @@ def test_metrics_show_a_change_within_a_few_seconds(state: StateDirectory, tmp_p
 # The service
 
 
-def _children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found |= {int(child) for child in (task / "children").read_text().split()}
-        except OSError:
-            continue
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_sigterm_stops_the_service_and_its_readers(bootstrap: str, unique_name: str, tmp_path: Path) -> None:
     pipeline = Pipeline(bootstrap, unique_name, tmp_path / "home")
     pipeline.create_topics()
@@ -363,7 +346,7 @@ def test_sigterm_stops_the_service_and_its_readers(bootstrap: str, unique_name: 
         paths = ["/state/positions", "/state/orders/NOPE", "/config", "/state/accounts/ACC-0001"] * 5
         with ThreadPoolExecutor(4) as pool:
             assert set(pool.map(lambda path: get(f"{url}{path}")[0], paths)) <= {200, 404}
-        readers = _children(service.pid)
+        readers = child_pids(service.pid)
         assert readers, "the readers run as children of the service"
         service.send_signal(signal.SIGTERM)
         assert service.wait(30) == 0, service.stderr.read() if service.stderr else ""
@@ -371,4 +354,4 @@ def test_sigterm_stops_the_service_and_its_readers(bootstrap: str, unique_name: 
         if service.poll() is None:
             service.kill()
             service.wait()
-    _eventually(lambda: not any(_alive(pid) for pid in readers), 10)
+    _eventually(lambda: not any(is_alive(pid) for pid in readers), 10)
