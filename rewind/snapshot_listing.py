@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
 from typing import Any, Final
@@ -80,7 +81,7 @@ class SnapshotListing:
         with self._lock:
             self._changes += 1
             if self._remote is not None:
-                self._remote = (-REMOTE_LIST_SECONDS, self._remote[1])
+                self._remote = (-math.inf, self._remote[1])
 
     def _list(self) -> None:
         with self._lock:
@@ -98,5 +99,5 @@ class SnapshotListing:
             rows = [{"location": REMOTE, "path": f"s3://{bucket}", "error": f"listing failed: {exc}"}]
         with self._lock:
             changed_meanwhile = changes != self._changes
-            self._remote = (-REMOTE_LIST_SECONDS if changed_meanwhile else time.monotonic(), rows)
+            self._remote = (-math.inf if changed_meanwhile else time.monotonic(), rows)
             self._listing = None
